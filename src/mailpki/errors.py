@@ -1,0 +1,77 @@
+"""The one error root of mailpki and the tree below it.
+
+Every error carries a message a person can act on; the CLI prints it on one line
+and exits non-zero. Library code raises these and nothing broader.
+"""
+
+from __future__ import annotations
+
+
+class MailPKIError(Exception):
+    """Root of every error mailpki raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(MailPKIError):
+    """The instance configuration is missing, malformed or has an unknown key/value."""
+
+
+class InstanceError(MailPKIError):
+    """The instance home is missing, already initialised, or inconsistent."""
+
+
+class InputError(MailPKIError):
+    """Outside input (a file, a CSR, a request body, a form field) is malformed."""
+
+    exit_code = 2
+
+
+class CSRError(InputError):
+    """A certificate signing request cannot be parsed or its self-signature is wrong."""
+
+
+class KeyPolicyError(InputError):
+    """A public key is weak or of a type the profile does not allow."""
+
+
+class ProfileError(MailPKIError):
+    """A certificate profile is unknown or its data file is invalid."""
+
+
+class LintError(MailPKIError):
+    """A to-be-signed certificate has lint findings; issuance was refused."""
+
+    def __init__(self, message: str, findings: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.findings = findings or []
+
+
+class KeyStoreError(MailPKIError):
+    """A CA key cannot be created, loaded, unlocked or used (file or PKCS#11)."""
+
+
+class CAError(MailPKIError):
+    """The CA cannot perform the operation (missing key, bad state, token reuse)."""
+
+
+class NotFoundError(MailPKIError):
+    """The named object (certificate, serial, CRL) does not exist."""
+
+    exit_code = 3
+
+
+class RevocationError(MailPKIError):
+    """A revocation request is invalid (already revoked, unknown reason)."""
+
+
+class AuditError(MailPKIError):
+    """The audit log could not be written; the action it guards did not happen."""
+
+
+class AuditIntegrityError(AuditError):
+    """The audit log has been tampered with (deleted, modified, inserted, reordered)."""
+
+
+class StoreError(MailPKIError):
+    """The database cannot be reached, migrated, or rejected a write."""

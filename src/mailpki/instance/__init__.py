@@ -1,0 +1,1 @@
+"""An instance: its home folder, configuration, database, keys and CA, wired together."""
