@@ -1,0 +1,324 @@
+"""OCSP responder logic (RFC 6960, with the RFC 5019 profile for caching).
+
+One responder serves one issuing CA through a delegated responder certificate
+(or the CA certificate itself). It knows nothing about storage: ``lookup`` maps a
+serial to a status. ``respond()`` takes the DER request and always returns a DER
+OCSPResponse: malformed input yields an unsigned malformedRequest, never an
+exception.
+
+Choices, with the reason for each:
+
+- A request for an issuer we do not serve gets an unsigned ``unauthorized``
+  (RFC 5019 §2.2.3, and what Let's Encrypt's responder does). RFC 6960 §2.2 would
+  allow a signed "unknown", but our responder certificate is not issued by that CA,
+  so no client could verify it anyway, and signing for arbitrary CertIDs would be a
+  free signing oracle for anyone on the network.
+- A request listing more than one certificate gets ``malformedRequest``:
+  RFC 6960 §4.2.1 expects one SingleResponse per requested certificate, so
+  answering only the first would be wrong, and OpenSSL, NSS and browsers send one
+  certificate per request. (cryptography also refuses to parse such requests.)
+- Nonces (RFC 8954): echoed when present; one of 0 or more than 32 octets is
+  rejected with ``malformedRequest`` as §2.1 requires. Responses with a nonce are
+  unique and never cached.
+- Responses without a nonce are cached per (serial, CertID hash) for
+  ``cache_ttl`` (default min(validity, 60 s)) in a bounded LRU, so repeated GETs
+  cost no signature. ``invalidate(serial)`` must be called on revocation; a cached
+  answer is never served beyond its window even if the caller forgets.
+- A lookup that raises yields ``tryLater`` (the store is down, the status may
+  exist); any other unexpected failure yields ``internalError``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from mailpki.ca.crl import PrivateKey, default_hash
+from mailpki.errors import CAError
+
+__all__ = [
+    "INTERNAL_ERROR_RESPONSE",
+    "MALFORMED_RESPONSE",
+    "TRY_LATER_RESPONSE",
+    "UNAUTHORIZED_RESPONSE",
+    "CertStatus",
+    "OCSPResponder",
+    "StatusLookup",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CertStatus:
+    """What the CA knows about one serial it issued."""
+
+    status: Literal["good", "revoked"]
+    revoked_at: dt.datetime | None = None  # naive = UTC
+    reason: x509.ReasonFlags | None = None
+
+    def __post_init__(self) -> None:
+        if self.status == "revoked" and self.revoked_at is None:
+            raise ValueError("a revoked CertStatus needs revoked_at")
+
+
+StatusLookup = Callable[[int], CertStatus | None]  # serial -> status; None = never issued
+
+
+def _unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
+    return ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(
+        serialization.Encoding.DER
+    )
+
+
+# Unsigned error responses are constants (5 bytes each): build them once.
+MALFORMED_RESPONSE = _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+INTERNAL_ERROR_RESPONSE = _unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR)
+TRY_LATER_RESPONSE = _unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER)
+UNAUTHORIZED_RESPONSE = _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+
+# CertID hash algorithms cryptography can echo back (it parses no others).
+_HASHES: dict[str, tuple[Callable[[bytes], bytes], hashes.HashAlgorithm]] = {
+    # SHA-1 CertIDs are what most clients (OpenSSL included) send; not a signature.
+    "sha1": (lambda b: hashlib.sha1(b, usedforsecurity=False).digest(), hashes.SHA1()),  # noqa: S303
+    "sha224": (lambda b: hashlib.sha224(b).digest(), hashes.SHA224()),
+    "sha256": (lambda b: hashlib.sha256(b).digest(), hashes.SHA256()),
+    "sha384": (lambda b: hashlib.sha384(b).digest(), hashes.SHA384()),
+    "sha512": (lambda b: hashlib.sha512(b).digest(), hashes.SHA512()),
+}
+
+_MAX_NONCE = 32  # RFC 8954 §2.1
+_DEFAULT_CACHE_TTL = dt.timedelta(seconds=60)
+
+
+def _issuer_hashes(issuer: x509.Certificate) -> dict[str, tuple[bytes, bytes]]:
+    """(issuerNameHash, issuerKeyHash) of ``issuer`` for each CertID algorithm.
+
+    Hashed over the exact bytes in the certificate (RFC 6960 §4.1.1): the subject
+    Name's DER and the subjectPublicKey BIT STRING's value, read with asn1crypto
+    so that no re-encoding can change them.
+    """
+    cert = asn1_x509.Certificate.load(issuer.public_bytes(serialization.Encoding.DER))
+    tbs = cert["tbs_certificate"]
+    name_der: bytes = tbs["subject"].dump()
+    key_bits: bytes = tbs["subject_public_key_info"]["public_key"].contents[1:]  # skip unused-bits
+    return {alg: (h(name_der), h(key_bits)) for alg, (h, _) in _HASHES.items()}
+
+
+def _check_responder(
+    issuer: x509.Certificate, responder_cert: x509.Certificate, responder_key: PrivateKey
+) -> None:
+    if (
+        isinstance(responder_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+        and responder_key.public_key() != responder_cert.public_key()
+    ):
+        raise CAError("the OCSP responder key does not belong to the responder certificate")
+    if responder_cert == issuer:
+        return  # the CA answers for itself
+    try:
+        responder_cert.verify_directly_issued_by(issuer)
+    except Exception as exc:  # ValueError, TypeError, InvalidSignature
+        raise CAError(
+            "the OCSP responder certificate must be issued directly by the CA it answers "
+            f"for (RFC 6960 §4.2.2.2): {exc}"
+        ) from exc
+    try:
+        eku = responder_cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        eku = x509.ExtendedKeyUsage([])
+    if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+        raise CAError("the OCSP responder certificate lacks the OCSPSigning extended key usage")
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class OCSPResponder:
+    """Answers OCSP requests about certificates of one issuing CA."""
+
+    def __init__(
+        self,
+        *,
+        issuer: x509.Certificate,
+        responder_cert: x509.Certificate,
+        responder_key: PrivateKey,
+        lookup: StatusLookup,
+        validity: dt.timedelta = dt.timedelta(hours=24),
+        clock: Callable[[], dt.datetime] | None = None,
+        cache_ttl: dt.timedelta | None = None,
+        cache_size: int = 10_000,
+    ) -> None:
+        if validity <= dt.timedelta(0):
+            raise CAError("OCSP response validity must be positive")
+        _check_responder(issuer, responder_cert, responder_key)
+        self._issuer_hashes = _issuer_hashes(issuer)
+        self._responder_cert = responder_cert
+        self._responder_key = responder_key
+        self._sign_alg = default_hash(responder_key)
+        self._lookup = lookup
+        self._validity = validity
+        self._clock: Callable[[], dt.datetime] = clock or (lambda: dt.datetime.now(dt.UTC))
+        ttl = min(validity, _DEFAULT_CACHE_TTL) if cache_ttl is None else cache_ttl
+        self._cache_ttl = min(ttl, validity)  # never cache past the response's own nextUpdate
+        self._cache_size = max(0, cache_size)
+        self._cache: OrderedDict[tuple[int, str], tuple[dt.datetime, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+        # Bumped by every invalidation: a response computed before a revocation
+        # must not be stored after invalidate() has run (lookup/insert race).
+        self._generation = 0
+
+    @property
+    def cache_ttl(self) -> dt.timedelta:
+        """How long a nonce-less response is reused; also a sane HTTP max-age."""
+        return self._cache_ttl
+
+    def invalidate(self, serial: int) -> None:
+        """Forget cached responses for ``serial``; call it after revoking (or issuing) it."""
+        with self._lock:
+            self._generation += 1
+            for alg in _HASHES:
+                self._cache.pop((serial, alg), None)
+
+    def clear(self) -> None:
+        """Forget every cached response (for bulk revocation)."""
+        with self._lock:
+            self._generation += 1
+            self._cache.clear()
+
+    def respond(self, request_der: bytes) -> bytes:
+        """Answer one DER OCSPRequest with a DER OCSPResponse; never raises."""
+        try:
+            return self._respond(request_der)
+        except Exception:
+            log.exception("OCSP responder failed")
+            return INTERNAL_ERROR_RESPONSE
+
+    def _respond(self, request_der: bytes) -> bytes:
+        # 1. Parse. Any failure here is the client's fault: malformedRequest.
+        try:
+            req = ocsp.load_der_ocsp_request(request_der)
+            alg_name = req.hash_algorithm.name
+            name_hash, key_hash, serial = (
+                req.issuer_name_hash,
+                req.issuer_key_hash,
+                req.serial_number,
+            )
+            nonce = self._nonce(req)
+        except Exception:
+            # ValueError: bad DER; NotImplementedError: more than one certificate;
+            # UnsupportedAlgorithm: CertID hash; _BadNonce. All are the client's doing.
+            return MALFORMED_RESPONSE
+
+        # 2. Is it our CA? Compare both hashes for the CertID's own algorithm.
+        ours = self._issuer_hashes.get(alg_name)
+        if ours is None or ours != (name_hash, key_hash):
+            return UNAUTHORIZED_RESPONSE
+
+        now = _utc(self._clock())
+
+        # 3. Cached answer (nonce-less only), valid for [produced, produced + ttl).
+        cache_key = (serial, alg_name)
+        generation = -1
+        if nonce is None and self._cache_size:
+            with self._lock:
+                hit = self._cache.get(cache_key)
+                if hit is not None:
+                    produced, der = hit
+                    if produced <= now < produced + self._cache_ttl:
+                        self._cache.move_to_end(cache_key)
+                        return der
+                    del self._cache[cache_key]
+                generation = self._generation
+
+        # 4. Status from the store; a failing store means "try later", not "unknown".
+        try:
+            status = self._lookup(serial)
+        except Exception:
+            log.exception("OCSP status lookup failed for serial %#x", serial)
+            return TRY_LATER_RESPONSE
+
+        # 5. Sign.
+        der = self._sign(alg_name, name_hash, key_hash, serial, status, nonce, now)
+
+        if nonce is None and self._cache_size:
+            with self._lock:
+                if generation == self._generation:
+                    self._cache[cache_key] = (now, der)
+                    self._cache.move_to_end(cache_key)
+                    while len(self._cache) > self._cache_size:
+                        self._cache.popitem(last=False)
+        return der
+
+    @staticmethod
+    def _nonce(req: ocsp.OCSPRequest) -> bytes | None:
+        try:
+            ext = req.extensions.get_extension_for_class(x509.OCSPNonce)
+        except x509.ExtensionNotFound:
+            return None
+        nonce = ext.value.nonce
+        if not 1 <= len(nonce) <= _MAX_NONCE:
+            raise _BadNonce
+        return nonce
+
+    def _sign(
+        self,
+        alg_name: str,
+        name_hash: bytes,
+        key_hash: bytes,
+        serial: int,
+        status: CertStatus | None,
+        nonce: bytes | None,
+        now: dt.datetime,
+    ) -> bytes:
+        revoked_at: dt.datetime | None = None
+        reason: x509.ReasonFlags | None = None
+        if status is None:
+            cert_status = ocsp.OCSPCertStatus.UNKNOWN
+        elif status.status == "revoked":
+            cert_status = ocsp.OCSPCertStatus.REVOKED
+            assert status.revoked_at is not None  # guaranteed by CertStatus.__post_init__
+            revoked_at = _utc(status.revoked_at)
+            # Same convention as the CRL: "unspecified" is said by omitting the reason.
+            if status.reason is not x509.ReasonFlags.unspecified:
+                reason = status.reason
+        else:
+            cert_status = ocsp.OCSPCertStatus.GOOD
+        builder = (
+            ocsp.OCSPResponseBuilder()
+            .add_response_by_hash(
+                issuer_name_hash=name_hash,
+                issuer_key_hash=key_hash,
+                serial_number=serial,
+                algorithm=_HASHES[alg_name][1],
+                cert_status=cert_status,
+                this_update=now,
+                next_update=now + self._validity,
+                revocation_time=revoked_at,
+                revocation_reason=reason,
+            )
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, self._responder_cert)
+            .certificates([self._responder_cert])
+        )
+        if nonce is not None:
+            builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+        return builder.sign(self._responder_key, self._sign_alg).public_bytes(
+            serialization.Encoding.DER
+        )
+
+
+class _BadNonce(Exception):
+    """The request's nonce is empty or longer than RFC 8954 allows."""
