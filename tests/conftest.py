@@ -1,0 +1,7 @@
+"""Shared pytest setup: fixture plugins for the real servers the tests start."""
+
+pytest_plugins = [
+    "tests.fixtures.ci_policy",
+    "tests.fixtures.softhsm",
+    "tests.fixtures.postgres",
+]
