@@ -1,0 +1,579 @@
+"""The certificate authority: issue, revoke, CRLs and OCSP status, all audited.
+
+Every state change and its audit record are written in one transaction: if the
+audit record cannot be written, the change does not happen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailpki.audit import AuditLog
+from mailpki.ca.crl import RevokedEntry, build_crl
+from mailpki.ca.csr import load_csr
+from mailpki.ca.keys import CAPrivateKey, KeyStore
+from mailpki.ca.lint import Linter
+from mailpki.ca.ocsp import CertStatus, OCSPResponder
+from mailpki.ca.serials import new_serial, to_hex
+from mailpki.ca.settings import FULL_CRL, ROOT_CRL, CASettings, partition_crl_name
+from mailpki.ca.signing import lint_for_signing
+from mailpki.errors import (
+    CAError,
+    KeyStoreError,
+    MailPKIError,
+    NotFoundError,
+    RevocationError,
+)
+from mailpki.policy.certificate import build_certificate
+from mailpki.policy.keys import check_public_key
+from mailpki.policy.person import Person
+from mailpki.policy.profile import Profile, load_profile
+from mailpki.store.db import Database
+from mailpki.store.models import CertificateRecord, CRLRecord, SerialReservation
+
+ROOT, ISSUING = "root", "issuing"
+OCSP_PROFILE = "ocsp-responder"
+
+
+def utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything mailpki stores is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class CAHierarchy:
+    root: x509.Certificate
+    issuing: x509.Certificate
+    ocsp: x509.Certificate
+
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    serial: str
+    subject: str
+    email: str | None
+    profile: str
+    status: str  # valid | revoked | expired
+    not_before: datetime
+    not_after: datetime
+    revoked_at: datetime | None
+    reason: str | None
+    issuer: str
+
+    @classmethod
+    def from_record(cls, record: CertificateRecord, now: datetime) -> CertificateInfo:
+        status = record.status
+        if status == "valid" and utc(record.not_after) < now:
+            status = "expired"
+        return cls(
+            serial=record.serial,
+            subject=record.subject,
+            email=record.email,
+            profile=record.profile,
+            status=status,
+            not_before=utc(record.not_before),
+            not_after=utc(record.not_after),
+            revoked_at=utc(record.revoked_at) if record.revoked_at else None,
+            reason=record.revocation_reason,
+            issuer=record.issuer,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "serial": self.serial,
+            "subject": self.subject,
+            "email": self.email,
+            "profile": self.profile,
+            "status": self.status,
+            "not_before": self.not_before.isoformat(),
+            "not_after": self.not_after.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "reason": self.reason,
+            "issuer": self.issuer,
+        }
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    certificate: x509.Certificate
+    serial: str
+    profile: str
+    partition: int
+
+
+@dataclass(frozen=True)
+class CRLInfo:
+    name: str
+    number: int
+    entries: int
+    this_update: datetime
+    next_update: datetime
+    der: bytes
+
+
+class _Counter(Iterator[RevokedEntry]):
+    """Counts what passes through, so a streamed CRL can report its size."""
+
+    def __init__(self, inner: Iterator[RevokedEntry]) -> None:
+        self.inner = inner
+        self.count = 0
+
+    def __next__(self) -> RevokedEntry:
+        item = next(self.inner)
+        self.count += 1
+        return item
+
+
+def reserve_serial(db: Database, issuer: str) -> tuple[int, int]:
+    """Persist a fresh serial (committed) before anything is signed with it."""
+    for _ in range(5):
+        serial = new_serial()
+        try:
+            with db.transaction() as session:
+                reservation = SerialReservation(
+                    serial=to_hex(serial), issuer=issuer, reserved_at=datetime.now(UTC)
+                )
+                session.add(reservation)
+                session.flush()
+                return serial, reservation.id
+        except MailPKIError:
+            continue  # a collision of 127 random bits: try another
+    raise CAError("could not reserve a unique serial number")
+
+
+def certificate_record(
+    certificate: x509.Certificate,
+    *,
+    issuer: str,
+    profile: str,
+    email: str | None,
+    partition: int,
+) -> CertificateRecord:
+    der = certificate.public_bytes(Encoding.DER)
+    return CertificateRecord(
+        serial=to_hex(certificate.serial_number),
+        issuer=issuer,
+        subject=certificate.subject.rfc4514_string(),
+        email=email,
+        profile=profile,
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        fingerprint=hashlib.sha256(der).hexdigest(),
+        der=der,
+        status="valid",
+        crl_partition=partition,
+        created_at=datetime.now(UTC),
+    )
+
+
+class CertificateAuthority:
+    """The issuing CA (and the root's CRL) of one instance."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        keys: KeyStore,
+        hierarchy: CAHierarchy,
+        settings: CASettings,
+        audit: AuditLog,
+        linter: Linter | None = None,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.hierarchy = hierarchy
+        self.settings = settings
+        self.audit = audit
+        self._linter = linter
+        self._issuing_key: CAPrivateKey | None = None
+        self._responder: OCSPResponder | None = None
+
+    # -- keys and helpers -------------------------------------------------------------
+
+    @property
+    def linter(self) -> Linter:
+        if self._linter is None:
+            self._linter = Linter()
+        return self._linter
+
+    @property
+    def issuing_key(self) -> CAPrivateKey:
+        if self._issuing_key is None:
+            self._issuing_key = self.keys.load(ISSUING)
+        return self._issuing_key
+
+    def profile(self, name: str | None) -> Profile:
+        return load_profile(name or self.settings.default_profile, self.settings.profile_dir)
+
+    def _refuse(self, error: MailPKIError, *, actor: str, **data: Any) -> MailPKIError:
+        """Record a refusal in its own transaction; the caller raises the error."""
+        with self.db.transaction() as session:
+            self.audit.append(
+                session, "cert.refused", actor=actor, data={**data, "reason": str(error)}
+            )
+        return error
+
+    # -- issuing ------------------------------------------------------------------------
+
+    def issue_from_csr(
+        self, csr_data: bytes, person: Person, *, profile: str | None = None, actor: str
+    ) -> IssuedCertificate:
+        """Issue for the public key of a CSR; nothing else of the CSR is used."""
+        try:
+            csr = load_csr(csr_data)
+        except MailPKIError as exc:
+            raise self._refuse(exc, actor=actor, email=person.email, step="csr") from None
+        return self.issue_for_key(csr.public_key(), person, profile=profile, actor=actor)
+
+    def issue_for_key(
+        self,
+        public_key: CertificatePublicKeyTypes,
+        person: Person,
+        *,
+        profile: str | None = None,
+        actor: str,
+    ) -> IssuedCertificate:
+        """The numbered steps of one issuance; any failure leaves no certificate."""
+        # 1. The profile and the key must be acceptable before anything is reserved.
+        try:
+            chosen = self.profile(profile)
+            check_public_key(chosen, public_key)
+        except MailPKIError as exc:
+            raise self._refuse(
+                exc, actor=actor, email=person.email, profile=profile or "", step="policy"
+            ) from None
+        # 2. Persist the serial before signing (it is never reused, even if we fail below).
+        serial, reservation_id = reserve_serial(self.db, ISSUING)
+        partition = self.settings.partition_of(reservation_id)
+        # 3. Shape the certificate from the profile alone.
+        builder = build_certificate(
+            chosen,
+            person,
+            public_key,
+            issuer=self.hierarchy.issuing,
+            serial=serial,
+            now=datetime.now(UTC),
+            urls=self.settings.urls_for_partition(partition),
+        )
+        # 4. Lint what would be signed; a finding refuses issuance.
+        try:
+            token = lint_for_signing(
+                builder, key=self.issuing_key, linter=self.linter, lint_type=chosen.lint_type
+            )
+        except MailPKIError as exc:
+            raise self._refuse(
+                exc,
+                actor=actor,
+                email=person.email,
+                profile=chosen.name,
+                step="lint",
+                serial=to_hex(serial),
+            ) from None
+        # 5. Sign with the single-use token, then store + audit in one transaction.
+        certificate = token.sign(self.issuing_key)
+        record = certificate_record(
+            certificate,
+            issuer=ISSUING,
+            profile=chosen.name,
+            email=person.email,
+            partition=partition,
+        )
+        with self.db.transaction() as session:
+            session.add(record)
+            self.audit.append(
+                session,
+                "cert.issued",
+                actor=actor,
+                data={
+                    "serial": record.serial,
+                    "subject": record.subject,
+                    "email": person.email,
+                    "profile": chosen.name,
+                    "fingerprint": record.fingerprint,
+                    "not_after": record.not_after.isoformat(),
+                },
+            )
+        if self._responder is not None:
+            self._responder.invalidate(serial)  # it may have cached "unknown" for this serial
+        return IssuedCertificate(certificate, record.serial, chosen.name, partition)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def get(self, serial: int) -> CertificateInfo:
+        with self.db.session() as session:
+            record = session.scalar(
+                select(CertificateRecord).where(CertificateRecord.serial == to_hex(serial))
+            )
+            if record is None:
+                raise NotFoundError(f"no certificate with serial {to_hex(serial)} in this instance")
+            return CertificateInfo.from_record(record, datetime.now(UTC))
+
+    def certificate_der(self, serial: int) -> bytes:
+        with self.db.session() as session:
+            der = session.scalar(
+                select(CertificateRecord.der).where(CertificateRecord.serial == to_hex(serial))
+            )
+        if der is None:
+            raise NotFoundError(f"no certificate with serial {to_hex(serial)} in this instance")
+        return der
+
+    def list_certificates(
+        self, *, limit: int | None = None, email: str | None = None, include_ca: bool = False
+    ) -> tuple[list[CertificateInfo], int]:
+        """Newest first; returns (page, total)."""
+        query = select(CertificateRecord)
+        count = select(func.count()).select_from(CertificateRecord)
+        if not include_ca:
+            subscribers = (CertificateRecord.issuer == ISSUING) & (
+                CertificateRecord.profile != OCSP_PROFILE
+            )
+            query = query.where(subscribers)
+            count = count.where(subscribers)
+        if email:
+            query = query.where(CertificateRecord.email == email.lower())
+            count = count.where(CertificateRecord.email == email.lower())
+        query = query.order_by(CertificateRecord.id.desc())
+        if limit:
+            query = query.limit(limit)
+        now = datetime.now(UTC)
+        with self.db.session() as session:
+            total = session.scalar(count) or 0
+            return [CertificateInfo.from_record(r, now) for r in session.scalars(query)], total
+
+    # -- revocation ---------------------------------------------------------------------
+
+    def revoke(self, serial: int, reason: x509.ReasonFlags, *, actor: str) -> CertificateInfo:
+        serial_hex = to_hex(serial)
+        now = datetime.now(UTC)
+        with self.db.transaction() as session:
+            record = session.scalar(
+                select(CertificateRecord)
+                .where(CertificateRecord.serial == serial_hex)
+                .with_for_update()
+            )
+            if record is None:
+                raise NotFoundError(f"no certificate with serial {serial_hex} in this instance")
+            if record.status == "revoked":
+                raise RevocationError(
+                    f"certificate {serial_hex} was already revoked on "
+                    f"{utc(record.revoked_at or now):%Y-%m-%d %H:%M} UTC ({record.revocation_reason})"
+                )
+            record.status = "revoked"
+            record.revoked_at = now
+            record.revocation_reason = reason.name
+            session.flush()
+            self.audit.append(
+                session,
+                "cert.revoked",
+                actor=actor,
+                data={"serial": serial_hex, "reason": reason.name, "email": record.email},
+            )
+            info = CertificateInfo.from_record(record, now)
+        if self._responder is not None:
+            self._responder.invalidate(serial)
+        return info
+
+    # -- CRLs ---------------------------------------------------------------------------
+
+    def _revoked_entries(
+        self, session: Session, issuer: str, partition: int | None
+    ) -> Iterator[RevokedEntry]:
+        """Streamed from the database: a million entries never sit in one list here."""
+        query = select(
+            CertificateRecord.serial,
+            CertificateRecord.revoked_at,
+            CertificateRecord.revocation_reason,
+        ).where(
+            CertificateRecord.issuer == issuer,
+            CertificateRecord.status == "revoked",
+            CertificateRecord.revoked_at.is_not(None),
+        )
+        if partition is not None:
+            query = query.where(CertificateRecord.crl_partition == partition)
+        reasons = {flag.name: flag for flag in x509.ReasonFlags}
+        rows = session.execute(query.execution_options(yield_per=10_000))
+        for serial, revoked_at, reason in rows:
+            assert revoked_at is not None  # filtered above
+            yield RevokedEntry(int(serial, 16), utc(revoked_at), reasons.get(reason or ""))
+
+    def partitions(self) -> list[int]:
+        with self.db.session() as session:
+            found = session.scalars(
+                select(CertificateRecord.crl_partition)
+                .where(CertificateRecord.issuer == ISSUING)
+                .distinct()
+            ).all()
+            newest = session.scalar(select(func.max(SerialReservation.id))) or 1
+        return sorted(set(found) | {self.settings.partition_of(newest)})
+
+    def _sign_crl(
+        self,
+        name: str,
+        *,
+        issuer_cert: x509.Certificate,
+        key: CAPrivateKey,
+        scope: tuple[str, int | None],
+        validity: timedelta,
+        distribution_point: str | None,
+        actor: str,
+    ) -> CRLInfo:
+        now = datetime.now(UTC).replace(microsecond=0)
+        with self.db.transaction() as session:
+            current = session.scalar(
+                select(CRLRecord).where(CRLRecord.scope == name).with_for_update()
+            )
+            number = (current.number if current else 0) + 1
+            counted = _Counter(self._revoked_entries(session, *scope))
+            crl = build_crl(
+                issuer=issuer_cert,
+                key=key,
+                entries=counted,
+                number=number,
+                this_update=now,
+                next_update=now + validity,
+                distribution_point=distribution_point,
+            )
+            der = crl.public_bytes(Encoding.DER)
+            if current is None:
+                session.add(
+                    CRLRecord(
+                        scope=name,
+                        number=number,
+                        this_update=now,
+                        next_update=now + validity,
+                        der=der,
+                    )
+                )
+            else:
+                current.number, current.this_update = number, now
+                current.next_update, current.der = now + validity, der
+            self.audit.append(
+                session,
+                "crl.generated",
+                actor=actor,
+                data={"crl": name, "number": number, "entries": counted.count},
+            )
+        return CRLInfo(name, number, counted.count, now, now + validity, der)
+
+    def generate_root_crl(self, *, actor: str) -> CRLInfo:
+        try:
+            root_key = self.keys.load(ROOT)
+        except KeyStoreError:
+            raise CAError(
+                "the root key is offline (not in this instance); bring it back with "
+                "'mailpki ca root import' to re-sign the root CRL"
+            ) from None
+        return self._sign_crl(
+            ROOT_CRL,
+            issuer_cert=self.hierarchy.root,
+            key=root_key,
+            scope=(ROOT, None),
+            validity=self.settings.root_crl_validity,
+            distribution_point=None,
+            actor=actor,
+        )
+
+    def generate_issuing_crl(self, partition: int | None, *, actor: str) -> CRLInfo:
+        """The full CRL (partition None) or one partition of the issuing CA."""
+        if partition is None:
+            name, point = FULL_CRL, None
+        else:
+            name = partition_crl_name(partition)
+            point = self.settings.crl_url(name)
+        return self._sign_crl(
+            name,
+            issuer_cert=self.hierarchy.issuing,
+            key=self.issuing_key,
+            scope=(ISSUING, partition),
+            validity=self.settings.crl_validity,
+            distribution_point=point,
+            actor=actor,
+        )
+
+    def generate_all_crls(self, *, actor: str, root: bool = True) -> Iterator[CRLInfo]:
+        """Full CRL, every partition, and the root CRL when the root key is here."""
+        yield self.generate_issuing_crl(None, actor=actor)
+        for partition in self.partitions():
+            yield self.generate_issuing_crl(partition, actor=actor)
+        if root:
+            yield self.generate_root_crl(actor=actor)
+
+    def stored_crl(self, name: str) -> CRLInfo | None:
+        with self.db.session() as session:
+            record = session.get(CRLRecord, name)
+            if record is None:
+                return None
+            return CRLInfo(
+                name,
+                record.number,
+                -1,
+                utc(record.this_update),
+                utc(record.next_update),
+                record.der,
+            )
+
+    def crl_is_stale(self, name: str) -> bool:
+        """Stale when past half its validity, or a revocation happened after it was signed."""
+        stored = self.stored_crl(name)
+        if stored is None:
+            return True
+        now = datetime.now(UTC)
+        if now >= stored.this_update + (stored.next_update - stored.this_update) / 2:
+            return True
+        if name == ROOT_CRL:
+            issuer, partition = ROOT, None
+        elif name == FULL_CRL:
+            issuer, partition = ISSUING, None
+        else:
+            issuer, partition = ISSUING, int(name.removeprefix("issuing-").removesuffix(".crl"))
+        query = select(func.max(CertificateRecord.revoked_at)).where(
+            CertificateRecord.issuer == issuer, CertificateRecord.status == "revoked"
+        )
+        if partition is not None:
+            query = query.where(CertificateRecord.crl_partition == partition)
+        with self.db.session() as session:
+            latest = session.scalar(query)
+        return latest is not None and utc(latest) >= stored.this_update
+
+    # -- OCSP ---------------------------------------------------------------------------
+
+    def status(self, serial: int) -> CertStatus | None:
+        """OCSP status of a certificate of the issuing CA; None when unknown."""
+        query = select(
+            CertificateRecord.status,
+            CertificateRecord.revoked_at,
+            CertificateRecord.revocation_reason,
+        ).where(CertificateRecord.serial == to_hex(serial), CertificateRecord.issuer == ISSUING)
+        with self.db.engine.connect() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        if row.status == "revoked":
+            reasons = {flag.name: flag for flag in x509.ReasonFlags}
+            return CertStatus(
+                "revoked",
+                revoked_at=utc(row.revoked_at) if row.revoked_at else None,
+                reason=reasons.get(row.revocation_reason or ""),
+            )
+        return CertStatus("good")
+
+    def responder(self) -> OCSPResponder:
+        if self._responder is None:
+            self._responder = OCSPResponder(
+                issuer=self.hierarchy.issuing,
+                responder_cert=self.hierarchy.ocsp,
+                responder_key=self.keys.load("ocsp"),
+                lookup=self.status,
+                validity=self.settings.ocsp_validity,
+            )
+        return self._responder

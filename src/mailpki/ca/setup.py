@@ -1,0 +1,92 @@
+"""Creating a CA hierarchy: root, issuing CA and delegated OCSP responder."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from cryptography import x509
+
+from mailpki.audit import AuditLog
+from mailpki.ca.authority import ISSUING, OCSP_PROFILE, ROOT, CAHierarchy, certificate_record, reserve_serial
+from mailpki.ca.keys import KeyStore, parse_key_type
+from mailpki.ca.settings import ROOT_CRL, CASettings
+from mailpki.ca.signing import signature_hash
+from mailpki.policy.hierarchy import (
+    CACertificateUrls,
+    build_issuing_ca,
+    build_ocsp_responder,
+    build_root_ca,
+)
+from mailpki.store.db import Database
+
+SELF = "self"
+AUDIT_KEY = "audit"
+OCSP_KEY = "ocsp"
+
+
+def create_hierarchy(
+    *,
+    db: Database,
+    keys: KeyStore,
+    audit: AuditLog,
+    settings: CASettings,
+    org: str,
+    key_type: str,
+    ocsp_key_type: str,
+    actor: str,
+) -> CAHierarchy:
+    """Generate the CA keys in the key store, sign the three certificates, record them."""
+    now = datetime.now(UTC)
+    root_key = keys.generate(ROOT, parse_key_type(key_type))
+    issuing_key = keys.generate(ISSUING, parse_key_type(key_type))
+    ocsp_key = keys.generate(OCSP_KEY, parse_key_type(ocsp_key_type))
+
+    serial, _ = reserve_serial(db, SELF)
+    root = build_root_ca(org=org, public_key=root_key.public_key(), serial=serial, now=now).sign(
+        root_key, signature_hash(root_key)
+    )
+    serial, _ = reserve_serial(db, ROOT)
+    issuing = build_issuing_ca(
+        org=org,
+        public_key=issuing_key.public_key(),
+        root=root,
+        serial=serial,
+        now=now,
+        urls=CACertificateUrls(
+            root_crl=settings.crl_url(ROOT_CRL), root_issuers=settings.ca_cert_url("root.crt")
+        ),
+    ).sign(root_key, signature_hash(root_key))
+    serial, reservation = reserve_serial(db, ISSUING)
+    responder = build_ocsp_responder(
+        org=org, public_key=ocsp_key.public_key(), issuer=issuing, serial=serial, now=now
+    ).sign(issuing_key, signature_hash(issuing_key))
+
+    with db.transaction() as session:
+        records = [
+            certificate_record(root, issuer=SELF, profile="root-ca", email=None, partition=0),
+            certificate_record(issuing, issuer=ROOT, profile="issuing-ca", email=None, partition=0),
+            certificate_record(
+                responder,
+                issuer=ISSUING,
+                profile=OCSP_PROFILE,
+                email=None,
+                partition=settings.partition_of(reservation),
+            ),
+        ]
+        session.add_all(records)
+        audit.append(
+            session,
+            "ca.initialised",
+            actor=actor,
+            data={
+                "org": org,
+                "key_type": key_type,
+                "keys": keys.describe(),
+                **{f"{r.profile}_fingerprint": r.fingerprint for r in records},
+            },
+        )
+    return CAHierarchy(root=root, issuing=issuing, ocsp=responder)
+
+
+def describe(certificate: x509.Certificate) -> str:
+    return certificate.subject.rfc4514_string()

@@ -1,0 +1,183 @@
+"""`mailpki ca …`: chain, issue, revoke, CRLs and the offline root."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailpki.ca.crl import parse_reason
+from mailpki.ca.serials import parse_serial
+from mailpki.cli.common import (
+    HomeOption,
+    check_output,
+    console,
+    err_console,
+    handle_errors,
+    open_instance,
+    read_input,
+    write_output,
+)
+from mailpki.errors import CAError, InputError
+from mailpki.instance.instance import cli_actor
+from mailpki.instance.operations import (
+    export_root_key,
+    import_root_key,
+    issue_from_csr,
+    remove_root_key,
+    write_crls,
+)
+
+app = typer.Typer(
+    help="The certificate authority: chain, issue, revoke, CRLs.", no_args_is_help=True
+)
+root_app = typer.Typer(
+    help="The offline root: export, remove, import its key.", no_args_is_help=True
+)
+app.add_typer(root_app, name="root")
+
+
+@app.command()
+@handle_errors
+def chain(home: HomeOption = None) -> None:
+    """Print the issuing CA then the root, PEM."""
+    instance = open_instance(home)
+    sys.stdout.write(instance.chain_pem().decode())
+
+
+@app.command()
+@handle_errors
+def issue(
+    csr: Annotated[
+        Path, typer.Option("--csr", help="CSR file (PEM or DER); only its key is used.")
+    ],
+    email: Annotated[str, typer.Option("--email", help="Mail address of the subscriber.")],
+    name: Annotated[str, typer.Option("--name", help="Full name of the subscriber.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the certificate (PEM).")],
+    profile: Annotated[str | None, typer.Option("--profile", help="Certificate profile.")] = None,
+    organisation: Annotated[
+        str | None, typer.Option("--org", help="Organisation (default: the instance's).")
+    ] = None,
+    site: Annotated[str | None, typer.Option("--site", help="Site / department (OU).")] = None,
+    given_name: Annotated[
+        str | None, typer.Option("--given-name", help="Given name (default: split from --name).")
+    ] = None,
+    surname: Annotated[
+        str | None, typer.Option("--surname", help="Surname (default: split from --name).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Issue a certificate for the key in a CSR, shaped by a profile and linted first."""
+    check_output(out, force)
+    csr_data = read_input(csr, "CSR")
+    instance = open_instance(home)
+    issued = issue_from_csr(
+        instance,
+        csr_data,
+        name=name,
+        email=email,
+        organisation=organisation,
+        site=site,
+        profile=profile,
+        actor=cli_actor(),
+        given_name=given_name,
+        surname=surname,
+    )
+    write_output(out, issued.pem)
+    console.print(
+        f"issued serial [bold]{issued.serial}[/] ({issued.profile}) for {issued.subject}, "
+        f"valid until {issued.not_after:%Y-%m-%d}; written to {out}",
+        highlight=False,
+    )
+
+
+@app.command()
+@handle_errors
+def revoke(
+    serial: Annotated[str, typer.Argument(help="Serial number in hex, as 'certs list' prints it.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="RFC 5280 reason, e.g. keyCompromise, superseded.")
+    ] = "unspecified",
+    home: HomeOption = None,
+) -> None:
+    """Revoke a certificate (it appears on the next CRL; OCSP answers at once)."""
+    number = parse_serial(serial)
+    flag = parse_reason(reason)
+    instance = open_instance(home)
+    info = instance.ca.revoke(number, flag, actor=cli_actor())
+    instance.seal()
+    console.print(f"revoked {info.serial} ({info.subject}) for {flag.name}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def crl(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write every CRL file into.")],
+    home: HomeOption = None,
+) -> None:
+    """Sign fresh CRLs (full, every partition, root) and write them for a customer-hosted CDP."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    instance = open_instance(home)
+    written, warning = write_crls(instance, out, actor=cli_actor())
+    for info in written:
+        console.print(
+            f"{info.name}: number {info.number}, {max(info.entries, 0)} entries, "
+            f"next update {info.next_update:%Y-%m-%d %H:%M} UTC",
+            highlight=False,
+        )
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+@root_app.command("export")
+@handle_errors
+def root_export(
+    out: Annotated[Path, typer.Option("--out", help="Encrypted PKCS#8 PEM file to write.")],
+    passphrase_file: Annotated[
+        Path, typer.Option("--passphrase-file", help="File with the passphrase for the export.")
+    ],
+    force: Annotated[bool, typer.Option("--force")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Export the root key, encrypted, to take it offline."""
+    check_output(out, force)
+    passphrase = read_input(passphrase_file, "passphrase").rstrip(b"\r\n")
+    instance = open_instance(home)
+    write_output(out, export_root_key(instance, passphrase, actor=cli_actor()), private=True)
+    console.print(f"root key exported to {out}; keep it offline, then run 'mailpki ca root remove'")
+
+
+@root_app.command("remove")
+@handle_errors
+def root_remove(
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: the key has been exported.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Remove the root key from the instance (offline root)."""
+    if not yes:
+        raise CAError("removing the root key needs --yes (export it first with 'ca root export')")
+    instance = open_instance(home)
+    remove_root_key(instance, actor=cli_actor())
+    console.print(
+        "root key removed; the root CRL and issuing CA can be re-signed after 'ca root import'"
+    )
+
+
+@root_app.command("import")
+@handle_errors
+def root_import(
+    key: Annotated[Path, typer.Option("--key", help="The exported root key (encrypted PEM).")],
+    passphrase_file: Annotated[Path, typer.Option("--passphrase-file")],
+    home: HomeOption = None,
+) -> None:
+    """Bring the root key back (to re-sign the root CRL or the issuing CA)."""
+    pem = read_input(key, "key")
+    passphrase = read_input(passphrase_file, "passphrase").rstrip(b"\r\n")
+    instance = open_instance(home)
+    import_root_key(instance, pem, passphrase, actor=cli_actor())
+    console.print("root key imported")

@@ -1,0 +1,114 @@
+"""What every command shares: --home, reading input files, one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from mailpki.errors import InputError, MailPKIError
+from mailpki.instance.config import resolve_home
+from mailpki.instance.instance import Instance
+
+console = Console()
+err_console = Console(stderr=True)
+
+MAX_INPUT_BYTES = 1024 * 1024
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="Instance folder (default: $MAILPKI_HOME, then ./mailpki-data).",
+        show_default=False,
+    ),
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one line to stderr; the caller raises the returned Exit."""
+    err_console.print(
+        f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True
+    )
+    return typer.Exit(code)
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn MailPKIError (and stray exceptions) into a one-line reason and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except MailPKIError as exc:
+            raise fail(
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code
+            ) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("MAILPKI_DEBUG"):
+                raise
+            raise fail(
+                f"internal error ({type(exc).__name__}: {exc}); set MAILPKI_DEBUG=1 for details", 70
+            ) from None
+
+    return wrapper
+
+
+def open_instance(home: Path | None) -> Instance:
+    return Instance.open(resolve_home(home))
+
+
+def read_input(path: Path, what: str, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """Read an outside file with a size limit and a clear error for each way it can fail."""
+    if str(path) == "-":
+        data = sys.stdin.buffer.read(limit + 1)
+    else:
+        if not path.exists():
+            raise InputError(f"{what} file {path} does not exist")
+        if not path.is_file():
+            raise InputError(f"{what} {path} is not a regular file")
+        size = path.stat().st_size
+        if size > limit:
+            raise InputError(f"{what} file {path} is {size} bytes; the limit is {limit}")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise InputError(f"{what} input is larger than {limit} bytes")
+    return data
+
+
+def check_output(path: Path, force: bool) -> None:
+    """Refuse before doing any work when the output cannot be written."""
+    if path.exists() and not force:
+        raise InputError(f"{path} already exists; use --force to overwrite it")
+    if not path.parent.exists():
+        raise InputError(f"the folder {path.parent} does not exist")
+
+
+def write_output(path: Path, data: bytes, *, private: bool = False) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def print_json(data: Any) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")

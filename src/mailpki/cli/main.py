@@ -1,0 +1,149 @@
+"""The `mailpki` command line: a thin layer over instance operations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailpki import __version__
+from mailpki.cli import admin, ca
+from mailpki.cli.common import HomeOption, console, handle_errors, open_instance
+from mailpki.errors import InputError
+from mailpki.instance.bootstrap import InitOptions, PKCS11Options, initialise
+from mailpki.instance.config import KEY_TYPES, resolve_home
+from mailpki.instance.instance import cli_actor
+
+app = typer.Typer(
+    help="mailpki: a self-hosted S/MIME PKI for an organisation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(ca.app, name="ca")
+app.add_typer(admin.certs_app, name="certs")
+app.add_typer(admin.audit_app, name="audit")
+app.add_typer(admin.config_app, name="config")
+
+
+@app.callback(invoke_without_command=True)
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        console.print(f"mailpki {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+@handle_errors
+def init(
+    org: Annotated[str, typer.Option("--org", help="Organisation name (in the CA names).")],
+    domain: Annotated[str, typer.Option("--domain", help="Main mail domain, e.g. example.com.")],
+    org_id: Annotated[
+        str | None,
+        typer.Option(
+            "--org-id",
+            help="organizationIdentifier (e.g. NTRGB-12345678) for sponsor-validated certificates.",
+        ),
+    ] = None,
+    ca_key_type: Annotated[
+        str, typer.Option("--ca-key-type", help=f"CA key type: {'|'.join(KEY_TYPES[1:])}.")
+    ] = "rsa3072",
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="Database URL (default: SQLite in the home folder)."),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="Public URL for CDP, AIA and links.")
+    ] = None,
+    passphrase_file: Annotated[
+        Path | None, typer.Option("--passphrase-file", help="File holding the key passphrase.")
+    ] = None,
+    passphrase_env: Annotated[
+        str | None,
+        typer.Option("--passphrase-env", help="Env variable holding the key passphrase."),
+    ] = None,
+    pkcs11_module: Annotated[Path | None, typer.Option("--pkcs11-module")] = None,
+    pkcs11_token: Annotated[str | None, typer.Option("--pkcs11-token")] = None,
+    pkcs11_pin_file: Annotated[Path | None, typer.Option("--pkcs11-pin-file")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Create an instance: config, database, root + issuing CA, OCSP responder, audit key."""
+    if ca_key_type not in KEY_TYPES[1:]:
+        raise InputError(f"--ca-key-type must be one of {', '.join(KEY_TYPES[1:])}")
+    pkcs11 = None
+    given = [pkcs11_module, pkcs11_token, pkcs11_pin_file]
+    if any(given):
+        if not all(given):
+            raise InputError("--pkcs11-module, --pkcs11-token and --pkcs11-pin-file go together")
+        assert pkcs11_module and pkcs11_token and pkcs11_pin_file
+        pkcs11 = PKCS11Options(pkcs11_module, pkcs11_token, pkcs11_pin_file)
+    target = resolve_home(home)
+    with console.status("creating keys and CA certificates…"):
+        result = initialise(
+            target,
+            InitOptions(
+                org=org,
+                domain=domain,
+                org_id=org_id,
+                ca_key_type=ca_key_type,
+                database_url=database,
+                base_url=base_url,
+                pkcs11=pkcs11,
+                passphrase_file=passphrase_file,
+                passphrase_env=passphrase_env,
+            ),
+            actor=cli_actor(),
+        )
+    hierarchy = result.instance.hierarchy
+    console.print(f"instance created in {target}", highlight=False)
+    console.print(f"  root CA:     {hierarchy.root.subject.rfc4514_string()}", highlight=False)
+    console.print(f"  issuing CA:  {hierarchy.issuing.subject.rfc4514_string()}", highlight=False)
+    console.print(f"  keys:        {result.instance.keys.describe()}", highlight=False)
+    if result.generated_passphrase:
+        console.print(
+            f"  the key passphrase was generated into {result.generated_passphrase} (mode 600); "
+            "for production keep it elsewhere: --passphrase-file or --passphrase-env",
+            highlight=False,
+        )
+    profile = result.instance.config.get("ca.default_profile")
+    console.print(f"  default profile: {profile}", highlight=False)
+    if not org_id:
+        console.print(
+            "  no --org-id given: certificates are mailbox-validated (CN=<mail>) until you set "
+            "'config set instance.org_id NTR..-...' and 'config set ca.default_profile "
+            "sponsored-multipurpose'",
+            highlight=False,
+        )
+    result.instance.close()
+
+
+@app.command()
+@handle_errors
+def serve(
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8080,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 1,
+    home: HomeOption = None,
+) -> None:
+    """Serve CRLs, OCSP and CA certificates over HTTP."""
+    from mailpki.web.server import run_server
+
+    instance = open_instance(home)
+    base = instance.config.get("web.base_url")
+    console.print(
+        f"serving {instance.home} on http://{host}:{port} (public URL {base}); Ctrl-C stops",
+        highlight=False,
+    )
+    instance.close()
+    run_server(resolve_home(home), host=host, port=port, workers=workers)
+
+
+def run() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,170 @@
+"""An opened instance: configuration, database, key store, audit log and CA."""
+
+from __future__ import annotations
+
+import getpass
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from mailpki.audit import AuditLog, VerifyReport, verify_log
+from mailpki.ca.authority import CAHierarchy, CertificateAuthority
+from mailpki.ca.keys import FileKeyStore, KeyStore, read_passphrase
+from mailpki.ca.settings import CASettings
+from mailpki.ca.setup import AUDIT_KEY
+from mailpki.errors import ConfigError, InstanceError
+from mailpki.instance.config import Config, pki_url_from
+from mailpki.policy.profile import load_profile
+from mailpki.store.db import Database
+
+CA_DIR = "ca"
+KEYS_DIR = "keys"
+PROFILES_DIR = "profiles"
+AUDIT_PUBLIC_KEY = "audit-key.pub.pem"
+CA_FILES = {"root": "root.pem", "issuing": "issuing.pem", "ocsp": "ocsp-responder.pem"}
+
+
+def cli_actor() -> str:
+    """Who did it, for the audit log: the local account running the command."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+class Instance:
+    """Everything of one instance, opened lazily (a read-only command unlocks no key)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.home = config.home
+
+    @classmethod
+    def open(cls, home: Path) -> Instance:
+        instance = cls(Config.load(home))
+        if not (instance.home / CA_DIR / CA_FILES["issuing"]).is_file():
+            raise InstanceError(
+                f"{home} has a configuration but no CA; was 'mailpki init' interrupted?"
+            )
+        return instance
+
+    # -- parts --------------------------------------------------------------------------
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.config.database_url)
+
+    @cached_property
+    def keys(self) -> KeyStore:
+        backend = self.config.get("keys.backend")
+        if backend == "pkcs11":
+            from mailpki.ca.pkcs11 import PKCS11KeyStore
+
+            module = str(self.config.get("keys.pkcs11_module"))
+            token = str(self.config.get("keys.pkcs11_token"))
+            pin_file = str(self.config.get("keys.pkcs11_pin_file"))
+            if not (module and token and pin_file):
+                raise ConfigError(
+                    "keys.backend is pkcs11 but keys.pkcs11_module, keys.pkcs11_token or "
+                    "keys.pkcs11_pin_file is not set"
+                )
+            pin = read_passphrase(self.config.path_of("keys.pkcs11_pin_file"), None)
+            return PKCS11KeyStore(Path(module), token, pin)
+        env = str(self.config.get("keys.passphrase_env")) or None
+        file = self.config.path_of("keys.passphrase_file") if not env else None
+        return FileKeyStore(self.home / KEYS_DIR, read_passphrase(file, env))
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(
+            signer=self.keys.load(AUDIT_KEY),
+            checkpoint_every=int(self.config.get("audit.checkpoint_every")),
+        )
+
+    @property
+    def ca_settings(self) -> CASettings:
+        return CASettings(
+            base_url=str(self.config.get("web.pki_base_url"))
+            or pki_url_from(str(self.config.get("web.base_url"))),
+            partition_size=int(self.config.get("crl.partition_size")),
+            crl_validity=timedelta(hours=int(self.config.get("crl.validity_hours"))),
+            root_crl_validity=timedelta(days=int(self.config.get("crl.root_validity_days"))),
+            ocsp_validity=timedelta(hours=int(self.config.get("ocsp.validity_hours"))),
+            profile_dir=self.home / PROFILES_DIR,
+            default_profile=str(self.config.get("ca.default_profile")),
+        )
+
+    @cached_property
+    def hierarchy(self) -> CAHierarchy:
+        def load(name: str) -> x509.Certificate:
+            path = self.home / CA_DIR / CA_FILES[name]
+            try:
+                return x509.load_pem_x509_certificate(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise InstanceError(f"cannot read the CA certificate {path}: {exc}") from None
+
+        return CAHierarchy(root=load("root"), issuing=load("issuing"), ocsp=load("ocsp"))
+
+    @cached_property
+    def ca(self) -> CertificateAuthority:
+        return CertificateAuthority(
+            db=self.db,
+            keys=self.keys,
+            hierarchy=self.hierarchy,
+            settings=self.ca_settings,
+            audit=self.audit,
+        )
+
+    # -- operations that belong to the instance itself ----------------------------------
+
+    def audit_public_key(self) -> PublicKeyTypes:
+        path = self.home / CA_DIR / AUDIT_PUBLIC_KEY
+        try:
+            return load_pem_public_key(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise InstanceError(f"cannot read the audit public key {path}: {exc}") from None
+
+    def verify_audit(self) -> VerifyReport:
+        with self.db.session() as session:
+            return verify_log(session, self.audit_public_key())
+
+    def set_config(self, key: str, value: str, *, actor: str) -> object:
+        """Change one setting; the change is audited before the file is replaced."""
+        old = {name: current for name, current, _ in self.config.items()}.get(key)
+        if key == "ca.default_profile":
+            load_profile(value.strip(), self.home / PROFILES_DIR)  # ProfileError names the known ones
+        new = self.config.set(key, value)
+        with self.db.transaction() as session:
+            self.audit.append(
+                session,
+                "config.changed",
+                actor=actor,
+                data={"key": key, "old": _plain(old), "new": _plain(new)},
+            )
+            self.config.save()
+        return new
+
+    def seal(self) -> None:
+        """Sign a checkpoint over the audit log's head, so what happened so far is sealed."""
+        with self.db.transaction() as session:
+            self.audit.checkpoint(session)
+
+    def chain_pem(self) -> bytes:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return b"".join(
+            cert.public_bytes(Encoding.PEM)
+            for cert in (self.hierarchy.issuing, self.hierarchy.root)
+        )
+
+    def close(self) -> None:
+        if "db" in self.__dict__:
+            self.db.dispose()
+
+
+def _plain(value: object) -> object:
+    return value if isinstance(value, str | int | bool) or value is None else str(value)

@@ -1,0 +1,114 @@
+"""Use cases the CLI and the web layer share: each one opens what it needs from an
+Instance, does the work through the components' public functions, and seals the
+audit log when it changed state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from mailpki.ca.authority import ROOT, CRLInfo
+from mailpki.ca.settings import ROOT_CRL
+from mailpki.errors import CAError, KeyStoreError
+from mailpki.instance.instance import Instance
+from mailpki.policy.person import Person
+
+
+@dataclass(frozen=True)
+class IssuedView:
+    serial: str
+    profile: str
+    subject: str
+    not_after: datetime
+    pem: bytes
+
+
+def issue_from_csr(
+    instance: Instance,
+    csr_data: bytes,
+    *,
+    name: str,
+    email: str,
+    organisation: str | None,
+    site: str | None,
+    profile: str | None,
+    actor: str,
+    given_name: str | None = None,
+    surname: str | None = None,
+) -> IssuedView:
+    person = Person.from_untrusted(
+        name=name,
+        email=email,
+        organisation=organisation or str(instance.config.get("instance.org")),
+        site=site,
+        given_name=given_name,
+        surname=surname,
+        organisation_identifier=str(instance.config.get("instance.org_id")) or None,
+    )
+    issued = instance.ca.issue_from_csr(csr_data, person, profile=profile, actor=actor)
+    instance.seal()
+    cert = issued.certificate
+    return IssuedView(
+        serial=issued.serial,
+        profile=issued.profile,
+        subject=cert.subject.rfc4514_string(),
+        not_after=cert.not_valid_after_utc,
+        pem=cert.public_bytes(Encoding.PEM),
+    )
+
+
+def write_crls(instance: Instance, folder: Path, *, actor: str) -> tuple[list[CRLInfo], str | None]:
+    """Sign every CRL and write it as DER into folder; the root CRL is copied from the
+    store when the root key is offline (with a warning when it nears its next update)."""
+    ca = instance.ca
+    root_online = ca.keys.exists(ROOT)
+    written = list(ca.generate_all_crls(actor=actor, root=root_online))
+    warning = None
+    if not root_online:
+        stored = ca.stored_crl(ROOT_CRL)
+        if stored is None:
+            raise CAError("the root key is offline and no root CRL was ever signed")
+        written.append(stored)
+        warning = (
+            f"the root key is offline: {ROOT_CRL} is the stored one (next update "
+            f"{stored.next_update:%Y-%m-%d}); import the root key before then to re-sign it"
+        )
+    for info in written:
+        tmp = folder / f".{info.name}.tmp"
+        tmp.write_bytes(info.der)
+        tmp.replace(folder / info.name)
+    instance.seal()
+    return written, warning
+
+
+def export_root_key(instance: Instance, passphrase: bytes, *, actor: str) -> bytes:
+    pem = instance.keys.export_pem(ROOT, passphrase)
+    with instance.db.transaction() as session:
+        instance.audit.append(session, "ca.root_key_exported", actor=actor, data={})
+    instance.seal()
+    return pem
+
+
+def remove_root_key(instance: Instance, *, actor: str) -> None:
+    if not instance.keys.exists(ROOT):
+        raise KeyStoreError("the root key is not in this instance (already offline)")
+    with instance.db.transaction() as session:
+        instance.audit.append(session, "ca.root_key_removed", actor=actor, data={})
+        instance.keys.remove(ROOT)
+    instance.seal()
+
+
+def import_root_key(instance: Instance, pem: bytes, passphrase: bytes, *, actor: str) -> None:
+    from mailpki.ca.keys import load_pem_key
+
+    key = load_pem_key(pem, passphrase)
+    expected = instance.hierarchy.root.public_key()
+    if key.public_key().public_numbers() != expected.public_numbers():  # type: ignore[union-attr]
+        raise KeyStoreError("that key is not the key of this instance's root CA")
+    with instance.db.transaction() as session:
+        instance.audit.append(session, "ca.root_key_imported", actor=actor, data={})
+        instance.keys.import_pem(ROOT, pem, passphrase)
+    instance.seal()

@@ -1,0 +1,100 @@
+"""The HTTP server of an instance: PKI endpoints backed by the instance's CA."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from starlette.applications import Starlette
+
+from mailpki.ca.authority import ROOT
+from mailpki.ca.settings import FULL_CRL, ROOT_CRL
+from mailpki.errors import MailPKIError
+from mailpki.instance.instance import Instance
+from mailpki.web.pki import create_pki_app
+
+_PARTITION = re.compile(r"issuing-(0|[1-9][0-9]{0,8})\.crl")
+HOME_ENV = "MAILPKI_HOME"
+
+
+class InstancePKISource:
+    """Serves stored CRLs, re-signing a stale one on demand (one at a time)."""
+
+    actor = "web:crl-refresh"
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        self.ca = instance.ca
+        self._refresh_lock = threading.Lock()
+        hierarchy = instance.hierarchy
+        self._certificates = {
+            "root.crt": hierarchy.root.public_bytes(Encoding.DER),
+            "issuing.crt": hierarchy.issuing.public_bytes(Encoding.DER),
+            "chain.pem": instance.chain_pem(),
+        }
+        self.ca.responder()  # load the responder key now, not on the first request
+
+    def crl(self, name: str) -> bytes | None:
+        if name in (ROOT_CRL, FULL_CRL):
+            partition = None
+        elif match := _PARTITION.fullmatch(name):
+            partition = int(match.group(1))
+        else:
+            return None
+        if self.ca.crl_is_stale(name):
+            with self._refresh_lock:
+                if self.ca.crl_is_stale(name):
+                    self._refresh(name, partition)
+        stored = self.ca.stored_crl(name)
+        return stored.der if stored else None
+
+    def _refresh(self, name: str, partition: int | None) -> None:
+        try:
+            if name == ROOT_CRL:
+                if not self.ca.keys.exists(ROOT):
+                    return  # offline root: serve the stored root CRL
+                self.ca.generate_root_crl(actor=self.actor)
+            elif partition is not None and partition not in self.ca.partitions():
+                return
+            else:
+                self.ca.generate_issuing_crl(partition, actor=self.actor)
+            self.instance.seal()
+        except MailPKIError:
+            # Keep serving the last good CRL rather than failing the fetch.
+            return
+
+    def ca_certificate(self, name: str) -> bytes | None:
+        return self._certificates.get(name)
+
+    def ocsp(self, request_der: bytes) -> bytes:
+        return self.ca.responder().respond(request_der)
+
+
+def create_app(home: Path) -> Starlette:
+    return create_pki_app(InstancePKISource(Instance.open(home)), blocking_source=True)
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for uvicorn worker processes (each opens the instance itself)."""
+    return create_app(Path(os.environ[HOME_ENV]))
+
+
+def run_server(home: Path, *, host: str, port: int, workers: int = 1) -> None:
+    import uvicorn
+
+    if workers > 1:
+        os.environ[HOME_ENV] = str(home.resolve())
+        uvicorn.run(
+            "mailpki.web.server:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+    else:
+        uvicorn.run(create_app(home), host=host, port=port, log_level="warning", access_log=False)
