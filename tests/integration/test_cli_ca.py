@@ -177,6 +177,8 @@ def test_offline_root(sqlite_home: Path, tmp_path: Path) -> None:
     assert mailpki("ca", "root", "remove", "--home", home).code != 0  # needs --yes
     assert mailpki("ca", "root", "remove", "--home", home, "--yes").code == 0
     assert not (home / "keys" / "root.pem").exists()
+    renew = mailpki("ca", "issuing", "renew", "--home", home)
+    assert renew.code != 0 and "needs the root key" in renew.err
     # CRLs still work; the root CRL is the stored one, with a warning.
     result = mailpki("ca", "crl", "--home", home, "--out", tmp_path / "cdp")
     assert result.code == 0, result.err
@@ -194,6 +196,15 @@ def test_offline_root(sqlite_home: Path, tmp_path: Path) -> None:
     assert mailpki("ca", "root", "import", "--home", home, "--key", exported, "--passphrase-file", pw).code == 0
     result = mailpki("ca", "crl", "--home", home, "--out", tmp_path / "cdp2")
     assert result.code == 0 and "offline" not in result.err
+    # With the root back, the issuing CA can be re-signed; old certificates still chain.
+    old_issuing = (home / "ca" / "issuing.pem").read_bytes()
+    renew = mailpki("ca", "issuing", "renew", "--home", home, "--years", "5")
+    assert renew.code == 0, renew.err
+    assert (home / "ca" / "issuing.pem").read_bytes() != old_issuing
+    pem, _ = issue(home, tmp_path, "zed")
+    for cert in (pem, tmp_path / "alice.pem"):
+        openssl("verify", "-purpose", "smimesign", "-CAfile", home / "ca" / "root.pem",
+                "-untrusted", home / "ca" / "issuing.pem", cert)
     assert audit_ok(home)
 
 

@@ -15,11 +15,12 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailpki.audit import AuditLog
-from mailpki.ca.crl import RevokedEntry, build_crl
+from mailpki.ca.crl import RevokedEntry, build_crl, reason_name
 from mailpki.ca.csr import load_csr
 from mailpki.ca.keys import CAPrivateKey, KeyStore
 from mailpki.ca.lint import Linter
@@ -57,6 +58,11 @@ class CAHierarchy:
     ocsp: x509.Certificate
 
 
+def _rfc_reason(stored: str | None) -> str | None:
+    flags = {flag.name: flag for flag in x509.ReasonFlags}
+    return reason_name(flags[stored]) if stored in flags else stored
+
+
 @dataclass(frozen=True)
 class CertificateInfo:
     serial: str
@@ -84,7 +90,7 @@ class CertificateInfo:
             not_before=utc(record.not_before),
             not_after=utc(record.not_after),
             revoked_at=utc(record.revoked_at) if record.revoked_at else None,
-            reason=record.revocation_reason,
+            reason=_rfc_reason(record.revocation_reason),
             issuer=record.issuer,
         )
 
@@ -151,6 +157,19 @@ def reserve_serial(db: Database, issuer: str) -> tuple[int, int]:
     raise CAError("could not reserve a unique serial number")
 
 
+_SHORT_NAMES = {
+    NameOID.GIVEN_NAME: "GN",
+    NameOID.SURNAME: "SN",
+    NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier",
+    NameOID.PSEUDONYM: "pseudonym",
+}
+
+
+def display_name(name: x509.Name) -> str:
+    """RFC 4514 with readable names for the attributes cryptography prints as OIDs."""
+    return name.rfc4514_string(_SHORT_NAMES)
+
+
 def certificate_record(
     certificate: x509.Certificate,
     *,
@@ -163,7 +182,7 @@ def certificate_record(
     return CertificateRecord(
         serial=to_hex(certificate.serial_number),
         issuer=issuer,
-        subject=certificate.subject.rfc4514_string(),
+        subject=display_name(certificate.subject),
         email=email,
         profile=profile,
         not_before=certificate.not_valid_before_utc,
@@ -366,7 +385,8 @@ class CertificateAuthority:
             if record.status == "revoked":
                 raise RevocationError(
                     f"certificate {serial_hex} was already revoked on "
-                    f"{utc(record.revoked_at or now):%Y-%m-%d %H:%M} UTC ({record.revocation_reason})"
+                    f"{utc(record.revoked_at or now):%Y-%m-%d %H:%M} UTC "
+                    f"({_rfc_reason(record.revocation_reason)})"
                 )
             record.status = "revoked"
             record.revoked_at = now

@@ -31,6 +31,7 @@ __all__ = [
     "build_crl",
     "default_hash",
     "parse_reason",
+    "reason_name",
 ]
 
 PrivateKey = CertificateIssuerPrivateKeyTypes
@@ -70,6 +71,12 @@ _REASON_NAMES: dict[str, x509.ReasonFlags] = {
     "aACompromise": x509.ReasonFlags.aa_compromise,
 }
 REASONS: dict[str, x509.ReasonFlags] = {k.lower(): v for k, v in _REASON_NAMES.items()}
+_RFC_NAMES: dict[x509.ReasonFlags, str] = {v: k for k, v in _REASON_NAMES.items()}
+
+
+def reason_name(flag: x509.ReasonFlags) -> str:
+    """The RFC 5280 spelling people type and read (keyCompromise, not key_compromise)."""
+    return _RFC_NAMES[flag]
 
 
 def parse_reason(text: str) -> x509.ReasonFlags:

@@ -25,21 +25,24 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
         raise CSRError("the CSR file is empty")
     stripped = data.strip()
     try:
-        if stripped.startswith(b"-----BEGIN"):
+        if b"-----BEGIN" in stripped:
             blocks = _PEM_BLOCK.findall(stripped)
-            match = _PEM_BLOCK.fullmatch(stripped)
-            if len(blocks) != 1 or match is None:
+            if not blocks and b"CERTIFICATE REQUEST-----" in stripped:
+                raise CSRError("the PEM 'CERTIFICATE REQUEST' block is truncated or damaged")
+            if not blocks:
+                raise CSRError("the file is PEM but holds no 'CERTIFICATE REQUEST' block")
+            if len(blocks) != 1 or _PEM_BLOCK.fullmatch(stripped) is None:
                 raise CSRError(
-                    "the CSR file must hold exactly one PEM 'CERTIFICATE REQUEST' block and nothing else"
+                    "the CSR file must hold exactly one PEM 'CERTIFICATE REQUEST' block "
+                    "and nothing else"
                 )
             csr = x509.load_pem_x509_csr(stripped)
-        elif stripped.startswith(b"-----"):
-            raise CSRError("the file is PEM but not a 'CERTIFICATE REQUEST'")
         else:
             csr = x509.load_der_x509_csr(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise CSRError(f"the CSR cannot be parsed: {exc}") from None
     try:
+        csr.public_key()  # an unknown key algorithm fails here, before anyone relies on it
         valid = csr.is_signature_valid
     except Exception as exc:
         raise CSRError(f"the CSR's signature cannot be checked: {exc}") from None

@@ -98,7 +98,9 @@ class PKCS11KeyStore:
         except UnicodeDecodeError as exc:
             raise KeyStoreError("the PKCS#11 PIN is not valid UTF-8") from exc
         try:
-            lib = pkcs11.lib(str(self.module))
+            # One path per module: python-pkcs11 keeps one library object per path string,
+            # and a second object for the same .so would C_Initialize it twice.
+            lib = pkcs11.lib(str(self.module.resolve()))
         except Exception as exc:  # a non-PKCS#11 .so fails in several ways
             raise KeyStoreError(f"cannot load PKCS#11 module {self.module}: {exc}") from exc
         with _SESSIONS_LOCK:

@@ -5,12 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from mailpki.audit import AuditLog
-from mailpki.ca.authority import ISSUING, OCSP_PROFILE, ROOT, CAHierarchy, certificate_record, reserve_serial
+from mailpki.ca.authority import (
+    ISSUING,
+    OCSP_PROFILE,
+    ROOT,
+    CAHierarchy,
+    certificate_record,
+    reserve_serial,
+)
 from mailpki.ca.keys import KeyStore, parse_key_type
 from mailpki.ca.settings import ROOT_CRL, CASettings
 from mailpki.ca.signing import signature_hash
+from mailpki.errors import CAError, KeyStoreError
 from mailpki.policy.hierarchy import (
     CACertificateUrls,
     build_issuing_ca,
@@ -88,5 +97,57 @@ def create_hierarchy(
     return CAHierarchy(root=root, issuing=issuing, ocsp=responder)
 
 
-def describe(certificate: x509.Certificate) -> str:
-    return certificate.subject.rfc4514_string()
+def renew_issuing(
+    *,
+    db: Database,
+    keys: KeyStore,
+    audit: AuditLog,
+    settings: CASettings,
+    hierarchy: CAHierarchy,
+    org: str,
+    actor: str,
+    years: int = 10,
+) -> x509.Certificate:
+    """Re-sign the issuing CA's key with the root (same name and key, new validity).
+
+    Certificates already issued keep chaining: their AKI names the same key.
+    """
+    try:
+        root_key = keys.load(ROOT)
+    except KeyStoreError:
+        raise CAError(
+            "re-signing the issuing CA needs the root key; bring it back with 'mailpki ca root import'"
+        ) from None
+    issuing_key = keys.load(ISSUING)
+    names = hierarchy.issuing.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    serial, _ = reserve_serial(db, ROOT)
+    renewed = build_issuing_ca(
+        org=org,
+        public_key=issuing_key.public_key(),
+        root=hierarchy.root,
+        serial=serial,
+        now=datetime.now(UTC),
+        urls=CACertificateUrls(
+            root_crl=settings.crl_url(ROOT_CRL), root_issuers=settings.ca_cert_url("root.crt")
+        ),
+        years=years,
+        common_name=str(names[0].value) if names else None,
+    ).sign(root_key, signature_hash(root_key))
+    if renewed.subject != hierarchy.issuing.subject:
+        raise CAError("the renewed issuing CA would change its name; refusing")
+    with db.transaction() as session:
+        record = certificate_record(
+            renewed, issuer=ROOT, profile="issuing-ca", email=None, partition=0
+        )
+        session.add(record)
+        audit.append(
+            session,
+            "ca.issuing_renewed",
+            actor=actor,
+            data={
+                "serial": record.serial,
+                "fingerprint": record.fingerprint,
+                "not_after": record.not_after.isoformat(),
+            },
+        )
+    return renewed

@@ -46,7 +46,20 @@ def certs_list(
     if as_json:
         print_json([row.as_dict() for row in rows])
         return
-    table = Table("serial", "subject", "mail", "profile", "status", "not after")
+    if not console.is_terminal:
+        # Piped: one tab-separated line per certificate, nothing cut, easy to grep and cut.
+        sys.stdout.write("serial\tsubject\tmail\tprofile\tstatus\tnot_after\n")
+        for row in rows:
+            fields = (row.serial, row.subject, row.email or "", row.profile, row.status)
+            sys.stdout.write("\t".join(fields) + f"\t{row.not_after:%Y-%m-%d}\n")
+        return
+    table = Table()
+    table.add_column("serial", no_wrap=True)  # people copy it from here: never cut it
+    table.add_column("subject", overflow="fold")
+    table.add_column("mail", overflow="fold")
+    table.add_column("profile", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("not after", no_wrap=True)
     for row in rows:
         style = {"revoked": "red", "expired": "yellow"}.get(row.status, "")
         table.add_row(

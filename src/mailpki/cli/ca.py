@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mailpki.ca.crl import parse_reason
+from mailpki.ca.crl import parse_reason, reason_name
 from mailpki.ca.serials import parse_serial
 from mailpki.cli.common import (
     HomeOption,
@@ -27,12 +27,15 @@ from mailpki.instance.operations import (
     import_root_key,
     issue_from_csr,
     remove_root_key,
+    renew_issuing_ca,
     write_crls,
 )
 
 app = typer.Typer(
     help="The certificate authority: chain, issue, revoke, CRLs.", no_args_is_help=True
 )
+issuing_app = typer.Typer(help="The issuing CA's own certificate.", no_args_is_help=True)
+app.add_typer(issuing_app, name="issuing")
 root_app = typer.Typer(
     help="The offline root: export, remove, import its key.", no_args_is_help=True
 )
@@ -109,7 +112,9 @@ def revoke(
     instance = open_instance(home)
     info = instance.ca.revoke(number, flag, actor=cli_actor())
     instance.seal()
-    console.print(f"revoked {info.serial} ({info.subject}) for {flag.name}", highlight=False)
+    console.print(
+        f"revoked {info.serial} ({info.subject}) for {reason_name(flag)}", highlight=False
+    )
 
 
 @app.command()
@@ -123,7 +128,8 @@ def crl(
         raise InputError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     instance = open_instance(home)
-    written, warning = write_crls(instance, out, actor=cli_actor())
+    with err_console.status("signing CRLs (a large CRL takes seconds)…"):
+        written, warning = write_crls(instance, out, actor=cli_actor())
     for info in written:
         console.print(
             f"{info.name}: number {info.number}, {max(info.entries, 0)} entries, "
@@ -181,3 +187,19 @@ def root_import(
     instance = open_instance(home)
     import_root_key(instance, pem, passphrase, actor=cli_actor())
     console.print("root key imported")
+
+
+@issuing_app.command("renew")
+@handle_errors
+def issuing_renew(
+    years: Annotated[int, typer.Option("--years", min=1, max=20, help="Validity in years.")] = 10,
+    home: HomeOption = None,
+) -> None:
+    """Re-sign the issuing CA (same name and key) with the root key, which must be here."""
+    instance = open_instance(home)
+    renewed = renew_issuing_ca(instance, years=years, actor=cli_actor())
+    console.print(
+        f"issuing CA re-signed: serial {renewed.serial_number:X}, valid until "
+        f"{renewed.not_valid_after_utc:%Y-%m-%d}; the old certificate is kept in ca/",
+        highlight=False,
+    )

@@ -50,7 +50,9 @@ def _optional_http_url(value: str) -> str:
         return ""
     url = _http_url(value.strip())
     if not url.startswith("http://"):
-        raise ValueError("must be http:// (relying parties fetch CRLs and CA certificates without TLS)")
+        raise ValueError(
+            "must be http:// (relying parties fetch CRLs and CA certificates without TLS)"
+        )
     return url
 
 
@@ -98,7 +100,9 @@ def _boolean(value: str) -> bool:
 def _org_id(value: str) -> str:
     # S/MIME BR 7.1.4.2.2: scheme (NTR, VAT, PSD, LEI, GOV, INT) + country [+ state] - reference.
     value = value.strip()
-    if value and not re.fullmatch(r"(NTR|VAT|PSD|LEI|GOV|INT)[A-Z]{2}(\+[A-Z0-9]{1,3})?-[^\s]{1,60}", value):
+    if value and not re.fullmatch(
+        r"(NTR|VAT|PSD|LEI|GOV|INT)[A-Z]{2}(\+[A-Z0-9]{1,3})?-[^\s]{1,60}", value
+    ):
         raise ValueError(
             "must be an S/MIME BR organisation identifier such as NTRGB-12345678, "
             "VATDE-123456789 or LEIXG-<your LEI>"
@@ -124,7 +128,11 @@ KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "p256", "p384")
 SCHEMA: dict[str, Setting] = {
     "instance.org": Setting(_text, None, "organisation name, used in CA names"),
     "instance.domain": Setting(_text, None, "main mail domain"),
-    "instance.org_id": Setting(_org_id, "", "organizationIdentifier for sponsor-validated certificates, e.g. NTRGB-12345678"),
+    "instance.org_id": Setting(
+        _org_id,
+        "",
+        "organizationIdentifier for sponsor-validated certificates, e.g. NTRGB-12345678",
+    ),
     "database.url": Setting(
         _database_url,
         "sqlite:///mailpki.db",
@@ -133,7 +141,11 @@ SCHEMA: dict[str, Setting] = {
     "web.base_url": Setting(
         _http_url, "http://localhost:8080", "public URL put in links, CDP and AIA"
     ),
-    "web.pki_base_url": Setting(_optional_http_url, "", "URL for CDP and AIA if not derived from web.base_url (must be http://)"),
+    "web.pki_base_url": Setting(
+        _optional_http_url,
+        "",
+        "URL for CDP and AIA if not derived from web.base_url (must be http://)",
+    ),
     "keys.backend": Setting(_choice("file", "pkcs11"), "file", "where CA keys live"),
     "keys.passphrase_file": Setting(
         _optional_text,

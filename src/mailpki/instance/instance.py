@@ -136,7 +136,9 @@ class Instance:
         """Change one setting; the change is audited before the file is replaced."""
         old = {name: current for name, current, _ in self.config.items()}.get(key)
         if key == "ca.default_profile":
-            load_profile(value.strip(), self.home / PROFILES_DIR)  # ProfileError names the known ones
+            load_profile(
+                value.strip(), self.home / PROFILES_DIR
+            )  # ProfileError names the known ones
         new = self.config.set(key, value)
         with self.db.transaction() as session:
             self.audit.append(

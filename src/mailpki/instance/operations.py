@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mailpki.ca.authority import ROOT, CRLInfo
+from mailpki.ca.authority import ROOT, CRLInfo, display_name
 from mailpki.ca.settings import ROOT_CRL
 from mailpki.errors import CAError, KeyStoreError
-from mailpki.instance.instance import Instance
+from mailpki.instance.instance import CA_DIR, CA_FILES, Instance
 from mailpki.policy.person import Person
 
 
@@ -54,7 +55,7 @@ def issue_from_csr(
     return IssuedView(
         serial=issued.serial,
         profile=issued.profile,
-        subject=cert.subject.rfc4514_string(),
+        subject=display_name(cert.subject),
         not_after=cert.not_valid_after_utc,
         pem=cert.public_bytes(Encoding.PEM),
     )
@@ -112,3 +113,29 @@ def import_root_key(instance: Instance, pem: bytes, passphrase: bytes, *, actor:
         instance.audit.append(session, "ca.root_key_imported", actor=actor, data={})
         instance.keys.import_pem(ROOT, pem, passphrase)
     instance.seal()
+
+
+def renew_issuing_ca(instance: Instance, *, years: int, actor: str) -> x509.Certificate:
+    """Re-sign the issuing CA with the root; the old certificate is kept beside it."""
+    from mailpki.ca.setup import renew_issuing
+
+    old = instance.hierarchy.issuing
+    renewed = renew_issuing(
+        db=instance.db,
+        keys=instance.keys,
+        audit=instance.audit,
+        settings=instance.ca_settings,
+        hierarchy=instance.hierarchy,
+        org=str(instance.config.get("instance.org")),
+        actor=actor,
+        years=years,
+    )
+    folder = instance.home / CA_DIR
+    (folder / f"issuing-{old.serial_number:X}.pem").write_bytes(old.public_bytes(Encoding.PEM))
+    tmp = folder / ".issuing.pem.tmp"
+    tmp.write_bytes(renewed.public_bytes(Encoding.PEM))
+    tmp.replace(folder / CA_FILES["issuing"])
+    instance.__dict__.pop("hierarchy", None)
+    instance.__dict__.pop("ca", None)
+    instance.seal()
+    return renewed
