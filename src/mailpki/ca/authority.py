@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from mailpki.audit import AuditLog
@@ -44,6 +44,7 @@ from mailpki.store.models import CertificateRecord, CRLRecord, SerialReservation
 
 ROOT, ISSUING = "root", "issuing"
 OCSP_PROFILE = "ocsp-responder"
+_REASON_FLAGS = {flag.name: flag for flag in x509.ReasonFlags}  # stored name -> flag
 
 
 def utc(moment: datetime) -> datetime:
@@ -59,8 +60,8 @@ class CAHierarchy:
 
 
 def _rfc_reason(stored: str | None) -> str | None:
-    flags = {flag.name: flag for flag in x509.ReasonFlags}
-    return reason_name(flags[stored]) if stored in flags else stored
+    flag = _REASON_FLAGS.get(stored or "")
+    return reason_name(flag) if flag else stored
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,12 @@ def certificate_record(
         crl_partition=partition,
         created_at=datetime.now(UTC),
     )
+
+
+# Built once: OCSP looks a status up on every request.
+_STATUS_QUERY = select(
+    CertificateRecord.status, CertificateRecord.revoked_at, CertificateRecord.revocation_reason
+).where(CertificateRecord.serial == bindparam("serial"), CertificateRecord.issuer == ISSUING)
 
 
 class CertificateAuthority:
@@ -420,11 +427,10 @@ class CertificateAuthority:
         )
         if partition is not None:
             query = query.where(CertificateRecord.crl_partition == partition)
-        reasons = {flag.name: flag for flag in x509.ReasonFlags}
         rows = session.execute(query.execution_options(yield_per=10_000))
         for serial, revoked_at, reason in rows:
             assert revoked_at is not None  # filtered above
-            yield RevokedEntry(int(serial, 16), utc(revoked_at), reasons.get(reason or ""))
+            yield RevokedEntry(int(serial, 16), utc(revoked_at), _REASON_FLAGS.get(reason or ""))
 
     def partitions(self) -> list[int]:
         with self.db.session() as session:
@@ -458,6 +464,7 @@ class CertificateAuthority:
                 issuer=issuer_cert,
                 key=key,
                 entries=counted,
+                serials_unique=True,  # certificates.serial is UNIQUE
                 number=number,
                 this_update=now,
                 next_update=now + validity,
@@ -569,21 +576,15 @@ class CertificateAuthority:
 
     def status(self, serial: int) -> CertStatus | None:
         """OCSP status of a certificate of the issuing CA; None when unknown."""
-        query = select(
-            CertificateRecord.status,
-            CertificateRecord.revoked_at,
-            CertificateRecord.revocation_reason,
-        ).where(CertificateRecord.serial == to_hex(serial), CertificateRecord.issuer == ISSUING)
         with self.db.engine.connect() as connection:
-            row = connection.execute(query).first()
+            row = connection.execute(_STATUS_QUERY, {"serial": to_hex(serial)}).first()
         if row is None:
             return None
         if row.status == "revoked":
-            reasons = {flag.name: flag for flag in x509.ReasonFlags}
             return CertStatus(
                 "revoked",
                 revoked_at=utc(row.revoked_at) if row.revoked_at else None,
-                reason=reasons.get(row.revocation_reason or ""),
+                reason=_REASON_FLAGS.get(row.revocation_reason or ""),
             )
         return CertStatus("good")
 

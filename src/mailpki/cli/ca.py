@@ -89,6 +89,7 @@ def issue(
         given_name=given_name,
         surname=surname,
     )
+    instance.seal()
     write_output(out, issued.pem)
     console.print(
         f"issued serial [bold]{issued.serial}[/] ({issued.profile}) for {issued.subject}, "

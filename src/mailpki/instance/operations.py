@@ -50,7 +50,6 @@ def issue_from_csr(
         organisation_identifier=str(instance.config.get("instance.org_id")) or None,
     )
     issued = instance.ca.issue_from_csr(csr_data, person, profile=profile, actor=actor)
-    instance.seal()
     cert = issued.certificate
     return IssuedView(
         serial=issued.serial,

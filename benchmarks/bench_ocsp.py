@@ -1,0 +1,493 @@
+"""OCSP responses/s over HTTP from the real server (`mailpki serve --workers N`).
+
+A throwaway instance (P-256 CA, P-256 OCSP responder) issues one certificate; the
+server is started as a subprocess on 127.0.0.1 and loaded from a separate process:
+
+  get   a fixed RFC 6960 GET request without nonce (the responder's cached path)
+  post  POST requests each carrying a fresh 16-byte nonce (looked up and signed
+        every time, never cached)
+
+The load generator is `wrk` (with a Lua script that checks every response body is a
+*successful* OCSPResponse), or, when wrk is missing or with ``--client python``,
+several Python processes using http.client keep-alive connections. A sample
+response of each kind is parsed and its signature verified with cryptography
+before and after the load, so the figure counts real answers, not errors.
+
+    python -m benchmarks.bench_ocsp                 # 10 s each, 2 server workers
+    python -m benchmarks.bench_ocsp --quick         # 3 s each
+    python -m benchmarks.bench_ocsp --client python --connections 4
+
+Target: >= 2,000 responses/s on 2 cores. The server and the load generator share
+the machine's cores: the figure is a lower bound for a dedicated server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import http.client
+import multiprocessing as mp
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509 import ocsp
+
+from benchmarks import _common as common
+
+TARGET_RPS = 2000.0
+NONCE_LEN = 16
+OCSP_REQUEST = "application/ocsp-request"
+
+
+# -- requests and checks ----------------------------------------------------------------------
+
+
+def ocsp_request(cert: x509.Certificate, issuer: x509.Certificate, nonce: bytes | None) -> bytes:
+    # SHA-1 CertIDs: what OpenSSL and most mail clients send.
+    builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1())
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+def successful(der: bytes) -> bool:
+    """Status byte of an OCSPResponse (as the server's own check): successful(0)?"""
+    if len(der) < 5 or der[0] != 0x30:
+        return False
+    offset = 2 + (der[1] & 0x7F if der[1] & 0x80 else 0)
+    return der[offset : offset + 3] == b"\x0a\x01\x00"
+
+
+def check_response(der: bytes, serial: int, nonce: bytes | None) -> str:
+    """Parse and verify one response fully; a short description, or raise."""
+    resp = ocsp.load_der_ocsp_response(der)
+    if resp.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
+        raise SystemExit(f"OCSP response status {resp.response_status.name}, not successful")
+    if resp.serial_number != serial or resp.certificate_status is not ocsp.OCSPCertStatus.GOOD:
+        raise SystemExit(
+            f"unexpected answer: serial {resp.serial_number:#x} {resp.certificate_status.name}"
+        )
+    signer = resp.certificates[0].public_key()
+    alg = resp.signature_hash_algorithm
+    assert alg is not None
+    if isinstance(signer, ec.EllipticCurvePublicKey):
+        signer.verify(resp.signature, resp.tbs_response_bytes, ec.ECDSA(alg))
+    elif isinstance(signer, rsa.RSAPublicKey):
+        signer.verify(resp.signature, resp.tbs_response_bytes, padding.PKCS1v15(), alg)
+    if nonce is not None:
+        echoed = resp.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+        if echoed != nonce:
+            raise SystemExit("the nonce was not echoed")
+    return f"successful, good, signature ok, {len(der)} bytes"
+
+
+def fetch(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {"Content-Type": OCSP_REQUEST} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def sample_checks(
+    port: int, get_path: str, cert: x509.Certificate, issuer: x509.Certificate, when: str
+) -> dict[str, str]:
+    status, der = fetch(port, "GET", get_path)
+    if status != 200:
+        raise SystemExit(f"GET {get_path[:40]}...: HTTP {status}")
+    get_desc = check_response(der, cert.serial_number, None)
+    nonce = os.urandom(NONCE_LEN)
+    status, der = fetch(port, "POST", "/ocsp", ocsp_request(cert, issuer, nonce))
+    if status != 200:
+        raise SystemExit(f"POST /ocsp: HTTP {status}")
+    post_desc = check_response(der, cert.serial_number, nonce)
+    common.log(f"sample {when}: GET {get_desc}; POST {post_desc} (nonce echoed)")
+    return {"get": get_desc, "post": post_desc}
+
+
+# -- the server -------------------------------------------------------------------------------
+
+
+def _proc_children(pid: int) -> list[int]:
+    out = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """user+system CPU of a process and its descendants (alive ones), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{current}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        stack += _proc_children(current)
+    return total / ticks
+
+
+@contextlib.contextmanager
+def server(home: Path, port: int, workers: int, log_path: Path) -> Any:
+    cmd = [
+        sys.executable,
+        "-m",
+        "mailpki",
+        "serve",
+        "--home",
+        str(home),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(
+                    f"the server exited ({proc.returncode}):\n"
+                    f"{log_path.read_text(errors='replace')[-2000:]}"
+                )
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if fetch(port, "GET", "/health")[0] == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit("the server did not answer /health within 60 s")
+            time.sleep(0.1)
+        # Every worker must be up, not only the first: give the others a moment.
+        time.sleep(1.0)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # the group of the server we started
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+# -- load generators --------------------------------------------------------------------------
+
+
+def _lua_bytes(data: bytes) -> str:
+    return '"' + "".join(f"\\{b}" for b in data) + '"'
+
+
+LUA = r"""
+-- generated by benchmarks/bench_ocsp.py
+local mode = "%(mode)s"
+local prefix = %(prefix)s
+local suffix = %(suffix)s
+ok = 0
+bad = 0
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  math.randomseed(os.time() + math.floor(os.clock() * 1000000) + #threads)
+  if mode == "post" then
+    wrk.method = "POST"
+    wrk.headers["Content-Type"] = "application/ocsp-request"
+  end
+end
+
+if mode == "post" then
+  function request()
+    local t = {}
+    for i = 1, %(nonce_len)d do t[i] = string.char(math.random(0, 255)) end
+    return wrk.format(nil, "/ocsp", nil, prefix .. table.concat(t) .. suffix)
+  end
+end
+
+function response(status, headers, body)
+  local good = false
+  if status == 200 and body:byte(1) == 48 then
+    local b = body:byte(2)
+    local off = 3
+    if b >= 128 then off = 3 + (b - 128) end
+    good = body:sub(off, off + 2) == "\10\1\0"
+  end
+  if good then ok = ok + 1 else bad = bad + 1 end
+end
+
+function done(summary, latency, requests)
+  local o, b = 0, 0
+  for _, thread in ipairs(threads) do
+    o = o + thread:get("ok")
+    b = b + thread:get("bad")
+  end
+  io.write(string.format("LUA_OK %%d\nLUA_BAD %%d\n", o, b))
+  io.write(string.format("LAT_P50_US %%d\nLAT_P99_US %%d\n",
+                         latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def run_wrk(
+    args: argparse.Namespace,
+    port: int,
+    mode: str,
+    get_path: str,
+    post_body: bytes,
+    nonce_at: int,
+    workdir: Path,
+) -> dict[str, Any]:
+    script = workdir / f"ocsp-{mode}.lua"
+    script.write_text(
+        LUA
+        % {
+            "mode": mode,
+            "prefix": _lua_bytes(post_body[:nonce_at]),
+            "suffix": _lua_bytes(post_body[nonce_at + NONCE_LEN :]),
+            "nonce_len": NONCE_LEN,
+        }
+    )
+    url = f"http://127.0.0.1:{port}" + (get_path if mode == "get" else "/ocsp")
+    cmd = [
+        "wrk",
+        "-t",
+        str(args.threads),
+        "-c",
+        str(args.connections),
+        "-d",
+        f"{args.duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60)
+    if proc.returncode != 0:
+        raise SystemExit(f"wrk failed: {proc.stderr}")
+    text = proc.stdout
+
+    def grab(pattern: str, default: str = "0") -> str:
+        m = re.search(pattern, text)
+        return m.group(1) if m else default
+
+    ok, bad = int(grab(r"LUA_OK (\d+)")), int(grab(r"LUA_BAD (\d+)"))
+    seconds = float(grab(r"requests in ([\d.]+)s", str(args.duration)))
+    return {
+        "requests": ok + bad,
+        "successful": ok,
+        "failed": bad,
+        "socket_errors": grab(r"Socket errors: (.*)", "none").strip(),
+        "seconds": seconds,
+        "rps": round(ok / seconds, 1),
+        "latency_p50_ms": round(int(grab(r"LAT_P50_US (\d+)")) / 1000, 2),
+        "latency_p99_ms": round(int(grab(r"LAT_P99_US (\d+)")) / 1000, 2),
+    }
+
+
+def _py_client(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes,
+    nonce_at: int,
+    seconds: float,
+    start_at: float,
+    out: Any,
+) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Content-Type": OCSP_REQUEST} if method == "POST" else {}
+    ok = bad = 0
+    while time.time() < start_at:
+        time.sleep(0.001)
+    deadline = time.monotonic() + seconds
+    payload: bytes | None = None
+    while time.monotonic() < deadline:
+        if method == "POST":
+            payload = body[:nonce_at] + os.urandom(NONCE_LEN) + body[nonce_at + NONCE_LEN :]
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException):
+            bad += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            continue
+        if resp.status == 200 and successful(data):
+            ok += 1
+        else:
+            bad += 1
+    conn.close()
+    out.put((ok, bad))
+
+
+def run_python(
+    args: argparse.Namespace, port: int, mode: str, get_path: str, post_body: bytes, nonce_at: int
+) -> dict[str, Any]:
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    method, path = ("GET", get_path) if mode == "get" else ("POST", "/ocsp")
+    start_at = time.time() + 0.5
+    procs = [
+        ctx.Process(
+            target=_py_client,
+            daemon=True,
+            args=(port, method, path, post_body, nonce_at, args.duration, start_at, out),
+        )
+        for _ in range(args.connections)
+    ]
+    for proc in procs:
+        proc.start()
+    counts = [out.get(timeout=args.duration + 60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=10)
+    ok, bad = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    return {
+        "requests": ok + bad,
+        "successful": ok,
+        "failed": bad,
+        "seconds": args.duration,
+        "rps": round(ok / args.duration, 1),
+    }
+
+
+def load(
+    args: argparse.Namespace,
+    client: str,
+    port: int,
+    mode: str,
+    get_path: str,
+    post_body: bytes,
+    nonce_at: int,
+    workdir: Path,
+    server_pid: int,
+) -> dict[str, Any]:
+    label = "GET, no nonce (cached)" if mode == "get" else "POST, fresh nonce (signed each time)"
+    cpu0, wall0 = tree_cpu_seconds(server_pid), time.monotonic()
+    with common.Progress(f"{label}: {client} for {args.duration} s", None, every=5.0):
+        if client == "wrk":
+            result = run_wrk(args, port, mode, get_path, post_body, nonce_at, workdir)
+        else:
+            result = run_python(args, port, mode, get_path, post_body, nonce_at)
+    wall = time.monotonic() - wall0
+    result["server_cpu_cores"] = round((tree_cpu_seconds(server_pid) - cpu0) / wall, 2)
+    common.log(f"  {label}: {result}")
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=None, help="seconds per load (10)")
+    parser.add_argument("--quick", action="store_true", help="3 s per load")
+    parser.add_argument("--server-workers", type=int, default=2, help="mailpki serve --workers")
+    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=None,
+        help="concurrent connections (wrk: 16; python: 4 processes)",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument("--ca-key-type", choices=("p256", "rsa3072"), default="p256")
+    args = common.parse_args(parser)
+    if args.duration is None:
+        args.duration = 3 if args.quick else 10
+    client = args.client
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") else "python"
+    if client == "wrk" and not shutil.which("wrk"):
+        parser.error("wrk is not installed (apt-get install wrk), use --client python")
+    if args.connections is None:
+        args.connections = 16 if client == "wrk" else 4
+
+    with common.temp_dir("mailpki-bench-ocsp-") as workdir:
+        home = workdir / "home"
+        common.log(f"new instance in {home} ({args.ca_key_type} CA)")
+        common.create_instance(home, ca_key_type=args.ca_key_type, database_url=None)
+        from mailpki.instance.instance import Instance
+
+        instance = Instance.open(home)
+        issued = instance.ca.issue_from_csr(common.make_csr(0), common.person(0), actor="bench")
+        cert, issuer = issued.certificate, instance.hierarchy.issuing
+        instance.close()
+
+        get_der = ocsp_request(cert, issuer, None)
+        get_path = "/ocsp/" + urllib.parse.quote(base64.b64encode(get_der).decode(), safe="")
+        marker = os.urandom(NONCE_LEN)
+        post_body = ocsp_request(cert, issuer, marker)
+        nonce_at = post_body.find(marker)
+        assert nonce_at > 0 and post_body.count(marker) == 1
+
+        port = common.free_port()
+        common.log(
+            f"mailpki serve --workers {args.server_workers} on 127.0.0.1:{port}; "
+            f"load: {client}, {args.connections} connections"
+        )
+        with server(home, port, args.server_workers, workdir / "server.log") as proc:
+            before = sample_checks(port, get_path, cert, issuer, "before load")
+            results = {}
+            for mode in ("get", "post"):
+                results[mode] = load(
+                    args, client, port, mode, get_path, post_body, nonce_at, workdir, proc.pid
+                )
+            after = sample_checks(port, get_path, cert, issuer, "after load")
+
+    for mode, result in results.items():
+        if result["failed"]:
+            common.log(f"WARNING: {result['failed']} {mode} responses were not successful")
+    common.emit(
+        {
+            "benchmark": "bench_ocsp",
+            "client": client,
+            "connections": args.connections,
+            "server_workers": args.server_workers,
+            "duration_s": args.duration,
+            "ca_key_type": args.ca_key_type,
+            "machine": common.machine(),
+            "note": "server and load generator share the machine's cores",
+            "samples": {"before": before, "after": after},
+            "get_cached": results["get"],
+            "post_nonce": results["post"],
+            "targets": [
+                common.target("OCSP GET cached", results["get"]["rps"], "resp/s", TARGET_RPS, ">="),
+                common.target(
+                    "OCSP POST nonce (signed)", results["post"]["rps"], "resp/s", TARGET_RPS, ">="
+                ),
+            ],
+        }
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
