@@ -147,3 +147,42 @@ def test_corrupt_config_gives_clear_error(sqlite_home: Path) -> None:
     (sqlite_home / "config.toml").write_text("[instance\norg = ")
     result = mailpki("certs", "list", "--home", sqlite_home)
     assert result.code != 0 and "not valid TOML" in result.err
+
+
+def test_bad_key_and_passphrase_files_for_root_import(sqlite_home: Path, tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("export passphrase")
+    exported = tmp_path / "root.pem"
+    assert mailpki("ca", "root", "export", "--home", sqlite_home, "--out", exported, "--passphrase-file", pw).code == 0
+    assert mailpki("ca", "root", "remove", "--home", sqlite_home, "--yes").code == 0
+    good = exported.read_bytes()
+    cases = {
+        "garbage": b"\x00garbage\xff" * 20,
+        "truncated": good[: len(good) // 2],
+        "pem-with-junk": b"junk\n" + good + b"junk",
+        "huge": b"A" * (1024 * 1024 + 1),
+        "certificate": (sqlite_home / "ca" / "root.pem").read_bytes(),
+        "empty": b"",
+    }
+    before = snapshot(sqlite_home)
+    for name, data in cases.items():
+        path = tmp_path / f"{name}.pem"
+        path.write_bytes(data)
+        result = mailpki("ca", "root", "import", "--home", sqlite_home, "--key", path, "--passphrase-file", pw)
+        assert result.code != 0, name
+        assert len(result.err.strip().splitlines()) == 1, (name, result.err)
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not the passphrase")
+    result = mailpki("ca", "root", "import", "--home", sqlite_home, "--key", exported, "--passphrase-file", wrong)
+    assert result.code != 0 and len(result.err.strip().splitlines()) == 1
+    result = mailpki("ca", "root", "import", "--home", sqlite_home, "--key", exported, "--passphrase-file", tmp_path / "missing")
+    assert result.code != 0 and "does not exist" in result.err
+    assert not (sqlite_home / "keys" / "root.pem").exists()
+    assert snapshot(sqlite_home) == before
+
+
+def test_missing_passphrase_is_a_clear_error(sqlite_home: Path) -> None:
+    (sqlite_home / "secrets" / "ca-passphrase").rename(sqlite_home / "secrets" / "moved")
+    result = mailpki("ca", "crl", "--home", sqlite_home, "--out", sqlite_home / "cdp")
+    assert result.code != 0
+    assert "passphrase" in result.err and len(result.err.strip().splitlines()) == 1

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 from cryptography import x509
 
-from mailpki.errors import CSRError
+from mailpki.ca.pem import require_single_block
+from mailpki.errors import CSRError, InputError
 
 MAX_CSR_BYTES = 64 * 1024
-_PEM_BLOCK = re.compile(
-    rb"-----BEGIN (NEW )?CERTIFICATE REQUEST-----\r?\n[A-Za-z0-9+/=\r\n]+-----END (NEW )?CERTIFICATE REQUEST-----"
-)
+_CSR_LABELS = ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST")
 
 
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
@@ -26,16 +23,10 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     stripped = data.strip()
     try:
         if b"-----BEGIN" in stripped:
-            blocks = _PEM_BLOCK.findall(stripped)
-            if not blocks and b"CERTIFICATE REQUEST-----" in stripped:
-                raise CSRError("the PEM 'CERTIFICATE REQUEST' block is truncated or damaged")
-            if not blocks:
-                raise CSRError("the file is PEM but holds no 'CERTIFICATE REQUEST' block")
-            if len(blocks) != 1 or _PEM_BLOCK.fullmatch(stripped) is None:
-                raise CSRError(
-                    "the CSR file must hold exactly one PEM 'CERTIFICATE REQUEST' block "
-                    "and nothing else"
-                )
+            try:
+                require_single_block(stripped, _CSR_LABELS, "'CERTIFICATE REQUEST'")
+            except InputError as exc:
+                raise CSRError(str(exc)) from None
             csr = x509.load_pem_x509_csr(stripped)
         else:
             csr = x509.load_der_x509_csr(data)

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
+from mailpki.ca.pem import require_single_block
 from mailpki.errors import InputError, KeyStoreError
 
 KeyType = Literal["rsa2048", "rsa3072", "rsa4096", "p256", "p384"]
@@ -172,11 +173,15 @@ def _pem_armor(kind: str, der: bytes) -> bytes:
     )
 
 
+_KEY_LABELS = ("ENCRYPTED PRIVATE KEY", "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
+
+
 def load_pem_key(pem: bytes, passphrase: bytes | None) -> CAPrivateKey:
     """Parse a PEM private key; InputError for garbage, wrong passphrase or not a CA key.
 
     An empty or None passphrase means the PEM is expected to be unencrypted.
     """
+    require_single_block(pem, _KEY_LABELS, "private key")
     password = passphrase or None
     try:
         key = serialization.load_pem_private_key(pem, password=password)

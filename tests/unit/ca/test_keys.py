@@ -255,7 +255,7 @@ def _encrypted(key: object, passphrase: bytes) -> bytes:
         (b"garbage", PASS, "not a PEM private key"),
         (b"", PASS, "not a PEM private key"),
         (b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", b"", "PEM"),
-        (_self_signed_cert_pem(), PASS, "not a PEM private key"),
+        (_self_signed_cert_pem(), PASS, "not a private key"),
         (_encrypted(ec.generate_private_key(ec.SECP256R1()), b"right"), b"wrong", "wrong pass"),
         (_encrypted(ec.generate_private_key(ec.SECP256R1()), b"right"), b"", "is encrypted"),
         (_encrypted(ed25519.Ed25519PrivateKey.generate(), PASS), PASS, "cannot be a CA key"),
