@@ -223,8 +223,7 @@ def throwaway_postgres(workdir: Path) -> Iterator[str]:
     """Start a PostgreSQL cluster on 127.0.0.1 in workdir; yield its SQLAlchemy URL."""
     if not (PG_BIN / "initdb").exists():
         raise SystemExit(f"--postgres: no PostgreSQL in {PG_BIN} (apt-get install postgresql)")
-    base = workdir / "pg"
-    base.mkdir(mode=0o700)
+    base = Path(tempfile.mkdtemp(prefix="pg-", dir=workdir))  # one per cluster started
     data, sock = base / "data", base / "sock"
     sock.mkdir()
     if os.geteuid() == 0:

@@ -1,1 +1,1 @@
-
+"""Authenticators: directory logon, PIN / HR database (not built yet)."""

@@ -1,1 +1,1 @@
-
+"""Thin command line layer over the instance operations."""

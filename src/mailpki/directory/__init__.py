@@ -1,1 +1,1 @@
-
+"""The directory port and its LDAP / embedded adapters (not built yet)."""

@@ -1,1 +1,1 @@
-
+"""The registration authority: the enrollment flow, step by step (not built yet)."""

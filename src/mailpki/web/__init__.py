@@ -1,1 +1,1 @@
-
+"""Thin HTTP layer: the PKI endpoints (CRLs, OCSP, CA certificates)."""
