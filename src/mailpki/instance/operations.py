@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from mailpki.ca.authority import ROOT, CRLInfo, display_name
 from mailpki.ca.settings import ROOT_CRL
-from mailpki.errors import CAError, KeyStoreError
+from mailpki.errors import CAError, InputError, KeyStoreError
 from mailpki.instance.instance import CA_DIR, CA_FILES, Instance
 from mailpki.policy.person import Person
 
@@ -40,6 +40,13 @@ def issue_from_csr(
     given_name: str | None = None,
     surname: str | None = None,
 ) -> IssuedView:
+    org_id = str(instance.config.get("instance.org_id")) or None
+    chosen = instance.ca.profile(profile)
+    if chosen.subject == "sponsored" and org_id is None:
+        raise InputError(
+            f"profile {chosen.name} needs the organisation identifier (S/MIME BR 7.1.4.2.2): "
+            "set it with 'mailpki config set instance.org_id NTRGB-12345678' (your registration)"
+        )
     person = Person.from_untrusted(
         name=name,
         email=email,
@@ -47,7 +54,7 @@ def issue_from_csr(
         site=site,
         given_name=given_name,
         surname=surname,
-        organisation_identifier=str(instance.config.get("instance.org_id")) or None,
+        organisation_identifier=org_id,
     )
     issued = instance.ca.issue_from_csr(csr_data, person, profile=profile, actor=actor)
     cert = issued.certificate
