@@ -223,6 +223,7 @@ class CertificateAuthority:
         self._linter = linter
         self._issuing_key: CAPrivateKey | None = None
         self._responder: OCSPResponder | None = None
+        self._profiles: dict[str, Profile] = {}
 
     # -- keys and helpers -------------------------------------------------------------
 
@@ -239,7 +240,12 @@ class CertificateAuthority:
         return self._issuing_key
 
     def profile(self, name: str | None) -> Profile:
-        return load_profile(name or self.settings.default_profile, self.settings.profile_dir)
+        """The named (or default) profile, read once per CA object: a long-running
+        server picks up edited profile files when it restarts."""
+        key = name or self.settings.default_profile
+        if key not in self._profiles:
+            self._profiles[key] = load_profile(key, self.settings.profile_dir)
+        return self._profiles[key]
 
     def _refuse(self, error: MailPKIError, *, actor: str, **data: Any) -> MailPKIError:
         """Record a refusal in its own transaction; the caller raises the error."""
