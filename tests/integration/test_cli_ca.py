@@ -233,3 +233,29 @@ def test_audit_verify_finds_tampering(sqlite_home: Path, tmp_path: Path) -> None
     result = mailpki("audit", "verify", "--home", sqlite_home)
     assert result.code != 0
     assert "modified" in result.err
+
+
+def test_profiles_listed_with_the_default(sqlite_home: Path) -> None:
+    result = mailpki("ca", "profiles", "--home", sqlite_home, "--json")
+    assert result.code == 0, result.err
+    listed = {p["name"]: p for p in json.loads(result.out)}
+    assert set(listed) >= {
+        "sponsored-multipurpose", "sponsored-strict-signing", "sponsored-strict-encryption",
+        "mailbox-strict", "enterprise-private",
+    }
+    assert listed["sponsored-multipurpose"]["default"] is True
+    assert listed["enterprise-private"]["lint_type"] is None
+    assert "RFC 5280" in listed["enterprise-private"]["description"]
+
+
+def test_instance_without_org_id_issues_mailbox_certificates(tmp_path: Path) -> None:
+    home = tmp_path / "plain"
+    result = mailpki("init", "--home", home, "--org", "Example Corp", "--domain", "example.com", "--ca-key-type", "p256")
+    assert result.code == 0, result.err
+    assert "mailbox-strict" in result.out
+    pem, _ = issue(home, tmp_path)
+    cert = x509.load_pem_x509_certificate(pem.read_bytes())
+    assert cert.subject.rfc4514_string() == "CN=alice@example.com"
+    refused = mailpki("ca", "issue", "--home", home, "--csr", make_csr(tmp_path, "b"), "--email", "b@example.com",
+                      "--name", "B Person", "--profile", "sponsored-multipurpose", "--out", tmp_path / "b.pem")
+    assert refused.code != 0 and "config set instance.org_id" in refused.err

@@ -17,6 +17,7 @@ from mailpki.cli.common import (
     err_console,
     handle_errors,
     open_instance,
+    print_json,
     read_input,
     write_output,
 )
@@ -30,6 +31,7 @@ from mailpki.instance.operations import (
     renew_issuing_ca,
     write_crls,
 )
+from mailpki.policy.profile import list_profiles
 
 app = typer.Typer(
     help="The certificate authority: chain, issue, revoke, CRLs.", no_args_is_help=True
@@ -96,6 +98,35 @@ def issue(
         f"valid until {issued.not_after:%Y-%m-%d}; written to {out}",
         highlight=False,
     )
+
+
+@app.command()
+@handle_errors
+def profiles(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """The certificate profiles --profile accepts (shipped and this instance's own)."""
+    instance = open_instance(home)
+    default = str(instance.config.get("ca.default_profile"))
+    found = list_profiles(instance.ca_settings.profile_dir)
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": p.name,
+                    "lint_type": p.lint_type,
+                    "default": p.name == default,
+                    "description": p.description,
+                    "validity_days": p.validity_days,
+                }
+                for p in found
+            ]
+        )
+        return
+    for profile in found:
+        mark = " (default)" if profile.name == default else ""
+        console.print(f"[bold]{profile.name}[/]{mark}: {profile.description}", highlight=False)
 
 
 @app.command()
