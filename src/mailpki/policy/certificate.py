@@ -103,18 +103,7 @@ def build_certificate(
         .add_extension(authority_key_identifier(issuer), critical=False)
         .add_extension(crl_distribution_points(urls.crl), critical=False)
         .add_extension(
-            x509.AuthorityInformationAccess(
-                [
-                    x509.AccessDescription(
-                        x509.oid.AuthorityInformationAccessOID.OCSP,
-                        x509.UniformResourceIdentifier(urls.ocsp),
-                    ),
-                    x509.AccessDescription(
-                        x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
-                        x509.UniformResourceIdentifier(urls.ca_issuers),
-                    ),
-                ]
-            ),
+            authority_information_access(ocsp=urls.ocsp, ca_issuers=urls.ca_issuers),
             critical=False,
         )
     )
@@ -189,6 +178,22 @@ def authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIdent
             f"issuer {issuer.subject.rfc4514_string()} has no subject key identifier"
         ) from exc
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def authority_information_access(
+    *, ca_issuers: str, ocsp: str | None = None
+) -> x509.AuthorityInformationAccess:
+    """AIA with the OCSP responder (when there is one) and the issuer's certificate URL."""
+    access = x509.oid.AuthorityInformationAccessOID
+    descriptions = (
+        []
+        if ocsp is None
+        else [x509.AccessDescription(access.OCSP, x509.UniformResourceIdentifier(ocsp))]
+    )
+    descriptions.append(
+        x509.AccessDescription(access.CA_ISSUERS, x509.UniformResourceIdentifier(ca_issuers))
+    )
+    return x509.AuthorityInformationAccess(descriptions)
 
 
 def crl_distribution_points(url: str) -> x509.CRLDistributionPoints:

@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from mailpki.errors import CAError, InputError, KeyPolicyError
 from mailpki.policy.certificate import (
     as_utc,
+    authority_information_access,
     authority_key_identifier,
     check_http_url,
     check_serial,
@@ -134,17 +135,7 @@ def build_issuing_ca(
             critical=False,
         )
         .add_extension(crl_distribution_points(urls.root_crl), critical=False)
-        .add_extension(
-            x509.AuthorityInformationAccess(
-                [
-                    x509.AccessDescription(
-                        x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
-                        x509.UniformResourceIdentifier(urls.root_issuers),
-                    )
-                ]
-            ),
-            critical=False,
-        )
+        .add_extension(authority_information_access(ca_issuers=urls.root_issuers), critical=False)
         .add_extension(authority_key_identifier(root), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
