@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from mailpki.audit import AuditLog
@@ -16,9 +18,10 @@ from mailpki.ca.authority import (
     certificate_record,
     reserve_serial,
 )
-from mailpki.ca.keys import KeyStore, parse_key_type
+from mailpki.ca.keys import CAPrivateKey, KeyStore, parse_key_type
+from mailpki.ca.lint import Linter
 from mailpki.ca.settings import ROOT_CRL, CASettings
-from mailpki.ca.signing import signature_hash
+from mailpki.ca.signing import lint_for_signing, signature_hash
 from mailpki.errors import CAError, KeyStoreError
 from mailpki.policy.hierarchy import (
     CACertificateUrls,
@@ -31,6 +34,25 @@ from mailpki.store.db import Database
 SELF = "self"
 AUDIT_KEY = "audit"
 OCSP_KEY = "ocsp"
+
+
+def _linted_sign(builder: x509.CertificateBuilder, key: CAPrivateKey) -> x509.Certificate:
+    """CA certificates too are signed only after a clean lint (RFC 5280 profile)."""
+    return lint_for_signing(builder, key=key, linter=_ca_linter(), lint_type=None).sign(key)
+
+
+def _self_signed_linted(builder: x509.CertificateBuilder, key: CAPrivateKey) -> x509.Certificate:
+    """A root is only self-signed with its own key (a throwaway key would make it look
+    cross-signed to the linter), so it is linted right after signing and discarded on
+    any finding: nothing has used it yet."""
+    root = builder.sign(key, signature_hash(key))
+    _ca_linter().check(root.public_bytes(Encoding.DER), None)
+    return root
+
+
+@cache
+def _ca_linter() -> Linter:
+    return Linter()
 
 
 def create_hierarchy(
@@ -51,24 +73,30 @@ def create_hierarchy(
     ocsp_key = keys.generate(OCSP_KEY, parse_key_type(ocsp_key_type))
 
     serial, _ = reserve_serial(db, SELF)
-    root = build_root_ca(org=org, public_key=root_key.public_key(), serial=serial, now=now).sign(
-        root_key, signature_hash(root_key)
+    root = _self_signed_linted(
+        build_root_ca(org=org, public_key=root_key.public_key(), serial=serial, now=now), root_key
     )
     serial, _ = reserve_serial(db, ROOT)
-    issuing = build_issuing_ca(
-        org=org,
-        public_key=issuing_key.public_key(),
-        root=root,
-        serial=serial,
-        now=now,
-        urls=CACertificateUrls(
-            root_crl=settings.crl_url(ROOT_CRL), root_issuers=settings.ca_cert_url("root.crt")
+    issuing = _linted_sign(
+        build_issuing_ca(
+            org=org,
+            public_key=issuing_key.public_key(),
+            root=root,
+            serial=serial,
+            now=now,
+            urls=CACertificateUrls(
+                root_crl=settings.crl_url(ROOT_CRL), root_issuers=settings.ca_cert_url("root.crt")
+            ),
         ),
-    ).sign(root_key, signature_hash(root_key))
+        root_key,
+    )
     serial, reservation = reserve_serial(db, ISSUING)
-    responder = build_ocsp_responder(
-        org=org, public_key=ocsp_key.public_key(), issuer=issuing, serial=serial, now=now
-    ).sign(issuing_key, signature_hash(issuing_key))
+    responder = _linted_sign(
+        build_ocsp_responder(
+            org=org, public_key=ocsp_key.public_key(), issuer=issuing, serial=serial, now=now
+        ),
+        issuing_key,
+    )
 
     with db.transaction() as session:
         records = [
@@ -121,18 +149,21 @@ def renew_issuing(
     issuing_key = keys.load(ISSUING)
     names = hierarchy.issuing.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     serial, _ = reserve_serial(db, ROOT)
-    renewed = build_issuing_ca(
-        org=org,
-        public_key=issuing_key.public_key(),
-        root=hierarchy.root,
-        serial=serial,
-        now=datetime.now(UTC),
-        urls=CACertificateUrls(
-            root_crl=settings.crl_url(ROOT_CRL), root_issuers=settings.ca_cert_url("root.crt")
+    renewed = _linted_sign(
+        build_issuing_ca(
+            org=org,
+            public_key=issuing_key.public_key(),
+            root=hierarchy.root,
+            serial=serial,
+            now=datetime.now(UTC),
+            urls=CACertificateUrls(
+                root_crl=settings.crl_url(ROOT_CRL), root_issuers=settings.ca_cert_url("root.crt")
+            ),
+            years=years,
+            common_name=str(names[0].value) if names else None,
         ),
-        years=years,
-        common_name=str(names[0].value) if names else None,
-    ).sign(root_key, signature_hash(root_key))
+        root_key,
+    )
     if renewed.subject != hierarchy.issuing.subject:
         raise CAError("the renewed issuing CA would change its name; refusing")
     with db.transaction() as session:
