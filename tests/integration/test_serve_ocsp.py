@@ -97,3 +97,23 @@ def test_crls_and_ca_certificates_over_http(home: Path, tmp_path: Path, server: 
     # The refresh was audited and the log still verifies.
     verify = json.loads(mailpki("audit", "verify", "--home", home, "--json").out)
     assert verify["ok"]
+
+
+def test_full_crl_is_refreshed_in_the_background(home: Path, tmp_path: Path, server: str) -> None:
+    _, serial = issue(home, tmp_path, "dora")
+    assert mailpki("ca", "revoke", "--home", home, serial, "--reason", "affiliationChanged").code == 0
+    # The stored full CRL is still valid: it is served at once, and re-signed behind it.
+    with urllib.request.urlopen(f"{server}/crl/issuing.crl") as response:
+        first = x509.load_der_x509_crl(response.read())
+    assert first.get_revoked_certificate_by_serial_number(int(serial, 16)) is None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{server}/crl/issuing.crl") as response:
+            crl = x509.load_der_x509_crl(response.read())
+        if crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the full CRL was never re-signed with the revocation")
+    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert number > first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number

@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -24,7 +25,12 @@ HOME_ENV = "MAILPKI_HOME"
 
 
 class InstancePKISource:
-    """Serves stored CRLs, re-signing a stale one on demand (one at a time)."""
+    """Serves stored CRLs, re-signing a stale one on demand (one at a time).
+
+    Partitions and the root CRL are small: a stale one is re-signed before it is
+    served. The full CRL can take seconds at a million entries: while the stored one
+    is still within its validity it is served at once and re-signed in the background.
+    """
 
     actor = "web:crl-refresh"
 
@@ -32,6 +38,7 @@ class InstancePKISource:
         self.instance = instance
         self.ca = instance.ca
         self._refresh_lock = threading.Lock()
+        self._background: threading.Thread | None = None
         hierarchy = instance.hierarchy
         self._certificates = {
             "root.crt": hierarchy.root.public_bytes(Encoding.DER),
@@ -48,11 +55,28 @@ class InstancePKISource:
         else:
             return None
         if self.ca.crl_is_stale(name):
+            stored = self.ca.stored_crl(name)
+            if name == FULL_CRL and stored and stored.next_update > datetime.now(UTC):
+                self._refresh_in_background(name)
+                return stored.der
             with self._refresh_lock:
                 if self.ca.crl_is_stale(name):
                     self._refresh(name, partition)
         stored = self.ca.stored_crl(name)
         return stored.der if stored else None
+
+    def _refresh_in_background(self, name: str) -> None:
+        with self._refresh_lock:
+            if self._background is not None and self._background.is_alive():
+                return
+
+            def run() -> None:
+                with self._refresh_lock:
+                    if self.ca.crl_is_stale(name):
+                        self._refresh(name, None)
+
+            self._background = threading.Thread(target=run, name=f"refresh {name}", daemon=True)
+            self._background.start()
 
     def _refresh(self, name: str, partition: int | None) -> None:
         try:
