@@ -19,7 +19,7 @@ import hmac
 import secrets
 import threading
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Self
 
 import pkcs11
 from asn1crypto import core as asn1_core
@@ -433,6 +433,20 @@ class _TokenKey:
                 _fail(f"signing with key {self.label!r}", exc)
         return result
 
+    def private_bytes(
+        self,
+        encoding: _serialization.Encoding,
+        format: _serialization.PrivateFormat,
+        encryption_algorithm: _serialization.KeySerializationEncryption,
+    ) -> bytes:
+        raise KeyStoreError(NOT_EXTRACTABLE)
+
+    def __copy__(self) -> Self:
+        return self  # a handle to the same token object; nothing to copy
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
+
 
 class PKCS11RSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
     """An RSA key in a token: signs there, refuses to reveal itself."""
@@ -494,20 +508,6 @@ class PKCS11RSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
     def private_numbers(self) -> rsa.RSAPrivateNumbers:
         _in_token("read the private numbers")
 
-    def private_bytes(
-        self,
-        encoding: _serialization.Encoding,
-        format: _serialization.PrivateFormat,
-        encryption_algorithm: _serialization.KeySerializationEncryption,
-    ) -> bytes:
-        raise KeyStoreError(NOT_EXTRACTABLE)
-
-    def __copy__(self) -> PKCS11RSAPrivateKey:
-        return self  # a handle to the same token object; nothing to copy
-
-    def __deepcopy__(self, memo: dict[int, object]) -> PKCS11RSAPrivateKey:
-        return self
-
     def __repr__(self) -> str:
         return f"<PKCS11RSAPrivateKey {self.label!r} {self.key_size} bits>"
 
@@ -557,20 +557,6 @@ class PKCS11ECPrivateKey(_TokenKey, ec.EllipticCurvePrivateKey):
 
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
         _in_token("read the private numbers")
-
-    def private_bytes(
-        self,
-        encoding: _serialization.Encoding,
-        format: _serialization.PrivateFormat,
-        encryption_algorithm: _serialization.KeySerializationEncryption,
-    ) -> bytes:
-        raise KeyStoreError(NOT_EXTRACTABLE)
-
-    def __copy__(self) -> PKCS11ECPrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> PKCS11ECPrivateKey:
-        return self
 
     def __repr__(self) -> str:
         return f"<PKCS11ECPrivateKey {self.label!r} {self.curve.name}>"
