@@ -26,7 +26,7 @@ from mailpki.ca.keys import CAPrivateKey, KeyStore
 from mailpki.ca.lint import Linter
 from mailpki.ca.ocsp import CertStatus, OCSPResponder
 from mailpki.ca.serials import new_serial, to_hex
-from mailpki.ca.settings import FULL_CRL, ROOT_CRL, CASettings, partition_crl_name
+from mailpki.ca.settings import FULL_CRL, ROOT_CRL, CASettings, crl_scope, partition_crl_name
 from mailpki.ca.signing import lint_for_signing
 from mailpki.errors import (
     CAError,
@@ -498,6 +498,11 @@ class CertificateAuthority:
             )
         return CRLInfo(name, number, counted.count, now, now + validity, der)
 
+    @property
+    def root_is_online(self) -> bool:
+        """Whether the root key is in this instance (not taken offline)."""
+        return self.keys.exists(ROOT)
+
     def generate_root_crl(self, *, actor: str) -> CRLInfo:
         try:
             root_key = self.keys.load(ROOT)
@@ -563,12 +568,10 @@ class CertificateAuthority:
         now = datetime.now(UTC)
         if now >= stored.this_update + (stored.next_update - stored.this_update) / 2:
             return True
-        if name == ROOT_CRL:
-            issuer, partition = ROOT, None
-        elif name == FULL_CRL:
-            issuer, partition = ISSUING, None
-        else:
-            issuer, partition = ISSUING, int(name.removeprefix("issuing-").removesuffix(".crl"))
+        scope = crl_scope(name)
+        if scope is None:
+            raise NotFoundError(f"there is no CRL named {name!r}")
+        issuer, partition = scope
         query = select(func.max(CertificateRecord.revoked_at)).where(
             CertificateRecord.issuer == issuer, CertificateRecord.status == "revoked"
         )

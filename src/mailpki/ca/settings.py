@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -12,8 +13,21 @@ ROOT_CRL = "root.crl"
 FULL_CRL = "issuing.crl"
 
 
+_PARTITION_NAME = re.compile(r"issuing-(0|[1-9][0-9]{0,8})\.crl")
+
+
 def partition_crl_name(partition: int) -> str:
     return f"issuing-{partition}.crl"
+
+
+def crl_scope(name: str) -> tuple[str, int | None] | None:
+    """(signing CA, partition) of a CRL file name; None for a name we never publish."""
+    if name == ROOT_CRL:
+        return "root", None
+    if name == FULL_CRL:
+        return "issuing", None
+    match = _PARTITION_NAME.fullmatch(name)
+    return ("issuing", int(match.group(1))) if match else None
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def issue_from_csr(
 ) -> IssuedView:
     org_id = str(instance.config.get("instance.org_id")) or None
     chosen = instance.ca.profile(profile)
-    if chosen.subject == "sponsored" and org_id is None:
+    if chosen.needs_organisation_identifier and org_id is None:
         raise InputError(
             f"profile {chosen.name} needs the organisation identifier (S/MIME BR 7.1.4.2.2): "
             "set it with 'mailpki config set instance.org_id NTRGB-12345678' (your registration)"
@@ -71,7 +71,7 @@ def write_crls(instance: Instance, folder: Path, *, actor: str) -> tuple[list[CR
     """Sign every CRL and write it as DER into folder; the root CRL is copied from the
     store when the root key is offline (with a warning when it nears its next update)."""
     ca = instance.ca
-    root_online = ca.keys.exists(ROOT)
+    root_online = ca.root_is_online
     written = list(ca.generate_all_crls(actor=actor, root=root_online))
     warning = None
     if not root_online:
@@ -100,7 +100,7 @@ def export_root_key(instance: Instance, passphrase: bytes, *, actor: str) -> byt
 
 
 def remove_root_key(instance: Instance, *, actor: str) -> None:
-    if not instance.keys.exists(ROOT):
+    if not instance.ca.root_is_online:
         raise KeyStoreError("the root key is not in this instance (already offline)")
     with instance.db.transaction() as session:
         instance.audit.append(session, "ca.root_key_removed", actor=actor, data={})

@@ -89,6 +89,11 @@ class Profile:
         raise ProfileError(f"profile {self.name}: no key usage for key kind {kind!r}")
 
     @property
+    def needs_organisation_identifier(self) -> bool:
+        """Sponsor-validated subjects must carry organizationIdentifier (S/MIME BR 7.1.4.2.2)."""
+        return self.subject == "sponsored"
+
+    @property
     def encrypts(self) -> bool:
         """True when certificates of this profile carry an encryption key (escrow it)."""
         return self.key_role in {"dual-use", "encryption"}

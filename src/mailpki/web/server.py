@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import socket
 import threading
 from datetime import UTC, datetime
@@ -14,13 +13,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from mailpki.ca.authority import ROOT
-from mailpki.ca.settings import FULL_CRL, ROOT_CRL
+from mailpki.ca.settings import FULL_CRL, ROOT_CRL, crl_scope
 from mailpki.errors import MailPKIError
 from mailpki.instance.instance import Instance
 from mailpki.web.pki import create_pki_app
 
-_PARTITION = re.compile(r"issuing-(0|[1-9][0-9]{0,8})\.crl")
 HOME_ENV = "MAILPKI_HOME"
 
 
@@ -48,12 +45,10 @@ class InstancePKISource:
         self.ca.responder()  # load the responder key now, not on the first request
 
     def crl(self, name: str) -> bytes | None:
-        if name in (ROOT_CRL, FULL_CRL):
-            partition = None
-        elif match := _PARTITION.fullmatch(name):
-            partition = int(match.group(1))
-        else:
+        scope = crl_scope(name)
+        if scope is None:
             return None
+        _, partition = scope
         if self.ca.crl_is_stale(name):
             stored = self.ca.stored_crl(name)
             if name == FULL_CRL and stored and stored.next_update > datetime.now(UTC):
@@ -81,8 +76,7 @@ class InstancePKISource:
     def _refresh(self, name: str, partition: int | None) -> None:
         try:
             if name == ROOT_CRL:
-                if not self.ca.keys.exists(ROOT):
-                    return  # offline root: serve the stored root CRL
+                # With the root offline this raises CAError: the stored root CRL is served.
                 self.ca.generate_root_crl(actor=self.actor)
             elif partition is not None and partition not in self.ca.partitions():
                 return
