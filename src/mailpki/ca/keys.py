@@ -27,6 +27,8 @@ from mailpki.errors import InputError, KeyStoreError
 
 KeyType = Literal["rsa2048", "rsa3072", "rsa4096", "p256", "p384"]
 KEY_TYPES: tuple[str, ...] = get_args(KeyType)
+# What `init --ca-key-type` offers for root and issuing CA (RSA-2048 is too small for a CA).
+CA_KEY_TYPES: tuple[str, ...] = ("rsa3072", "rsa4096", "p256", "p384")
 
 CAPrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 

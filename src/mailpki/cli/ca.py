@@ -19,9 +19,9 @@ from mailpki.cli.common import (
     open_instance,
     print_json,
     read_input,
-    write_output,
 )
 from mailpki.errors import CAError, InputError
+from mailpki.instance.files import write_atomically
 from mailpki.instance.instance import cli_actor
 from mailpki.instance.operations import (
     export_root_key,
@@ -92,7 +92,7 @@ def issue(
         surname=surname,
     )
     instance.seal()
-    write_output(out, issued.pem)
+    write_atomically(out, issued.pem)
     console.print(
         f"issued serial [bold]{issued.serial}[/] ({issued.profile}) for {issued.subject}, "
         f"valid until {issued.not_after:%Y-%m-%d}; written to {out}",
@@ -186,7 +186,7 @@ def root_export(
     check_output(out, force)
     passphrase = read_input(passphrase_file, "passphrase").rstrip(b"\r\n")
     instance = open_instance(home)
-    write_output(out, export_root_key(instance, passphrase, actor=cli_actor()), private=True)
+    write_atomically(out, export_root_key(instance, passphrase, actor=cli_actor()), private=True)
     console.print(f"root key exported to {out}; keep it offline, then run 'mailpki ca root remove'")
 
 

@@ -100,14 +100,6 @@ def check_output(path: Path, force: bool) -> None:
         raise InputError(f"the folder {path.parent} does not exist")
 
 
-def write_output(path: Path, data: bytes, *, private: bool = False) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
 def print_json(data: Any) -> None:
     import json
 

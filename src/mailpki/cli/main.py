@@ -8,11 +8,12 @@ from typing import Annotated
 import typer
 
 from mailpki import __version__
+from mailpki.ca.keys import CA_KEY_TYPES
 from mailpki.cli import admin, ca
 from mailpki.cli.common import HomeOption, console, handle_errors, open_instance
 from mailpki.errors import InputError
 from mailpki.instance.bootstrap import InitOptions, PKCS11Options, initialise
-from mailpki.instance.config import KEY_TYPES, resolve_home
+from mailpki.instance.config import resolve_home
 from mailpki.instance.instance import cli_actor
 
 app = typer.Typer(
@@ -49,7 +50,7 @@ def init(
         ),
     ] = None,
     ca_key_type: Annotated[
-        str, typer.Option("--ca-key-type", help=f"CA key type: {'|'.join(KEY_TYPES[1:])}.")
+        str, typer.Option("--ca-key-type", help=f"CA key type: {'|'.join(CA_KEY_TYPES)}.")
     ] = "rsa3072",
     database: Annotated[
         str | None,
@@ -71,8 +72,8 @@ def init(
     home: HomeOption = None,
 ) -> None:
     """Create an instance: config, database, root + issuing CA, OCSP responder, audit key."""
-    if ca_key_type not in KEY_TYPES[1:]:
-        raise InputError(f"--ca-key-type must be one of {', '.join(KEY_TYPES[1:])}")
+    if ca_key_type not in CA_KEY_TYPES:
+        raise InputError(f"--ca-key-type must be one of {', '.join(CA_KEY_TYPES)}")
     pkcs11 = None
     given = [pkcs11_module, pkcs11_token, pkcs11_pin_file]
     if any(given):

@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
+from mailpki.ca.keys import CA_KEY_TYPES, KEY_TYPES
 from mailpki.errors import ConfigError
+from mailpki.instance.files import write_atomically
 
 CONFIG_FILE = "config.toml"
 
@@ -88,15 +90,6 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
     return check
 
 
-def _boolean(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("true", "yes", "on", "1"):
-        return True
-    if lowered in ("false", "no", "off", "0"):
-        return False
-    raise ValueError("must be true or false")
-
-
 def _org_id(value: str) -> str:
     # S/MIME BR 7.1.4.2.2: scheme (NTR, VAT, PSD, LEI, GOV, INT) + country [+ state] - reference.
     value = value.strip()
@@ -122,8 +115,6 @@ class Setting:
     default: Any
     help: str
 
-
-KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "p256", "p384")
 
 SCHEMA: dict[str, Setting] = {
     "instance.org": Setting(_text, None, "organisation name, used in CA names"),
@@ -158,7 +149,9 @@ SCHEMA: dict[str, Setting] = {
     "keys.pkcs11_module": Setting(_optional_text, "", "PKCS#11 module path"),
     "keys.pkcs11_token": Setting(_optional_text, "", "PKCS#11 token label"),
     "keys.pkcs11_pin_file": Setting(_optional_text, "", "file holding the token PIN"),
-    "ca.key_type": Setting(_choice(*KEY_TYPES), "rsa3072", "key type of the root and issuing CA"),
+    "ca.key_type": Setting(
+        _choice(*CA_KEY_TYPES), "rsa3072", "key type of the root and issuing CA"
+    ),
     "ca.default_profile": Setting(
         _text, "sponsored-multipurpose", "profile used when none is named"
     ),
@@ -234,9 +227,7 @@ class Config:
         for key, value in sorted(self._values.items()):
             section, name = key.split(".", 1)
             nested.setdefault(section, {})[name] = value
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(tomli_w.dumps(nested).encode())
-        os.replace(tmp, self.path)
+        write_atomically(self.path, tomli_w.dumps(nested).encode())
 
     @classmethod
     def create(cls, home: Path, values: dict[str, str]) -> Config:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from mailpki.ca.authority import ROOT, CRLInfo, display_name
 from mailpki.ca.settings import ROOT_CRL
 from mailpki.errors import CAError, InputError, KeyStoreError
+from mailpki.instance.files import write_atomically
 from mailpki.instance.instance import CA_DIR, CA_FILES, Instance
 from mailpki.policy.person import Person
 
@@ -84,9 +85,7 @@ def write_crls(instance: Instance, folder: Path, *, actor: str) -> tuple[list[CR
             f"{stored.next_update:%Y-%m-%d}); import the root key before then to re-sign it"
         )
     for info in written:
-        tmp = folder / f".{info.name}.tmp"
-        tmp.write_bytes(info.der)
-        tmp.replace(folder / info.name)
+        write_atomically(folder / info.name, info.der)
     instance.seal()
     return written, warning
 
@@ -138,9 +137,7 @@ def renew_issuing_ca(instance: Instance, *, years: int, actor: str) -> x509.Cert
     )
     folder = instance.home / CA_DIR
     (folder / f"issuing-{old.serial_number:X}.pem").write_bytes(old.public_bytes(Encoding.PEM))
-    tmp = folder / ".issuing.pem.tmp"
-    tmp.write_bytes(renewed.public_bytes(Encoding.PEM))
-    tmp.replace(folder / CA_FILES["issuing"])
+    write_atomically(folder / CA_FILES["issuing"], renewed.public_bytes(Encoding.PEM))
     instance.__dict__.pop("hierarchy", None)
     instance.__dict__.pop("ca", None)
     instance.seal()
