@@ -43,7 +43,6 @@ def bad_csrs(tmp_path: Path) -> dict[str, Path]:
         "pem-with-junk": b"hello\n" + good + b"\ntrailing junk\n",
         "two-blocks": good + good,
         "huge": b"A" * (1024 * 1024 + 10),
-        "certificate": (tmp_path / "cert.pem").read_bytes() if (tmp_path / "cert.pem").exists() else b"",
     }
     key = tmp_path / "k.pem"
     openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
