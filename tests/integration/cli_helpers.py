@@ -29,17 +29,27 @@ def mailpki_process(*args: str | Path, env: dict[str, str] | None = None) -> Res
     """The CLI as a person runs it: a separate process through the entry point."""
     proc = subprocess.run(
         [sys.executable, "-m", "mailpki", *[str(a) for a in args]],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def openssl(*args: str | Path, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+def openssl(
+    *args: str | Path, check: bool = True, input: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        ["openssl", *[str(a) for a in args]], capture_output=True, text=True, timeout=120,
+        ["openssl", *[str(a) for a in args]],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"openssl {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"openssl {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -50,6 +60,16 @@ def make_csr(folder: Path, name: str = "alice", key: str = "ec") -> Path:
         newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
     else:
         newkey = ["-newkey", "rsa:2048"]
-    openssl("req", "-new", *newkey, "-nodes", "-subj", f"/CN={name} from the CSR/O=Evil Corp",
-            "-keyout", keyfile, "-out", csr)
+    openssl(
+        "req",
+        "-new",
+        *newkey,
+        "-nodes",
+        "-subj",
+        f"/CN={name} from the CSR/O=Evil Corp",
+        "-keyout",
+        keyfile,
+        "-out",
+        csr,
+    )
     return csr

@@ -14,8 +14,19 @@ def home(tmp_path: Path, database_url: str) -> Path:
     """An instance with a P-256 CA (fast) on each database."""
     target = tmp_path / "corp"
     result = mailpki(
-        "init", "--home", target, "--org", "Example Corp", "--domain", "example.com",
-        "--ca-key-type", "p256", "--database", database_url, "--org-id", "NTRGB-12345678",
+        "init",
+        "--home",
+        target,
+        "--org",
+        "Example Corp",
+        "--domain",
+        "example.com",
+        "--ca-key-type",
+        "p256",
+        "--database",
+        database_url,
+        "--org-id",
+        "NTRGB-12345678",
     )
     assert result.code == 0, result.err
     return target
@@ -25,8 +36,17 @@ def home(tmp_path: Path, database_url: str) -> Path:
 def sqlite_home(tmp_path: Path) -> Path:
     target = tmp_path / "corp"
     result = mailpki(
-        "init", "--home", target, "--org", "Example Corp", "--domain", "example.com",
-        "--ca-key-type", "p256", "--org-id", "NTRGB-12345678",
+        "init",
+        "--home",
+        target,
+        "--org",
+        "Example Corp",
+        "--domain",
+        "example.com",
+        "--ca-key-type",
+        "p256",
+        "--org-id",
+        "NTRGB-12345678",
     )
     assert result.code == 0, result.err
     return target

@@ -21,15 +21,28 @@ def refused_events(home: Path) -> int:
 
     db = sqlite3.connect(home / "mailpki.db")
     try:
-        return db.execute("SELECT count(*) FROM audit_records WHERE event='cert.refused'").fetchone()[0]
+        return db.execute(
+            "SELECT count(*) FROM audit_records WHERE event='cert.refused'"
+        ).fetchone()[0]
     finally:
         db.close()
 
 
 def try_issue(home: Path, csr: Path, tmp_path: Path, *extra: str) -> tuple[int, str]:
     result = mailpki(
-        "ca", "issue", "--home", home, "--csr", csr, "--email", "alice@example.com",
-        "--name", "Alice Smith", "--out", tmp_path / "out.pem", *extra,
+        "ca",
+        "issue",
+        "--home",
+        home,
+        "--csr",
+        csr,
+        "--email",
+        "alice@example.com",
+        "--name",
+        "Alice Smith",
+        "--out",
+        tmp_path / "out.pem",
+        *extra,
     )
     return result.code, result.err
 
@@ -45,8 +58,21 @@ def bad_csrs(tmp_path: Path) -> dict[str, Path]:
         "huge": b"A" * (1024 * 1024 + 10),
     }
     key = tmp_path / "k.pem"
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-subj", "/CN=x", "-keyout", key, "-out", tmp_path / "cert.pem")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=x",
+        "-keyout",
+        key,
+        "-out",
+        tmp_path / "cert.pem",
+    )
     files["certificate"] = (tmp_path / "cert.pem").read_bytes()
     # A CSR whose self-signature is broken: flip a byte in the signature.
     der_path = tmp_path / "good.der"
@@ -80,13 +106,34 @@ def test_missing_and_directory_inputs(sqlite_home: Path, tmp_path: Path) -> None
     assert code != 0 and "not a regular file" in err
 
 
-@pytest.mark.parametrize("keyspec", [["rsa:1024"], ["rsa:2048", "-pkeyopt", "rsa_keygen_pubexp:3"], ["ec", "-pkeyopt", "ec_paramgen_curve:secp256k1"], ["ed25519"]])
-def test_weak_keys_refused_with_only_an_audit_entry(sqlite_home: Path, tmp_path: Path, keyspec: list[str]) -> None:
+@pytest.mark.parametrize(
+    "keyspec",
+    [
+        ["rsa:1024"],
+        ["rsa:2048", "-pkeyopt", "rsa_keygen_pubexp:3"],
+        ["ec", "-pkeyopt", "ec_paramgen_curve:secp256k1"],
+        ["ed25519"],
+    ],
+)
+def test_weak_keys_refused_with_only_an_audit_entry(
+    sqlite_home: Path, tmp_path: Path, keyspec: list[str]
+) -> None:
     csr = tmp_path / "weak.csr"
     newkey = ["-newkey", keyspec[0], *keyspec[1:]]
     if keyspec[0] == "ed25519":
         newkey = ["-newkey", "ed25519"]
-    openssl("req", "-new", *newkey, "-nodes", "-subj", "/CN=weak", "-keyout", tmp_path / "weak.key", "-out", csr)
+    openssl(
+        "req",
+        "-new",
+        *newkey,
+        "-nodes",
+        "-subj",
+        "/CN=weak",
+        "-keyout",
+        tmp_path / "weak.key",
+        "-out",
+        csr,
+    )
     before_certs, _ = snapshot(sqlite_home)
     before_refusals = refused_events(sqlite_home)
     code, err = try_issue(sqlite_home, csr, tmp_path)
@@ -102,11 +149,35 @@ def test_unknown_profile_and_bad_person(sqlite_home: Path, tmp_path: Path) -> No
     before = snapshot(sqlite_home)
     code, err = try_issue(sqlite_home, csr, tmp_path, "--profile", "no-such-profile")
     assert code != 0 and "no-such-profile" in err and "sponsored-multipurpose" in err
-    result = mailpki("ca", "issue", "--home", sqlite_home, "--csr", csr, "--email", "not an address",
-                     "--name", "X", "--out", tmp_path / "o.pem")
+    result = mailpki(
+        "ca",
+        "issue",
+        "--home",
+        sqlite_home,
+        "--csr",
+        csr,
+        "--email",
+        "not an address",
+        "--name",
+        "X",
+        "--out",
+        tmp_path / "o.pem",
+    )
     assert result.code != 0 and "email" in result.err.lower()
-    result = mailpki("ca", "issue", "--home", sqlite_home, "--csr", csr, "--email", "a@example.com",
-                     "--name", "<script>\x07", "--out", tmp_path / "o.pem")
+    result = mailpki(
+        "ca",
+        "issue",
+        "--home",
+        sqlite_home,
+        "--csr",
+        csr,
+        "--email",
+        "a@example.com",
+        "--name",
+        "<script>\x07",
+        "--out",
+        tmp_path / "o.pem",
+    )
     assert result.code != 0
     assert snapshot(sqlite_home)[0] == before[0]
 
@@ -118,12 +189,29 @@ def test_revoke_unknown_twice_and_bad_reason(sqlite_home: Path, tmp_path: Path) 
     assert result.code != 0 and "not a serial number" in result.err
     csr = make_csr(tmp_path, "r")
     out = tmp_path / "r.pem"
-    assert mailpki("ca", "issue", "--home", sqlite_home, "--csr", csr, "--email", "r@example.com",
-                   "--name", "R Person", "--out", out).code == 0
+    assert (
+        mailpki(
+            "ca",
+            "issue",
+            "--home",
+            sqlite_home,
+            "--csr",
+            csr,
+            "--email",
+            "r@example.com",
+            "--name",
+            "R Person",
+            "--out",
+            out,
+        ).code
+        == 0
+    )
     serial = json.loads(mailpki("certs", "list", "--home", sqlite_home, "--json").out)[0]["serial"]
     result = mailpki("ca", "revoke", "--home", sqlite_home, serial, "--reason", "because")
     assert result.code != 0 and "keyCompromise" in result.err
-    assert mailpki("ca", "revoke", "--home", sqlite_home, serial, "--reason", "superseded").code == 0
+    assert (
+        mailpki("ca", "revoke", "--home", sqlite_home, serial, "--reason", "superseded").code == 0
+    )
     before = snapshot(sqlite_home)
     again = mailpki("ca", "revoke", "--home", sqlite_home, serial, "--reason", "keyCompromise")
     assert again.code != 0 and "already revoked" in again.err
@@ -135,8 +223,20 @@ def test_output_exists_refused_before_issuing(sqlite_home: Path, tmp_path: Path)
     out = tmp_path / "exists.pem"
     out.write_text("keep me")
     before = snapshot(sqlite_home)
-    result = mailpki("ca", "issue", "--home", sqlite_home, "--csr", csr, "--email", "o@example.com",
-                     "--name", "O Person", "--out", out)
+    result = mailpki(
+        "ca",
+        "issue",
+        "--home",
+        sqlite_home,
+        "--csr",
+        csr,
+        "--email",
+        "o@example.com",
+        "--name",
+        "O Person",
+        "--out",
+        out,
+    )
     assert result.code != 0 and "--force" in result.err
     assert out.read_text() == "keep me"
     assert snapshot(sqlite_home) == before
@@ -152,7 +252,20 @@ def test_bad_key_and_passphrase_files_for_root_import(sqlite_home: Path, tmp_pat
     pw = tmp_path / "pw"
     pw.write_text("export passphrase")
     exported = tmp_path / "root.pem"
-    assert mailpki("ca", "root", "export", "--home", sqlite_home, "--out", exported, "--passphrase-file", pw).code == 0
+    assert (
+        mailpki(
+            "ca",
+            "root",
+            "export",
+            "--home",
+            sqlite_home,
+            "--out",
+            exported,
+            "--passphrase-file",
+            pw,
+        ).code
+        == 0
+    )
     assert mailpki("ca", "root", "remove", "--home", sqlite_home, "--yes").code == 0
     good = exported.read_bytes()
     cases = {
@@ -167,14 +280,28 @@ def test_bad_key_and_passphrase_files_for_root_import(sqlite_home: Path, tmp_pat
     for name, data in cases.items():
         path = tmp_path / f"{name}.pem"
         path.write_bytes(data)
-        result = mailpki("ca", "root", "import", "--home", sqlite_home, "--key", path, "--passphrase-file", pw)
+        result = mailpki(
+            "ca", "root", "import", "--home", sqlite_home, "--key", path, "--passphrase-file", pw
+        )
         assert result.code != 0, name
         assert len(result.err.strip().splitlines()) == 1, (name, result.err)
     wrong = tmp_path / "wrong"
     wrong.write_text("not the passphrase")
-    result = mailpki("ca", "root", "import", "--home", sqlite_home, "--key", exported, "--passphrase-file", wrong)
+    result = mailpki(
+        "ca", "root", "import", "--home", sqlite_home, "--key", exported, "--passphrase-file", wrong
+    )
     assert result.code != 0 and len(result.err.strip().splitlines()) == 1
-    result = mailpki("ca", "root", "import", "--home", sqlite_home, "--key", exported, "--passphrase-file", tmp_path / "missing")
+    result = mailpki(
+        "ca",
+        "root",
+        "import",
+        "--home",
+        sqlite_home,
+        "--key",
+        exported,
+        "--passphrase-file",
+        tmp_path / "missing",
+    )
     assert result.code != 0 and "does not exist" in result.err
     assert not (sqlite_home / "keys" / "root.pem").exists()
     assert snapshot(sqlite_home) == before

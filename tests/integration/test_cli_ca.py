@@ -12,12 +12,25 @@ from cryptography import x509
 from tests.integration.cli_helpers import mailpki, mailpki_process, make_csr, openssl
 
 
-def issue(home: Path, tmp_path: Path, name: str = "alice", *extra: str, key: str = "ec") -> tuple[Path, str]:
+def issue(
+    home: Path, tmp_path: Path, name: str = "alice", *extra: str, key: str = "ec"
+) -> tuple[Path, str]:
     csr = make_csr(tmp_path, name, key=key)
     out = tmp_path / f"{name}.pem"
     result = mailpki(
-        "ca", "issue", "--home", home, "--csr", csr, "--email", f"{name}@example.com",
-        "--name", f"{name.title()} Smith", "--out", out, *extra,
+        "ca",
+        "issue",
+        "--home",
+        home,
+        "--csr",
+        csr,
+        "--email",
+        f"{name}@example.com",
+        "--name",
+        f"{name.title()} Smith",
+        "--out",
+        out,
+        *extra,
     )
     assert result.code == 0, result.err
     cert = x509.load_pem_x509_certificate(out.read_bytes())
@@ -65,7 +78,16 @@ def test_issue_verify_revoke_and_crls(home: Path, tmp_path: Path) -> None:
     pem, serial = issue(home, tmp_path)
     ca = home / "ca"
     # The real openssl accepts it for S/MIME signing.
-    openssl("verify", "-purpose", "smimesign", "-CAfile", ca / "root.pem", "-untrusted", ca / "issuing.pem", pem)
+    openssl(
+        "verify",
+        "-purpose",
+        "smimesign",
+        "-CAfile",
+        ca / "root.pem",
+        "-untrusted",
+        ca / "issuing.pem",
+        pem,
+    )
     cert = x509.load_pem_x509_certificate(pem.read_bytes())
     # Nothing of the CSR's subject got in: the profile names the person.
     assert "Evil Corp" not in cert.subject.rfc4514_string()
@@ -87,44 +109,94 @@ def test_issue_verify_revoke_and_crls(home: Path, tmp_path: Path) -> None:
     names = sorted(p.name for p in cdp.iterdir())
     assert names == ["issuing-0.crl", "issuing.crl", "root.crl"]
     for name in ("issuing.crl", "issuing-0.crl"):
-        text = openssl("crl", "-inform", "DER", "-in", cdp / name, "-CAfile", ca / "issuing.pem", "-noout", "-text").stdout
+        text = openssl(
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            cdp / name,
+            "-CAfile",
+            ca / "issuing.pem",
+            "-noout",
+            "-text",
+        ).stdout
         assert "Key Compromise" in text
-        entry = x509.load_der_x509_crl((cdp / name).read_bytes()).get_revoked_certificate_by_serial_number(int(serial, 16))
+        entry = x509.load_der_x509_crl(
+            (cdp / name).read_bytes()
+        ).get_revoked_certificate_by_serial_number(int(serial, 16))
         assert entry is not None
     openssl("crl", "-inform", "DER", "-in", cdp / "root.crl", "-CAfile", ca / "root.pem", "-noout")
     # openssl verify with CRL checking says revoked; the partition's IDP matches the CDP.
     openssl("crl", "-inform", "DER", "-in", cdp / "issuing-0.crl", "-out", tmp_path / "p0.pem")
     openssl("crl", "-inform", "DER", "-in", cdp / "root.crl", "-out", tmp_path / "root-crl.pem")
     checked = openssl(
-        "verify", "-crl_check_all", "-CAfile", ca / "root.pem", "-untrusted", ca / "issuing.pem",
-        "-CRLfile", tmp_path / "p0.pem", "-CRLfile", tmp_path / "root-crl.pem", pem, check=False,
+        "verify",
+        "-crl_check_all",
+        "-CAfile",
+        ca / "root.pem",
+        "-untrusted",
+        ca / "issuing.pem",
+        "-CRLfile",
+        tmp_path / "p0.pem",
+        "-CRLfile",
+        tmp_path / "root-crl.pem",
+        pem,
+        check=False,
     )
     assert checked.returncode != 0
     assert "certificate revoked" in checked.stdout + checked.stderr
     good, _ = issue(home, tmp_path, "bob")
     ok = openssl(
-        "verify", "-crl_check_all", "-purpose", "smimesign", "-CAfile", ca / "root.pem", "-untrusted", ca / "issuing.pem",
-        "-CRLfile", tmp_path / "p0.pem", "-CRLfile", tmp_path / "root-crl.pem", good,
+        "verify",
+        "-crl_check_all",
+        "-purpose",
+        "smimesign",
+        "-CAfile",
+        ca / "root.pem",
+        "-untrusted",
+        ca / "issuing.pem",
+        "-CRLfile",
+        tmp_path / "p0.pem",
+        "-CRLfile",
+        tmp_path / "root-crl.pem",
+        good,
     )
     assert ": OK" in ok.stdout
     assert audit_ok(home)
 
 
-@pytest.mark.parametrize("profile", [
-    "sponsored-multipurpose", "sponsored-strict-signing", "sponsored-strict-encryption",
-    "mailbox-strict", "enterprise-private",
-])
+@pytest.mark.parametrize(
+    "profile",
+    [
+        "sponsored-multipurpose",
+        "sponsored-strict-signing",
+        "sponsored-strict-encryption",
+        "mailbox-strict",
+        "enterprise-private",
+    ],
+)
 def test_every_shipped_profile_issues(sqlite_home: Path, tmp_path: Path, profile: str) -> None:
     # RSA, because openssl's smimeencrypt purpose wants keyEncipherment (EC has keyAgreement).
-    pem, serial = issue(sqlite_home, tmp_path, "carol", "--profile", profile, "--site", "Paris", key="rsa")
+    pem, serial = issue(
+        sqlite_home, tmp_path, "carol", "--profile", profile, "--site", "Paris", key="rsa"
+    )
     row = {r["serial"]: r for r in certs(sqlite_home)}[serial]
     assert row["profile"] == profile
     ca = sqlite_home / "ca"
     can_sign = "encryption" not in profile
     can_encrypt = "signing" not in profile
     for purpose, allowed in (("smimesign", can_sign), ("smimeencrypt", can_encrypt)):
-        result = openssl("verify", "-purpose", purpose, "-CAfile", ca / "root.pem",
-                         "-untrusted", ca / "issuing.pem", pem, check=False)
+        result = openssl(
+            "verify",
+            "-purpose",
+            purpose,
+            "-CAfile",
+            ca / "root.pem",
+            "-untrusted",
+            ca / "issuing.pem",
+            pem,
+            check=False,
+        )
         assert (result.returncode == 0) == allowed, (purpose, result.stdout, result.stderr)
 
 
@@ -133,18 +205,41 @@ def test_rsa_csr_and_rsa_ca(tmp_path: Path) -> None:
     assert mailpki("init", "--home", home, "--org", "RSA Org", "--domain", "rsa-org.com").code == 0
     csr = make_csr(tmp_path, "dave", key="rsa")
     out = tmp_path / "dave.pem"
-    result = mailpki("ca", "issue", "--home", home, "--csr", csr, "--email", "dave@rsa-org.com",
-                     "--name", "Dave Jones", "--out", out)
+    result = mailpki(
+        "ca",
+        "issue",
+        "--home",
+        home,
+        "--csr",
+        csr,
+        "--email",
+        "dave@rsa-org.com",
+        "--name",
+        "Dave Jones",
+        "--out",
+        out,
+    )
     assert result.code == 0, result.err
     text = openssl("x509", "-in", out, "-noout", "-text").stdout
     assert "Digital Signature, Key Encipherment" in text
     assert "sha256WithRSAEncryption" in text
-    openssl("verify", "-purpose", "smimesign", "-CAfile", home / "ca" / "root.pem",
-            "-untrusted", home / "ca" / "issuing.pem", out)
+    openssl(
+        "verify",
+        "-purpose",
+        "smimesign",
+        "-CAfile",
+        home / "ca" / "root.pem",
+        "-untrusted",
+        home / "ca" / "issuing.pem",
+        out,
+    )
 
 
 def test_config_set_get_show(home: Path) -> None:
-    assert mailpki("config", "set", "--home", home, "web.base_url", "https://pki.example.com/").code == 0
+    assert (
+        mailpki("config", "set", "--home", home, "web.base_url", "https://pki.example.com/").code
+        == 0
+    )
     got = mailpki("config", "get", "--home", home, "web.base_url")
     assert got.out.strip() == "https://pki.example.com"
     shown = json.loads(mailpki("config", "show", "--home", home, "--json").out)
@@ -153,12 +248,20 @@ def test_config_set_get_show(home: Path) -> None:
     assert bad.code != 0 and "web.base_url" in bad.err
     unknown = mailpki("config", "set", "--home", home, "no.such", "1")
     assert unknown.code != 0 and "unknown setting" in unknown.err
-    assert mailpki("config", "get", "--home", home, "web.base_url").out.strip() == "https://pki.example.com"
+    assert (
+        mailpki("config", "get", "--home", home, "web.base_url").out.strip()
+        == "https://pki.example.com"
+    )
     assert audit_ok(home)
 
 
 def test_new_base_url_goes_into_new_certificates(sqlite_home: Path, tmp_path: Path) -> None:
-    assert mailpki("config", "set", "--home", sqlite_home, "web.base_url", "https://pki.example.com").code == 0
+    assert (
+        mailpki(
+            "config", "set", "--home", sqlite_home, "web.base_url", "https://pki.example.com"
+        ).code
+        == 0
+    )
     pem, _ = issue(sqlite_home, tmp_path)
     text = openssl("x509", "-in", pem, "-noout", "-text").stdout
     # CDP and AIA are plain http on the portal's host (S/MIME BR 7.1.2.3).
@@ -172,7 +275,12 @@ def test_offline_root(sqlite_home: Path, tmp_path: Path) -> None:
     pw = tmp_path / "export.pass"
     pw.write_text("correct horse battery staple\n")
     exported = tmp_path / "root-key.pem"
-    assert mailpki("ca", "root", "export", "--home", home, "--out", exported, "--passphrase-file", pw).code == 0
+    assert (
+        mailpki(
+            "ca", "root", "export", "--home", home, "--out", exported, "--passphrase-file", pw
+        ).code
+        == 0
+    )
     openssl("pkey", "-in", exported, "-passin", f"file:{pw}", "-noout")
     assert mailpki("ca", "root", "remove", "--home", home).code != 0  # needs --yes
     assert mailpki("ca", "root", "remove", "--home", home, "--yes").code == 0
@@ -188,12 +296,37 @@ def test_offline_root(sqlite_home: Path, tmp_path: Path) -> None:
     issue(home, tmp_path)
     # A wrong key is refused; the right one comes back.
     other = tmp_path / "other"
-    assert mailpki("init", "--home", other, "--org", "O", "--domain", "other-org.com", "--ca-key-type", "p256").code == 0
+    assert (
+        mailpki(
+            "init",
+            "--home",
+            other,
+            "--org",
+            "O",
+            "--domain",
+            "other-org.com",
+            "--ca-key-type",
+            "p256",
+        ).code
+        == 0
+    )
     wrong = tmp_path / "wrong.pem"
-    assert mailpki("ca", "root", "export", "--home", other, "--out", wrong, "--passphrase-file", pw).code == 0
-    refused = mailpki("ca", "root", "import", "--home", home, "--key", wrong, "--passphrase-file", pw)
+    assert (
+        mailpki(
+            "ca", "root", "export", "--home", other, "--out", wrong, "--passphrase-file", pw
+        ).code
+        == 0
+    )
+    refused = mailpki(
+        "ca", "root", "import", "--home", home, "--key", wrong, "--passphrase-file", pw
+    )
     assert refused.code != 0 and "not the key of this instance's root" in refused.err
-    assert mailpki("ca", "root", "import", "--home", home, "--key", exported, "--passphrase-file", pw).code == 0
+    assert (
+        mailpki(
+            "ca", "root", "import", "--home", home, "--key", exported, "--passphrase-file", pw
+        ).code
+        == 0
+    )
     result = mailpki("ca", "crl", "--home", home, "--out", tmp_path / "cdp2")
     assert result.code == 0 and "offline" not in result.err
     # With the root back, the issuing CA can be re-signed; old certificates still chain.
@@ -203,8 +336,16 @@ def test_offline_root(sqlite_home: Path, tmp_path: Path) -> None:
     assert (home / "ca" / "issuing.pem").read_bytes() != old_issuing
     pem, _ = issue(home, tmp_path, "zed")
     for cert in (pem, tmp_path / "alice.pem"):
-        openssl("verify", "-purpose", "smimesign", "-CAfile", home / "ca" / "root.pem",
-                "-untrusted", home / "ca" / "issuing.pem", cert)
+        openssl(
+            "verify",
+            "-purpose",
+            "smimesign",
+            "-CAfile",
+            home / "ca" / "root.pem",
+            "-untrusted",
+            home / "ca" / "issuing.pem",
+            cert,
+        )
     assert audit_ok(home)
 
 
@@ -212,7 +353,9 @@ def test_entry_point_and_default_home(tmp_path: Path) -> None:
     import os
 
     env = {**os.environ, "MAILPKI_HOME": str(tmp_path / "envhome")}
-    result = mailpki_process("init", "--org", "Env Org", "--domain", "env-org.com", "--ca-key-type", "p256", env=env)
+    result = mailpki_process(
+        "init", "--org", "Env Org", "--domain", "env-org.com", "--ca-key-type", "p256", env=env
+    )
     assert result.code == 0, result.err
     assert (tmp_path / "envhome" / "config.toml").exists()
     listed = mailpki_process("certs", "list", "--json", env=env)
@@ -240,8 +383,11 @@ def test_profiles_listed_with_the_default(sqlite_home: Path) -> None:
     assert result.code == 0, result.err
     listed = {p["name"]: p for p in json.loads(result.out)}
     assert set(listed) >= {
-        "sponsored-multipurpose", "sponsored-strict-signing", "sponsored-strict-encryption",
-        "mailbox-strict", "enterprise-private",
+        "sponsored-multipurpose",
+        "sponsored-strict-signing",
+        "sponsored-strict-encryption",
+        "mailbox-strict",
+        "enterprise-private",
     }
     assert listed["sponsored-multipurpose"]["default"] is True
     assert listed["enterprise-private"]["lint_type"] is None
@@ -250,12 +396,36 @@ def test_profiles_listed_with_the_default(sqlite_home: Path) -> None:
 
 def test_instance_without_org_id_issues_mailbox_certificates(tmp_path: Path) -> None:
     home = tmp_path / "plain"
-    result = mailpki("init", "--home", home, "--org", "Example Corp", "--domain", "example.com", "--ca-key-type", "p256")
+    result = mailpki(
+        "init",
+        "--home",
+        home,
+        "--org",
+        "Example Corp",
+        "--domain",
+        "example.com",
+        "--ca-key-type",
+        "p256",
+    )
     assert result.code == 0, result.err
     assert "mailbox-strict" in result.out
     pem, _ = issue(home, tmp_path)
     cert = x509.load_pem_x509_certificate(pem.read_bytes())
     assert cert.subject.rfc4514_string() == "CN=alice@example.com"
-    refused = mailpki("ca", "issue", "--home", home, "--csr", make_csr(tmp_path, "b"), "--email", "b@example.com",
-                      "--name", "B Person", "--profile", "sponsored-multipurpose", "--out", tmp_path / "b.pem")
+    refused = mailpki(
+        "ca",
+        "issue",
+        "--home",
+        home,
+        "--csr",
+        make_csr(tmp_path, "b"),
+        "--email",
+        "b@example.com",
+        "--name",
+        "B Person",
+        "--profile",
+        "sponsored-multipurpose",
+        "--out",
+        tmp_path / "b.pem",
+    )
     assert refused.code != 0 and "config set instance.org_id" in refused.err

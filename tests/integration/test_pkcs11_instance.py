@@ -14,10 +14,23 @@ from tests.integration.cli_helpers import mailpki, make_csr, openssl
 def test_init_issue_revoke_crl_with_token_keys(softhsm_token: SoftHSMToken, tmp_path: Path) -> None:
     home = tmp_path / "hsm"
     result = mailpki(
-        "init", "--home", home, "--org", "HSM Corp", "--domain", "hsm-corp.com",
-        "--org-id", "NTRGB-87654321", "--ca-key-type", "rsa3072",
-        "--pkcs11-module", softhsm_token.module, "--pkcs11-token", softhsm_token.label,
-        "--pkcs11-pin-file", softhsm_token.pin_file,
+        "init",
+        "--home",
+        home,
+        "--org",
+        "HSM Corp",
+        "--domain",
+        "hsm-corp.com",
+        "--org-id",
+        "NTRGB-87654321",
+        "--ca-key-type",
+        "rsa3072",
+        "--pkcs11-module",
+        softhsm_token.module,
+        "--pkcs11-token",
+        softhsm_token.label,
+        "--pkcs11-pin-file",
+        softhsm_token.pin_file,
     )
     assert result.code == 0, result.err
     assert "PKCS#11" in result.out
@@ -27,11 +40,32 @@ def test_init_issue_revoke_crl_with_token_keys(softhsm_token: SoftHSMToken, tmp_
 
     csr = make_csr(tmp_path, "erin")
     out = tmp_path / "erin.pem"
-    result = mailpki("ca", "issue", "--home", home, "--csr", csr, "--email", "erin@hsm-corp.com",
-                     "--name", "Erin Smith", "--out", out)
+    result = mailpki(
+        "ca",
+        "issue",
+        "--home",
+        home,
+        "--csr",
+        csr,
+        "--email",
+        "erin@hsm-corp.com",
+        "--name",
+        "Erin Smith",
+        "--out",
+        out,
+    )
     assert result.code == 0, result.err
     ca = home / "ca"
-    openssl("verify", "-purpose", "smimesign", "-CAfile", ca / "root.pem", "-untrusted", ca / "issuing.pem", out)
+    openssl(
+        "verify",
+        "-purpose",
+        "smimesign",
+        "-CAfile",
+        ca / "root.pem",
+        "-untrusted",
+        ca / "issuing.pem",
+        out,
+    )
     text = openssl("x509", "-in", out, "-noout", "-text").stdout
     assert "sha256WithRSAEncryption" in text
     assert "organizationIdentifier = NTRGB-87654321" in text
@@ -40,7 +74,16 @@ def test_init_issue_revoke_crl_with_token_keys(softhsm_token: SoftHSMToken, tmp_
     assert mailpki("ca", "revoke", "--home", home, serial, "--reason", "keyCompromise").code == 0
     cdp = tmp_path / "cdp"
     assert mailpki("ca", "crl", "--home", home, "--out", cdp).code == 0
-    openssl("crl", "-inform", "DER", "-in", cdp / "issuing-0.crl", "-CAfile", ca / "issuing.pem", "-noout")
+    openssl(
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        cdp / "issuing-0.crl",
+        "-CAfile",
+        ca / "issuing.pem",
+        "-noout",
+    )
     openssl("crl", "-inform", "DER", "-in", cdp / "root.crl", "-CAfile", ca / "root.pem", "-noout")
     crl = x509.load_der_x509_crl((cdp / "issuing.crl").read_bytes())
     assert crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None
@@ -51,6 +94,16 @@ def test_init_issue_revoke_crl_with_token_keys(softhsm_token: SoftHSMToken, tmp_
     # Token keys cannot leave the token: exporting the root says so and writes nothing.
     pw = tmp_path / "pw"
     pw.write_text("export passphrase")
-    result = mailpki("ca", "root", "export", "--home", home, "--out", tmp_path / "root.key", "--passphrase-file", pw)
+    result = mailpki(
+        "ca",
+        "root",
+        "export",
+        "--home",
+        home,
+        "--out",
+        tmp_path / "root.key",
+        "--passphrase-file",
+        pw,
+    )
     assert result.code != 0 and "not extractable" in result.err
     assert not (tmp_path / "root.key").exists()

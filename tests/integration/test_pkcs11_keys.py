@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mailpki.ca.keys import CAPrivateKey, KeyStore, parse_key_type, read_passphrase
-from mailpki.ca.pkcs11 import PKCS11ECPrivateKey, PKCS11KeyStore, PKCS11RSAPrivateKey
 from mailpki.errors import InputError, KeyStoreError
+from mailpki.keystore.keys import CAPrivateKey, KeyStore, parse_key_type, read_passphrase
+from mailpki.keystore.pkcs11 import PKCS11ECPrivateKey, PKCS11KeyStore, PKCS11RSAPrivateKey
 from tests.fixtures.ci_policy import in_ci
 from tests.fixtures.softhsm import SoftHSMToken
 
@@ -334,7 +334,7 @@ def test_wrong_pin_fresh_login(softhsm_token: SoftHSMToken) -> None:
     # PIN would be checked against that; a fresh process makes the token judge it.
     code = (
         "import sys; from pathlib import Path\n"
-        "from mailpki.ca.pkcs11 import PKCS11KeyStore\n"
+        "from mailpki.keystore.pkcs11 import PKCS11KeyStore\n"
         "from mailpki.errors import KeyStoreError\n"
         "try:\n"
         "    PKCS11KeyStore(Path(sys.argv[1]), sys.argv[2], sys.argv[3].encode())\n"

@@ -25,7 +25,12 @@ def pkilint_cli() -> str:
 
 @pytest.mark.parametrize(
     "profile",
-    ["sponsored-multipurpose", "sponsored-strict-signing", "sponsored-strict-encryption", "mailbox-strict"],
+    [
+        "sponsored-multipurpose",
+        "sponsored-strict-signing",
+        "sponsored-strict-encryption",
+        "mailbox-strict",
+    ],
 )
 @pytest.mark.parametrize("key", ["ec", "rsa"])
 def test_issued_certificates_pass_pkilint_detected_from_policy_oid(
@@ -33,12 +38,27 @@ def test_issued_certificates_pass_pkilint_detected_from_policy_oid(
 ) -> None:
     out = tmp_path / "cert.pem"
     result = mailpki(
-        "ca", "issue", "--home", sqlite_home, "--csr", make_csr(tmp_path, "lint", key=key),
-        "--email", "lint.me@example.com", "--name", "Lint Person", "--profile", profile, "--out", out,
+        "ca",
+        "issue",
+        "--home",
+        sqlite_home,
+        "--csr",
+        make_csr(tmp_path, "lint", key=key),
+        "--email",
+        "lint.me@example.com",
+        "--name",
+        "Lint Person",
+        "--profile",
+        profile,
+        "--out",
+        out,
     )
     assert result.code == 0, result.err
     # -d: pkilint picks the BR type from the certificate's policy OID, not from us.
     checked = subprocess.run(
-        [pkilint_cli(), "lint", "-d", "-s", "WARNING", str(out)], capture_output=True, text=True, timeout=120
+        [pkilint_cli(), "lint", "-d", "-s", "WARNING", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr

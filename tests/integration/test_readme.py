@@ -31,13 +31,19 @@ def test_readme_walkthrough_runs(tmp_path: Path) -> None:
         if "SERIAL" in line:
             listed = subprocess.run(
                 ["mailpki", "certs", "list", "--home", "./corp", "--json"],
-                cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             line = line.replace("SERIAL", json.loads(listed.stdout)[0]["serial"])
         result = subprocess.run(
             ["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
         )
-        assert result.returncode == 0, f"README line failed: {line}\n{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, (
+            f"README line failed: {line}\n{result.stdout}\n{result.stderr}"
+        )
         ran += 1
     assert ran >= 10
     assert (tmp_path / "cdp" / "issuing.crl").exists()

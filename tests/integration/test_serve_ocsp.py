@@ -39,16 +39,41 @@ def server(home: Path) -> Iterator[str]:
 
 def issue(home: Path, tmp_path: Path, name: str) -> tuple[Path, str]:
     out = tmp_path / f"{name}.pem"
-    result = mailpki("ca", "issue", "--home", home, "--csr", make_csr(tmp_path, name),
-                     "--email", f"{name}@example.com", "--name", f"{name.title()} Smith", "--out", out)
+    result = mailpki(
+        "ca",
+        "issue",
+        "--home",
+        home,
+        "--csr",
+        make_csr(tmp_path, name),
+        "--email",
+        f"{name}@example.com",
+        "--name",
+        f"{name.title()} Smith",
+        "--out",
+        out,
+    )
     assert result.code == 0, result.err
     return out, format(x509.load_pem_x509_certificate(out.read_bytes()).serial_number, "X")
 
 
 def ocsp(home: Path, url: str, cert: Path, *extra: str) -> str:
     ca = home / "ca"
-    result = openssl("ocsp", *extra, "-issuer", ca / "issuing.pem", "-cert", cert, "-url", f"{url}/ocsp",
-                     "-CAfile", ca / "root.pem", "-verify_other", ca / "issuing.pem", check=False)
+    result = openssl(
+        "ocsp",
+        *extra,
+        "-issuer",
+        ca / "issuing.pem",
+        "-cert",
+        cert,
+        "-url",
+        f"{url}/ocsp",
+        "-CAfile",
+        ca / "root.pem",
+        "-verify_other",
+        ca / "issuing.pem",
+        check=False,
+    )
     return result.stdout + result.stderr
 
 
@@ -64,8 +89,19 @@ def test_openssl_ocsp_good_revoked_unknown(home: Path, tmp_path: Path, server: s
     assert "Reason: keyCompromise" in out
     # A serial this CA never issued: unknown.
     ca = home / "ca"
-    result = openssl("ocsp", "-issuer", ca / "issuing.pem", "-serial", "0x123456789ABCDEF", "-url",
-                     f"{server}/ocsp", "-CAfile", ca / "root.pem", "-verify_other", ca / "issuing.pem")
+    result = openssl(
+        "ocsp",
+        "-issuer",
+        ca / "issuing.pem",
+        "-serial",
+        "0x123456789ABCDEF",
+        "-url",
+        f"{server}/ocsp",
+        "-CAfile",
+        ca / "root.pem",
+        "-verify_other",
+        ca / "issuing.pem",
+    )
     assert "Response verify OK" in result.stderr + result.stdout
     assert "0x123456789ABCDEF: unknown" in result.stdout
     # The nonce is checked by openssl by default; -no_nonce also works (cached path).
@@ -101,7 +137,9 @@ def test_crls_and_ca_certificates_over_http(home: Path, tmp_path: Path, server: 
 
 def test_full_crl_is_refreshed_in_the_background(home: Path, tmp_path: Path, server: str) -> None:
     _, serial = issue(home, tmp_path, "dora")
-    assert mailpki("ca", "revoke", "--home", home, serial, "--reason", "affiliationChanged").code == 0
+    assert (
+        mailpki("ca", "revoke", "--home", home, serial, "--reason", "affiliationChanged").code == 0
+    )
     # The stored full CRL is still valid: it is served at once, and re-signed behind it.
     with urllib.request.urlopen(f"{server}/crl/issuing.crl") as response:
         first = x509.load_der_x509_crl(response.read())

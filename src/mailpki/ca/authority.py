@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 from mailpki.audit import AuditLog
 from mailpki.ca.crl import RevokedEntry, build_crl, reason_name
 from mailpki.ca.csr import load_csr
-from mailpki.ca.keys import CAPrivateKey, KeyStore
 from mailpki.ca.lint import Linter
 from mailpki.ca.ocsp import CertStatus, OCSPResponder
 from mailpki.ca.serials import new_serial, to_hex
@@ -35,6 +34,7 @@ from mailpki.errors import (
     NotFoundError,
     RevocationError,
 )
+from mailpki.keystore.keys import CAPrivateKey, KeyStore
 from mailpki.policy.certificate import build_certificate
 from mailpki.policy.keys import check_public_key
 from mailpki.policy.person import Person

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cryptography import x509
 
-from mailpki.ca.pem import require_single_block
+from mailpki.base.pem import require_single_block
 from mailpki.errors import CSRError, InputError
 
 MAX_CSR_BYTES = 64 * 1024

@@ -18,11 +18,11 @@ from mailpki.ca.authority import (
     certificate_record,
     reserve_serial,
 )
-from mailpki.ca.keys import CAPrivateKey, KeyStore, parse_key_type
 from mailpki.ca.lint import Linter
 from mailpki.ca.settings import ROOT_CRL, CASettings
 from mailpki.ca.signing import lint_for_signing, signature_hash
 from mailpki.errors import CAError, KeyStoreError
+from mailpki.keystore.keys import CAPrivateKey, KeyStore, parse_key_type
 from mailpki.policy.hierarchy import (
     CACertificateUrls,
     build_issuing_ca,

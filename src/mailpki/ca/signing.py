@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mailpki.ca.keys import CAPrivateKey
 from mailpki.ca.lint import Linter
 from mailpki.errors import CAError
+from mailpki.keystore.keys import CAPrivateKey
 
 _lint_keys: dict[tuple[str, int | str], CAPrivateKey] = {}
 _lint_keys_lock = threading.Lock()

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mailpki.base.files import write_atomically
 from mailpki.ca.crl import parse_reason, reason_name
 from mailpki.ca.serials import parse_serial
 from mailpki.cli.common import (
@@ -21,7 +22,6 @@ from mailpki.cli.common import (
     read_input,
 )
 from mailpki.errors import CAError, InputError
-from mailpki.instance.files import write_atomically
 from mailpki.instance.instance import cli_actor
 from mailpki.instance.operations import (
     export_root_key,

@@ -8,13 +8,13 @@ from typing import Annotated
 import typer
 
 from mailpki import __version__
-from mailpki.ca.keys import CA_KEY_TYPES
 from mailpki.cli import admin, ca
 from mailpki.cli.common import HomeOption, console, handle_errors, open_instance
 from mailpki.errors import InputError
 from mailpki.instance.bootstrap import InitOptions, PKCS11Options, initialise
 from mailpki.instance.config import resolve_home
 from mailpki.instance.instance import cli_actor
+from mailpki.keystore.keys import CA_KEY_TYPES
 
 app = typer.Typer(
     help="mailpki: a self-hosted S/MIME PKI for an organisation.",

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
-from mailpki.ca.keys import CA_KEY_TYPES, KEY_TYPES
+from mailpki.base.files import write_atomically
 from mailpki.errors import ConfigError
-from mailpki.instance.files import write_atomically
+from mailpki.keystore.keys import CA_KEY_TYPES, KEY_TYPES
 
 CONFIG_FILE = "config.toml"
 

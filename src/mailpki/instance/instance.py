@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from mailpki.audit import AuditLog, VerifyReport, verify_log
 from mailpki.ca.authority import CAHierarchy, CertificateAuthority
-from mailpki.ca.keys import FileKeyStore, KeyStore, read_passphrase
 from mailpki.ca.settings import CASettings
 from mailpki.ca.setup import AUDIT_KEY
 from mailpki.errors import ConfigError, InstanceError
 from mailpki.instance.config import Config, pki_url_from
+from mailpki.keystore.keys import FileKeyStore, KeyStore, read_passphrase
 from mailpki.policy.profile import load_profile
 from mailpki.store.db import Database
 
@@ -62,7 +62,7 @@ class Instance:
     def keys(self) -> KeyStore:
         backend = self.config.get("keys.backend")
         if backend == "pkcs11":
-            from mailpki.ca.pkcs11 import PKCS11KeyStore
+            from mailpki.keystore.pkcs11 import PKCS11KeyStore
 
             module = str(self.config.get("keys.pkcs11_module"))
             token = str(self.config.get("keys.pkcs11_token"))

@@ -11,10 +11,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from mailpki.base.files import write_atomically
 from mailpki.ca.authority import ROOT, CRLInfo, display_name
 from mailpki.ca.settings import ROOT_CRL
 from mailpki.errors import CAError, InputError, KeyStoreError
-from mailpki.instance.files import write_atomically
 from mailpki.instance.instance import CA_DIR, CA_FILES, Instance
 from mailpki.policy.person import Person
 
@@ -108,7 +108,7 @@ def remove_root_key(instance: Instance, *, actor: str) -> None:
 
 
 def import_root_key(instance: Instance, pem: bytes, passphrase: bytes, *, actor: str) -> None:
-    from mailpki.ca.keys import load_pem_key
+    from mailpki.keystore.keys import load_pem_key
 
     key = load_pem_key(pem, passphrase)
     expected = instance.hierarchy.root.public_key()

@@ -42,7 +42,10 @@ def test_pem_and_der_load() -> None:
         (PEM + PEM, "exactly one PEM"),
         (PEM[: len(PEM) // 2], "truncated or damaged"),
         (DER[: len(DER) // 2], "cannot be parsed"),
-        (b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", "not a 'CERTIFICATE REQUEST'"),
+        (
+            b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            "not a 'CERTIFICATE REQUEST'",
+        ),
         (b"A" * (MAX_CSR_BYTES + 1), "limit"),
     ],
 )

@@ -9,7 +9,9 @@ from mailpki.instance.config import Config, pki_url_from, resolve_home
 
 
 def make(tmp_path: Path) -> Config:
-    config = Config.create(tmp_path, {"instance.org": "Example Corp", "instance.domain": "example.com"})
+    config = Config.create(
+        tmp_path, {"instance.org": "Example Corp", "instance.domain": "example.com"}
+    )
     config.save()
     return config
 
@@ -41,7 +43,9 @@ def test_round_trip_and_defaults(tmp_path: Path) -> None:
         ("no.such", "1", "unknown setting"),
     ],
 )
-def test_bad_values_refused_and_nothing_changes(tmp_path: Path, key: str, value: str, message: str) -> None:
+def test_bad_values_refused_and_nothing_changes(
+    tmp_path: Path, key: str, value: str, message: str
+) -> None:
     config = make(tmp_path)
     before = (tmp_path / "config.toml").read_bytes()
     with pytest.raises(ConfigError, match=message):

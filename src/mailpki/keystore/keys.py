@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
-from mailpki.ca.pem import require_single_block
+from mailpki.base.pem import require_single_block
 from mailpki.errors import InputError, KeyStoreError
 
 KeyType = Literal["rsa2048", "rsa3072", "rsa4096", "p256", "p384"]

@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from mailpki.ca import keys as keys_mod
-from mailpki.ca.keys import (
+from mailpki.errors import InputError, KeyStoreError
+from mailpki.keystore import keys as keys_mod
+from mailpki.keystore.keys import (
     KEY_TYPES,
     FileKeyStore,
     KeyStore,
@@ -24,7 +25,6 @@ from mailpki.ca.keys import (
     parse_key_type,
     read_passphrase,
 )
-from mailpki.errors import InputError, KeyStoreError
 
 PASS = b"correct horse battery staple"
 

@@ -33,9 +33,9 @@ from cryptography.utils import Buffer
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11exc
 
-from mailpki.ca.keys import EC_CURVES, RSA_SIZES, CAPrivateKey, validate_label
-from mailpki.ca.keys import KeyType as CAKeyType
 from mailpki.errors import KeyStoreError
+from mailpki.keystore.keys import EC_CURVES, RSA_SIZES, CAPrivateKey, validate_label
+from mailpki.keystore.keys import KeyType as CAKeyType
 
 NOT_EXTRACTABLE = "keys in a PKCS#11 token are not extractable; back up the token instead"
 
