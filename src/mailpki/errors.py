@@ -75,3 +75,29 @@ class AuditIntegrityError(AuditError):
 
 class StoreError(MailPKIError):
     """The database cannot be reached, migrated, or rejected a write."""
+
+
+class CMSError(InputError):
+    """A CMS message is malformed, its signature does not verify, or its signer is unusable."""
+
+
+class PKCS12Error(InputError):
+    """A PKCS#12 file cannot be read: wrong password, damaged, or without key and certificate."""
+
+
+class EscrowError(MailPKIError):
+    """A private key could not be escrowed (or a recovery block opened); no key was delivered."""
+
+
+class RecoveryError(MailPKIError):
+    """The Key Recovery Service cannot be reached or answered with something unusable."""
+
+
+class RecoveryRefused(RecoveryError):
+    """The Key Recovery Service refused a request (signature, role, replay, quorum, hold...)."""
+
+    exit_code = 4
+
+
+class MailError(MailPKIError):
+    """A notice or alert could not be handed to the mail transport (it stays queued)."""

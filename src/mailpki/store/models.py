@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -108,3 +110,142 @@ class AuditCheckpoint(Base):
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
     time: Mapped[str] = mapped_column(String(40), nullable=False)
     signature: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+# -- Key Manager (instance database) ------------------------------------------------------
+
+
+class EscrowedKey(Base):
+    """The key recovery block of one delivered (or about to be delivered) private key.
+
+    Written in the same transaction as the certificate; `state` goes pending -> delivered
+    once the PKCS#12 is handed out, or pending -> revoked if delivery never finished.
+    """
+
+    __tablename__ = "escrowed_keys"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    serial: Mapped[str] = mapped_column(
+        String(64), ForeignKey("certificates.serial"), unique=True, nullable=False
+    )
+    owner_email: Mapped[str] = mapped_column(String(320), nullable=False, index=True)
+    key_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    spki_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    krs_key_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    oaep_hash: Mapped[str] = mapped_column(String(16), nullable=False)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    lease_until: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_escrowed_keys_state_lease", "state", "lease_until"),)
+
+
+class PooledKey(Base):
+    """A pre-generated key pair, already escrowed, waiting for an enrollment.
+
+    The private key is kept twice: in the recovery block (only the KRS can open it) and
+    under the instance's pool key (so the Key Manager can deliver it). Taking a key
+    deletes its row in the transaction that stores the certificate: at most once.
+    """
+
+    __tablename__ = "key_pool"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    key_type: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    spki_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    krs_key_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    oaep_hash: Mapped[str] = mapped_column(String(16), nullable=False)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    local_nonce: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    local_ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class OutboxMessage(Base):
+    """A mail to send (subscriber notice, recovery alert), queued in the transaction of
+    the event it reports, so a notice is never lost when the mail server is down."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    recipient: Mapped[str] = mapped_column(String(320), nullable=False)
+    subject: Mapped[str] = mapped_column(String(200), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+# -- Key Recovery Service (its own database) ---------------------------------------------
+
+
+class RecoveryRequestRecord(Base):
+    """One signed recovery request and where it stands."""
+
+    __tablename__ = "krs_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # pending -> approved -> recovered, or refused / held on the way.
+    state: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    requester_email: Mapped[str] = mapped_column(String(320), nullable=False, index=True)
+    requester_fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    requester_cert: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    target_email: Mapped[str] = mapped_column(String(320), nullable=False, index=True)
+    target_serial: Mapped[str] = mapped_column(String(64), nullable=False)
+    target_cert: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    recovered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class RecoveryApprovalRecord(Base):
+    """One officer's signed approval of one request; an officer counts once."""
+
+    __tablename__ = "krs_approvals"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    request_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("krs_requests.id"), nullable=False, index=True
+    )
+    officer_email: Mapped[str] = mapped_column(String(320), nullable=False)
+    officer_fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    approved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("request_id", "officer_email", name="uq_krs_approvals_officer"),
+    )
+
+
+class SeenNonce(Base):
+    """Nonces of signed messages already accepted: a replay hits the primary key."""
+
+    __tablename__ = "krs_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+
+
+class RecoveryAlert(Base):
+    """An anomaly alert sent to a second contact; `holds` blocks recoveries until confirmed."""
+
+    __tablename__ = "krs_alerts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    rule: Mapped[str] = mapped_column(String(64), nullable=False)
+    detail: Mapped[str] = mapped_column(Text, nullable=False)
+    request_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    contact: Mapped[str] = mapped_column(String(320), nullable=False)
+    token_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    holds: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
