@@ -1,0 +1,537 @@
+"""CMS (RFC 5652) SignedData: sign with cryptography, verify strictly with asn1crypto.
+
+pyca/cryptography can build SignedData but cannot verify it, so verification parses
+the message with asn1crypto and checks every step itself: exactly one SignerInfo,
+the signer's certificate carried in the message, the contentType and messageDigest
+signed attributes, and the signature over the DER re-encoding of those attributes.
+
+Verification proves only that the key in the returned signer certificate signed the
+content. Whether that certificate is trustworthy (chain, validity, key usage,
+revocation) is the caller's decision.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from asn1crypto import cms, core
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from mailpki.base.pem import require_single_block
+from mailpki.errors import CMSError, InputError
+
+__all__ = ["SignedContent", "sign", "verify_signed"]
+
+_OID_DATA = "1.2.840.113549.1.7.1"
+_OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
+_OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
+_OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+_OID_SIGNING_TIME = "1.2.840.113549.1.9.5"
+_OID_MGF1 = "1.2.840.113549.1.1.8"
+
+_DIGESTS: dict[str, str] = {
+    "2.16.840.1.101.3.4.2.1": "sha256",
+    "2.16.840.1.101.3.4.2.2": "sha384",
+    "2.16.840.1.101.3.4.2.3": "sha512",
+}
+_WEAK_DIGESTS = frozenset({"1.3.14.3.2.26", "1.2.840.113549.2.5", "1.2.840.113549.2.2"})
+_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+
+# Signature algorithm OID -> (family, hash it implies or None when the
+# SignerInfo's digestAlgorithm decides).
+_RSA, _PSS, _ECDSA = "rsa", "pss", "ecdsa"
+_SIGNATURES: dict[str, tuple[str, str | None]] = {
+    "1.2.840.113549.1.1.1": (_RSA, None),  # rsaEncryption, as OpenSSL writes it
+    "1.2.840.113549.1.1.11": (_RSA, "sha256"),
+    "1.2.840.113549.1.1.12": (_RSA, "sha384"),
+    "1.2.840.113549.1.1.13": (_RSA, "sha512"),
+    "1.2.840.113549.1.1.10": (_PSS, None),  # hash is in the parameters
+    "1.2.840.10045.2.1": (_ECDSA, None),  # id-ecPublicKey, seen in the wild
+    "1.2.840.10045.4.3.2": (_ECDSA, "sha256"),
+    "1.2.840.10045.4.3.3": (_ECDSA, "sha384"),
+    "1.2.840.10045.4.3.4": (_ECDSA, "sha512"),
+}
+_WEAK_SIGNATURES = frozenset(
+    {
+        "1.2.840.113549.1.1.2",  # md2WithRSAEncryption
+        "1.2.840.113549.1.1.4",  # md5WithRSAEncryption
+        "1.2.840.113549.1.1.5",  # sha1WithRSAEncryption
+        "1.3.14.3.2.29",  # sha1WithRSASignature (OIW)
+        "1.2.840.10045.4.1",  # ecdsa-with-SHA1
+    }
+)
+_WEAK_MESSAGE = "SHA-1/MD5 signatures are not accepted"
+
+_PEM_LABELS = ("PKCS7", "CMS")
+_MAX_DEPTH = 64  # nesting of BER elements; real messages stay far below
+_PEM_ARMOUR = re.compile(rb"-----(BEGIN|END) [A-Z0-9 ]+-----")
+
+
+@dataclass(frozen=True)
+class SignedContent:
+    """What a verified SignedData message says, and who signed it."""
+
+    content: bytes  # the encapsulated (or given detached) content
+    signer: x509.Certificate  # the certificate whose key made the verified signature
+    certificates: tuple[x509.Certificate, ...]  # every certificate carried in the message
+    signing_time: dt.datetime | None  # the signingTime signed attribute (UTC), if present
+    digest_algorithm: str  # e.g. "sha256"
+
+
+def sign(
+    content: bytes,
+    certificate: x509.Certificate,
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    *,
+    extra_certificates: Sequence[x509.Certificate] = (),
+    detached: bool = False,
+) -> bytes:
+    """DER ContentInfo holding SignedData over `content`: SHA-256, signed attributes
+    (contentType, signingTime, messageDigest, SMIMECapabilities), the signer's
+    certificate and `extra_certificates` included. With `detached` the content is
+    left out and must be passed to the verifier separately."""
+    if key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) != certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ):
+        raise CMSError("the signing key does not belong to the signer certificate")
+    options = [pkcs7.PKCS7Options.Binary]  # sign the bytes as given, no MIME canonicalisation
+    if detached:
+        options.append(pkcs7.PKCS7Options.DetachedSignature)
+    builder = (
+        pkcs7.PKCS7SignatureBuilder()
+        .set_data(bytes(content))
+        .add_signer(certificate, key, hashes.SHA256())
+    )
+    # Certificates last: set_data() and add_signer() return builders without them.
+    for extra in extra_certificates:
+        builder = builder.add_certificate(extra)
+    return builder.sign(serialization.Encoding.DER, options)
+
+
+def verify_signed(
+    data: bytes,
+    *,
+    detached_content: bytes | None = None,
+    max_size: int = 16 * 1024 * 1024,
+) -> SignedContent:
+    """Verify a CMS SignedData message (DER, BER or PEM) with exactly one signer.
+
+    Checks the structure, finds the signer's certificate among those carried in
+    the message (by issuerAndSerialNumber or subjectKeyIdentifier), checks the
+    contentType and messageDigest signed attributes and the signature. Accepts
+    SHA-256/384/512 with RSA PKCS#1 v1.5, RSA-PSS or ECDSA; only id-data content.
+
+    It does NOT check the signer certificate's chain, validity period, key usage
+    or revocation: the caller must do that with `SignedContent.signer` before
+    trusting the content.
+
+    Raises CMSError, and nothing else, for any message that fails a check.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CMSError("the CMS message must be bytes")
+    if len(data) > max_size:
+        raise CMSError(f"the CMS message is {len(data)} bytes, over the limit of {max_size}")
+    if detached_content is not None and len(detached_content) > max_size:
+        raise CMSError(
+            f"the detached content is {len(detached_content)} bytes, over the limit of {max_size}"
+        )
+    der = _unarmour(bytes(data))
+    try:
+        return _verify(der, None if detached_content is None else bytes(detached_content))
+    except CMSError:
+        raise
+    except Exception as exc:
+        # asn1crypto parses lazily and has no exception contract: malformed bytes
+        # surface as ValueError, TypeError, KeyError... wherever a field is read.
+        raise CMSError(f"the CMS message is malformed: {_one_line(exc)}") from exc
+
+
+def _unarmour(data: bytes) -> bytes:
+    """DER/BER bytes of `data`, removing PEM armour if there is any."""
+    if not data.lstrip().startswith(b"-----BEGIN"):
+        return data
+    try:
+        require_single_block(data, _PEM_LABELS, "CMS message")
+    except InputError as exc:
+        raise CMSError(str(exc)) from exc
+    body = b"".join(_PEM_ARMOUR.sub(b"", data).split())
+    try:
+        return base64.b64decode(body, validate=True)
+    except binascii.Error as exc:
+        raise CMSError("the PEM CMS message is not valid base64") from exc
+
+
+def _definite_lengths(data: bytes) -> bytes:
+    """`data` with every indefinite length made definite and every constructed
+    OCTET STRING joined into one, i.e. the BER of a streaming encoder turned into
+    what asn1crypto parses reliably (it mis-parses an indefinite-length CHOICE
+    such as SignerIdentifier or Name). Definite-length elements without such
+    parts inside, certificates in particular, keep their exact bytes."""
+    end, replacement = _normalise(data, 0, len(data), 0)
+    if end != len(data):
+        raise CMSError("the CMS message has trailing data after its end")
+    return data if replacement is None else replacement
+
+
+def _normalise(buf: bytes, pos: int, limit: int, depth: int) -> tuple[int, bytes | None]:
+    """(end, re-encoding) of the element at `pos`; re-encoding is None when the
+    original bytes buf[pos:end] are already fine."""
+    if depth > _MAX_DEPTH:
+        raise CMSError("the CMS message is nested too deeply")
+    start = pos
+    if pos >= limit:
+        raise CMSError("the CMS message is truncated")
+    constructed = bool(buf[pos] & 0x20)
+    if buf[pos] & 0x1F == 0x1F:  # high tag number: base-128 continuation octets
+        pos += 1
+        while pos < limit and buf[pos] & 0x80:
+            pos += 1
+    pos += 1
+    if pos >= limit:
+        raise CMSError("the CMS message is truncated")
+    tag = buf[start:pos]
+    length_octet = buf[pos]
+    pos += 1
+
+    children: list[tuple[int, int, bytes | None]] = []
+    if length_octet == 0x80:  # indefinite: children up to an end-of-contents 00 00
+        if not constructed:
+            raise CMSError("the CMS message has an indefinite length on a primitive element")
+        while buf[pos : pos + 2] != b"\0\0" or pos + 2 > limit:
+            child_end, child = _normalise(buf, pos, limit, depth + 1)
+            children.append((pos, child_end, child))
+            pos = child_end
+        end = pos + 2
+    else:
+        if length_octet & 0x80:
+            count = length_octet & 0x7F
+            if count > 4 or pos + count > limit:
+                raise CMSError("the CMS message has an invalid length")
+            length = int.from_bytes(buf[pos : pos + count], "big")
+            pos += count
+        else:
+            length = length_octet
+        end = pos + length
+        if end > limit:
+            raise CMSError("the CMS message is truncated")
+        if not constructed:
+            return end, None
+        while pos < end:
+            child_end, child = _normalise(buf, pos, end, depth + 1)
+            children.append((pos, child_end, child))
+            pos = child_end
+        if tag != b"\x24" and all(child is None for _, _, child in children):
+            return end, None
+
+    parts = [buf[s:e] if child is None else child for s, e, child in children]
+    if tag == b"\x24":  # constructed OCTET STRING: DER wants one primitive string
+        contents = b"".join(_octets(part) for part in parts)
+        return end, b"\x04" + _der_length(len(contents)) + contents
+    contents = b"".join(parts)
+    return end, tag + _der_length(len(contents)) + contents
+
+
+def _octets(element: bytes) -> bytes:
+    """Contents of a chunk of a constructed OCTET STRING (itself normalised)."""
+    if element[:1] != b"\x04":
+        raise CMSError("the CMS message has a constructed OCTET STRING with a foreign chunk")
+    length_octet = element[1]
+    header = 2 + (length_octet & 0x7F if length_octet & 0x80 else 0)
+    return element[header:]
+
+
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(octets)]) + octets
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _verify(data: bytes, detached_content: bytes | None) -> SignedContent:
+    info = cms.ContentInfo.load(_definite_lengths(data), strict=True)
+    if info["content_type"].dotted != _OID_SIGNED_DATA:
+        raise CMSError(f"the CMS message is not signed data (it is {info['content_type'].native})")
+    signed_data = info["content"]
+    if not isinstance(signed_data, cms.SignedData):
+        raise CMSError("the CMS message is not signed data (the content is missing)")
+
+    signer_infos = signed_data["signer_infos"]
+    if len(signer_infos) == 0:
+        raise CMSError("the CMS message has no signer")
+    if len(signer_infos) > 1:
+        raise CMSError(f"the CMS message has {len(signer_infos)} signers; exactly one is accepted")
+    signer_info = signer_infos[0]
+    # asn1crypto parses lazily: read every field but the certificates (which
+    # cryptography parses) so that a malformed one is refused, not skipped.
+    _ = signed_data["digest_algorithms"].native, signed_data["crls"].native
+    _ = signer_info.native
+    if signed_data["version"].native not in ("v1", "v3", "v4", "v5"):
+        raise CMSError("the SignedData version is not one RFC 5652 defines")
+    if signer_info["version"].native not in ("v1", "v3"):
+        raise CMSError("the SignerInfo version is not one RFC 5652 defines")
+
+    encap = signed_data["encap_content_info"]
+    content_type = encap["content_type"].dotted
+    # Only id-data: the result does not report a content type, so accepting other
+    # types would let e.g. a signed receipt pass as a signed request.
+    if content_type != _OID_DATA:
+        raise CMSError(f"the CMS message encapsulates {encap['content_type'].native}, not data")
+    content = _content(encap["content"], detached_content)
+
+    asn1_certs, certificates = _certificates(signed_data)
+    signer = _find_signer(signer_info["sid"], asn1_certs, certificates)
+
+    digest_name = _digest_name(signer_info["digest_algorithm"]["algorithm"].dotted)
+    content_digest = hashlib.new(digest_name, content).digest()
+
+    signing_time: dt.datetime | None = None
+    signed_attrs = signer_info["signed_attrs"]
+    if isinstance(signed_attrs, core.Void):
+        signed_bytes = content
+    else:
+        signing_time = _check_signed_attrs(signed_attrs, content_type, content_digest)
+        signed_bytes = _signed_attrs_der(signed_attrs)
+
+    _check_signature(
+        signer,
+        signer_info["signature_algorithm"],
+        digest_name,
+        signer_info["signature"].native,
+        signed_bytes,
+    )
+    return SignedContent(
+        content=content,
+        signer=signer,
+        certificates=certificates,
+        signing_time=signing_time,
+        digest_algorithm=digest_name,
+    )
+
+
+def _content(econtent: core.Asn1Value, detached_content: bytes | None) -> bytes:
+    """The signed content: embedded (eContent present, even if empty) or detached."""
+    if isinstance(econtent, core.Void):
+        if detached_content is None:
+            raise CMSError(
+                "the CMS message carries no content (a detached signature); "
+                "pass the signed content as detached_content"
+            )
+        return detached_content
+    if detached_content is not None:
+        raise CMSError(
+            "the CMS message carries its own content; detached content must not be given too"
+        )
+    # _definite_lengths() already joined the chunks of a streamed (BER) content.
+    return bytes(econtent)
+
+
+def _certificates(
+    signed_data: cms.SignedData,
+) -> tuple[list[asn1_x509.Certificate], tuple[x509.Certificate, ...]]:
+    """The X.509 certificates carried in the message, as asn1crypto and cryptography
+    objects; other certificate choices (attribute certificates) cannot be signers."""
+    asn1_certs: list[asn1_x509.Certificate] = []
+    certificates: list[x509.Certificate] = []
+    choices = signed_data["certificates"]
+    if isinstance(choices, core.Void):
+        return asn1_certs, ()
+    for choice in choices:
+        if choice.name != "certificate":
+            continue
+        try:
+            # dump() without force: the certificate's original bytes, so its own
+            # signature stays checkable by the caller.
+            parsed = x509.load_der_x509_certificate(choice.chosen.dump())
+        except ValueError as exc:
+            raise CMSError(
+                f"a certificate in the CMS message cannot be parsed: {_one_line(exc)}"
+            ) from exc
+        asn1_certs.append(choice.chosen)
+        certificates.append(parsed)
+    return asn1_certs, tuple(certificates)
+
+
+def _find_signer(
+    sid: cms.SignerIdentifier,
+    asn1_certs: list[asn1_x509.Certificate],
+    certificates: tuple[x509.Certificate, ...],
+) -> x509.Certificate:
+    """The one carried certificate that the SignerIdentifier names."""
+    if sid.name == "issuer_and_serial_number":
+        issuer = sid.chosen["issuer"]
+        serial = sid.chosen["serial_number"].native
+        matches = [
+            cert
+            for asn1_cert, cert in zip(asn1_certs, certificates, strict=True)
+            if asn1_cert.serial_number == serial and asn1_cert.issuer == issuer
+        ]
+    elif sid.name == "subject_key_identifier":
+        key_id = sid.chosen.native
+        matches = [
+            cert
+            for asn1_cert, cert in zip(asn1_certs, certificates, strict=True)
+            if asn1_cert.key_identifier is not None and asn1_cert.key_identifier == key_id
+        ]
+    else:  # pragma: no cover - asn1crypto only builds the two alternatives
+        raise CMSError("the CMS signer identifier is of an unknown kind")
+    distinct = {cert.public_bytes(serialization.Encoding.DER): cert for cert in matches}
+    if not distinct:
+        raise CMSError("the signer's certificate is not included in the CMS message")
+    if len(distinct) > 1:
+        raise CMSError("several certificates in the CMS message match the signer; refused")
+    return next(iter(distinct.values()))
+
+
+def _digest_name(oid: str) -> str:
+    if oid in _WEAK_DIGESTS:
+        raise CMSError(_WEAK_MESSAGE)
+    name = _DIGESTS.get(oid)
+    if name is None:
+        raise CMSError(
+            f"the CMS digest algorithm {oid} is not supported (use SHA-256, SHA-384 or SHA-512)"
+        )
+    return name
+
+
+def _single_value(attrs: cms.CMSAttributes, oid: str, label: str) -> core.Asn1Value | None:
+    """The value of the attribute `oid`, which must occur at most once with one value."""
+    found = [attr for attr in attrs if attr["type"].dotted == oid]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise CMSError(f"the {label} signed attribute occurs more than once")
+    values = found[0]["values"]
+    if len(values) != 1:
+        raise CMSError(f"the {label} signed attribute must have exactly one value")
+    value: core.Asn1Value = values[0]
+    return value
+
+
+def _check_signed_attrs(
+    attrs: cms.CMSAttributes, content_type: str, content_digest: bytes
+) -> dt.datetime | None:
+    """Check contentType and messageDigest (RFC 5652 §5.3, §11); the signingTime."""
+    type_value = _single_value(attrs, _OID_CONTENT_TYPE, "contentType")
+    if type_value is None:
+        raise CMSError("the CMS signed attributes lack the contentType attribute")
+    if type_value.dotted != content_type:
+        raise CMSError("the contentType signed attribute does not match the content type")
+
+    digest_value = _single_value(attrs, _OID_MESSAGE_DIGEST, "messageDigest")
+    if digest_value is None:
+        raise CMSError("the CMS signed attributes lack the messageDigest attribute")
+    if not hmac.compare_digest(bytes(digest_value), content_digest):
+        raise CMSError("messageDigest does not match the content")
+
+    time_value = _single_value(attrs, _OID_SIGNING_TIME, "signingTime")
+    if time_value is None:
+        return None
+    when = time_value.native
+    if not isinstance(when, dt.datetime) or when.tzinfo is None:
+        raise CMSError("the signingTime signed attribute is not a valid time")
+    return when.astimezone(dt.UTC)
+
+
+def _signed_attrs_der(attrs: cms.CMSAttributes) -> bytes:
+    """The bytes the signature covers: the DER encoding of the attributes as a SET
+    (RFC 5652 §5.4), not the [0] IMPLICIT form they travel in. force=True re-encodes
+    BER (indefinite lengths, unsorted SET OF) as DER; asn1crypto sorts SET OF."""
+    encoded: bytes = attrs.dump(force=True)
+    if encoded[:1] != b"\xa0":
+        raise CMSError("the CMS signed attributes are not tagged [0]")
+    return b"\x31" + encoded[1:]
+
+
+def _check_signature(
+    signer: x509.Certificate,
+    algorithm: cms.SignedDigestAlgorithm,
+    digest_name: str,
+    signature: bytes,
+    signed_bytes: bytes,
+) -> None:
+    oid = algorithm["algorithm"].dotted
+    if oid in _WEAK_SIGNATURES:
+        raise CMSError(_WEAK_MESSAGE)
+    family, implied_hash = _SIGNATURES.get(oid, (None, None))
+    if family is None:
+        raise CMSError(
+            f"the CMS signature algorithm {algorithm['algorithm'].native} is not supported"
+        )
+    if implied_hash is not None and implied_hash != digest_name:
+        raise CMSError(
+            f"the signature algorithm uses {implied_hash} but the digest algorithm is {digest_name}"
+        )
+    params = algorithm["parameters"]
+    # Only RSA-PSS and (loosely) id-ecPublicKey carry parameters; others are absent or NULL.
+    takes_params = family == _PSS or (family == _ECDSA and implied_hash is None)
+    if not takes_params and not isinstance(params, core.Void | core.Null):
+        raise CMSError("the CMS signature algorithm has unexpected parameters")
+
+    try:
+        public_key = signer.public_key()
+    except ValueError as exc:
+        raise CMSError(f"the signer's public key cannot be read: {_one_line(exc)}") from exc
+    hash_cls = _HASHES[digest_name]
+    try:
+        if family == _RSA:
+            if not isinstance(public_key, rsa.RSAPublicKey):
+                raise CMSError("the signer's key is not an RSA key, but the signature is RSA")
+            public_key.verify(signature, signed_bytes, padding.PKCS1v15(), hash_cls())
+        elif family == _PSS:
+            if not isinstance(public_key, rsa.RSAPublicKey):
+                raise CMSError("the signer's key is not an RSA key, but the signature is RSA-PSS")
+            pss = _pss_padding(params, digest_name, public_key)
+            public_key.verify(signature, signed_bytes, pss, hash_cls())
+        else:
+            if not isinstance(public_key, ec.EllipticCurvePublicKey):
+                raise CMSError("the signer's key is not an EC key, but the signature is ECDSA")
+            public_key.verify(signature, signed_bytes, ec.ECDSA(hash_cls()))
+    except InvalidSignature as exc:
+        raise CMSError("the CMS signature does not verify") from exc
+
+
+def _pss_padding(
+    params: core.Asn1Value, digest_name: str, public_key: rsa.RSAPublicKey
+) -> padding.PSS:
+    """PSS padding from RSASSA-PSS-params (RFC 4055); absent fields take the
+    (SHA-1) defaults, which are refused."""
+    if isinstance(params, core.Void | core.Null):
+        raise CMSError(_WEAK_MESSAGE + " (RSA-PSS without parameters means SHA-1)")
+    pss_hash = _digest_name(params["hash_algorithm"]["algorithm"].dotted)
+    if pss_hash != digest_name:
+        raise CMSError(f"the RSA-PSS hash is {pss_hash} but the digest algorithm is {digest_name}")
+    mgf = params["mask_gen_algorithm"]
+    if mgf["algorithm"].dotted != _OID_MGF1:
+        raise CMSError("the RSA-PSS mask generation function is not MGF1")
+    mgf_hash = _digest_name(mgf["parameters"]["algorithm"].dotted)
+    salt_length = params["salt_length"].native
+    max_salt = (public_key.key_size + 6) // 8 - _HASHES[pss_hash].digest_size - 2
+    if not isinstance(salt_length, int) or not 0 <= salt_length <= max_salt:
+        raise CMSError(f"the RSA-PSS salt length {salt_length} is impossible for this key")
+    if params["trailer_field"].native != "trailer_field_bc":
+        raise CMSError("the RSA-PSS trailer field is not 1")
+    # An explicit salt length makes OpenSSL check it exactly, not just up to a maximum.
+    return padding.PSS(mgf=padding.MGF1(_HASHES[mgf_hash]()), salt_length=salt_length)
