@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.ci_policy",
     "tests.fixtures.softhsm",
     "tests.fixtures.postgres",
+    "tests.fixtures.smtp",
 ]
