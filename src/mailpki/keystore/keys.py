@@ -27,6 +27,10 @@ from mailpki.errors import InputError, KeyStoreError
 
 KeyType = Literal["rsa2048", "rsa3072", "rsa4096", "p256", "p384"]
 KEY_TYPES: tuple[str, ...] = get_args(KeyType)
+# What a key is generated for: CA keys sign; the Key Recovery Service's transport
+# key decrypts (RSA-OAEP). One key never does both (key separation).
+KeyUsage = Literal["sign", "decrypt"]
+KEY_USAGES: tuple[str, ...] = get_args(KeyUsage)
 # What `init --ca-key-type` offers for root and issuing CA (RSA-2048 is too small for a CA).
 CA_KEY_TYPES: tuple[str, ...] = ("rsa3072", "rsa4096", "p256", "p384")
 
@@ -80,6 +84,18 @@ def key_type_of(key: CAPrivateKey | rsa.RSAPublicKey | ec.EllipticCurvePublicKey
     raise InputError("only RSA and EC (P-256, P-384) keys are supported")
 
 
+def validate_usage(key_type: KeyType, usage: KeyUsage) -> KeyUsage:
+    """Return `usage` if keys of `key_type` can have it, else raise InputError."""
+    if usage not in KEY_USAGES:
+        raise InputError(f"unknown key usage {usage!r}: choose one of {', '.join(KEY_USAGES)}")
+    if usage == "decrypt" and key_type not in RSA_SIZES:
+        # Decryption here means RSA-OAEP; an EC key would need ECDH, which we do not do.
+        raise InputError(
+            f"a {key_type} key cannot be a decryption key: use rsa2048, rsa3072 or rsa4096"
+        )
+    return usage
+
+
 def validate_label(label: str) -> str:
     """Return `label` if it is a safe key label ([a-z0-9-]{1,64}), else raise InputError."""
     if not isinstance(label, str) or not _LABEL_RE.fullmatch(label):
@@ -93,8 +109,11 @@ def validate_label(label: str) -> str:
 class KeyStore(Protocol):
     """A place CA private keys are created in and loaded from, by label."""
 
-    def generate(self, label: str, key_type: KeyType) -> CAPrivateKey:
-        """Create a new key under `label`; KeyStoreError if the label is taken."""
+    def generate(self, label: str, key_type: KeyType, *, usage: KeyUsage = "sign") -> CAPrivateKey:
+        """Create a new key under `label`; KeyStoreError if the label is taken.
+
+        `usage="decrypt"` (RSA only, else InputError) makes an RSA-OAEP decryption key.
+        """
         ...
 
     def load(self, label: str) -> CAPrivateKey:
@@ -261,7 +280,10 @@ class FileKeyStore:
     def exists(self, label: str) -> bool:
         return self.path_for(label).is_file()
 
-    def generate(self, label: str, key_type: KeyType) -> CAPrivateKey:
+    def generate(self, label: str, key_type: KeyType, *, usage: KeyUsage = "sign") -> CAPrivateKey:
+        # A key in memory can do anything; usage is only checked, to fail here as
+        # the token store would, not later when the key is used.
+        validate_usage(key_type, usage)
         path = self.path_for(label)
         if path.exists():
             raise KeyStoreError(f"a key labelled {label!r} already exists in {self.directory}")

@@ -1,9 +1,10 @@
 """CA keys inside a PKCS#11 token (an HSM, or SoftHSM2 in tests).
 
-Keys are generated in the token as sensitive, non-extractable signing keys and
-never leave it. `load` returns an object that *is* an `rsa.RSAPrivateKey` /
+Keys are generated in the token as sensitive, non-extractable signing keys (or, for
+the Key Recovery Service's transport key, RSA decryption keys) and never leave it.
+`load` returns an object that *is* an `rsa.RSAPrivateKey` /
 `ec.EllipticCurvePrivateKey` to cryptography, so the x509 builders, CRLs and OCSP
-responses sign with it unchanged; only `sign()` goes to the token.
+responses sign with it unchanged; only `sign()` and `decrypt()` go to the token.
 
 PKCS#11 logs in per application and token, not per session: a second C_Login on
 the same token fails (USER_ALREADY_LOGGED_IN) and C_Logout from any session logs
@@ -34,7 +35,14 @@ from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11exc
 
 from mailpki.errors import KeyStoreError
-from mailpki.keystore.keys import EC_CURVES, RSA_SIZES, CAPrivateKey, validate_label
+from mailpki.keystore.keys import (
+    EC_CURVES,
+    RSA_SIZES,
+    CAPrivateKey,
+    KeyUsage,
+    validate_label,
+    validate_usage,
+)
 from mailpki.keystore.keys import KeyType as CAKeyType
 
 NOT_EXTRACTABLE = "keys in a PKCS#11 token are not extractable; back up the token instead"
@@ -50,6 +58,13 @@ _DIGEST_INFO: dict[str, bytes] = {
 }
 _HASH_MECH: dict[str, tuple[Mechanism, pkcs11.MGF]] = {
     "sha224": (Mechanism.SHA224, pkcs11.MGF.SHA224),
+    "sha256": (Mechanism.SHA256, pkcs11.MGF.SHA256),
+    "sha384": (Mechanism.SHA384, pkcs11.MGF.SHA384),
+    "sha512": (Mechanism.SHA512, pkcs11.MGF.SHA512),
+}
+# RSA-OAEP hash -> (CKA hashAlg, CKG_MGF1_*) for CK_RSA_PKCS_OAEP_PARAMS.
+_OAEP_HASH: dict[str, tuple[Mechanism, pkcs11.MGF]] = {
+    "sha1": (Mechanism.SHA_1, pkcs11.MGF.SHA1),
     "sha256": (Mechanism.SHA256, pkcs11.MGF.SHA256),
     "sha384": (Mechanism.SHA384, pkcs11.MGF.SHA384),
     "sha512": (Mechanism.SHA512, pkcs11.MGF.SHA512),
@@ -207,29 +222,43 @@ class PKCS11KeyStore:
             except p11exc.PKCS11Error as exc:
                 _fail(f"looking up key {label!r}", exc)
 
-    def generate(self, label: str, key_type: CAKeyType) -> CAPrivateKey:
+    def generate(
+        self, label: str, key_type: CAKeyType, *, usage: KeyUsage = "sign"
+    ) -> CAPrivateKey:
         validate_label(label)
+        validate_usage(key_type, usage)
         shared = self._session()
         # A random CKA_ID pairs the private and public objects independently of the
         # label, which operators may see (and tools may edit) in the token.
         key_id = secrets.token_bytes(16)
+        # One purpose per key: a decryption key cannot sign, a signing key cannot
+        # decrypt, so neither can be used as an oracle for the other operation.
+        decrypt = usage == "decrypt"
         private_template = {
             Attribute.TOKEN: True,
             Attribute.PRIVATE: True,
             Attribute.SENSITIVE: True,
             Attribute.EXTRACTABLE: False,
-            Attribute.SIGN: True,
-            Attribute.DECRYPT: False,
-            Attribute.UNWRAP: False,
+            Attribute.SIGN: not decrypt,
+            Attribute.DECRYPT: decrypt,
+            Attribute.UNWRAP: decrypt,
             Attribute.DERIVE: False,
         }
         public_template: dict[Attribute, Any] = {
             Attribute.TOKEN: True,
             Attribute.PRIVATE: False,
-            Attribute.VERIFY: True,
-            Attribute.ENCRYPT: False,
-            Attribute.WRAP: False,
+            Attribute.VERIFY: not decrypt,
+            Attribute.ENCRYPT: decrypt,
+            Attribute.WRAP: decrypt,
         }
+        capabilities = (
+            MechanismFlag.DECRYPT
+            | MechanismFlag.ENCRYPT
+            | MechanismFlag.UNWRAP
+            | MechanismFlag.WRAP
+            if decrypt
+            else MechanismFlag.SIGN | MechanismFlag.VERIFY
+        )
         with shared.lock:
             try:
                 if self._find(shared, ObjectClass.PRIVATE_KEY, label=label) is not None:
@@ -251,12 +280,12 @@ class PKCS11KeyStore:
                     id=key_id,
                     label=label,
                     store=True,
-                    capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+                    capabilities=capabilities,
                     public_template=public_template,
                     private_template=private_template,
                 )
             except p11exc.PKCS11Error as exc:
-                _fail(f"generating a {key_type} key {label!r}", exc)
+                _fail(f"generating a {key_type} {usage} key {label!r}", exc)
         return self.load(label)
 
     def load(self, label: str) -> CAPrivateKey:
@@ -275,7 +304,8 @@ class PKCS11KeyStore:
                     n = int.from_bytes(priv[Attribute.MODULUS], "big")
                     e = int.from_bytes(priv[Attribute.PUBLIC_EXPONENT], "big")
                     public = rsa.RSAPublicNumbers(e, n).public_key()
-                    return PKCS11RSAPrivateKey(shared, priv, label, public)
+                    can_decrypt = bool(priv[Attribute.DECRYPT])
+                    return PKCS11RSAPrivateKey(shared, priv, label, public, can_decrypt=can_decrypt)
                 if key_type == KeyType.EC:
                     public_ec = self._ec_public_key(shared, priv, label)
                     return PKCS11ECPrivateKey(shared, priv, label, public_ec)
@@ -400,6 +430,16 @@ def _digest(
     return h.finalize(), algorithm
 
 
+def _oaep_refused(hash_name: str, mgf_name: str) -> str:
+    # Seen with SoftHSM2 2.6: CKM_RSA_PKCS_OAEP works only with SHA-1 for both the
+    # OAEP hash and MGF1; anything else is CKR_ARGUMENTS_BAD.
+    if hash_name == mgf_name:
+        used = f"RSA-OAEP with {hash_name.upper().replace('SHA', 'SHA-')}"
+    else:
+        used = f"RSA-OAEP with {hash_name}/MGF1-{mgf_name}"
+    return f"the token refused {used}; SoftHSM2 supports only SHA-1: set the OAEP hash to sha1"
+
+
 def _in_token(what: str) -> NoReturn:
     raise KeyStoreError(f"cannot {what}: the private key lives in the PKCS#11 token")
 
@@ -419,6 +459,9 @@ class _TokenKey:
                 raise KeyStoreError(
                     f"cannot sign with key {self.label!r}: its PKCS#11 key store was closed"
                 )
+            # python-pkcs11 gives a key object sign() only if its CKA_SIGN is true.
+            if not hasattr(self._handle, "sign"):
+                raise KeyStoreError(f"cannot sign with key {self.label!r}: it is a decryption key")
             try:
                 result: bytes = self._handle.sign(data, mechanism=mechanism, mechanism_param=param)
             except p11exc.ArgumentsBad as exc:
@@ -449,13 +492,20 @@ class _TokenKey:
 
 
 class PKCS11RSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
-    """An RSA key in a token: signs there, refuses to reveal itself."""
+    """An RSA key in a token: signs (or RSA-OAEP decrypts) there, refuses to reveal itself."""
 
     def __init__(
-        self, shared: _SharedSession, handle: Any, label: str, public: rsa.RSAPublicKey
+        self,
+        shared: _SharedSession,
+        handle: Any,
+        label: str,
+        public: rsa.RSAPublicKey,
+        *,
+        can_decrypt: bool = False,
     ) -> None:
         super().__init__(shared, handle, label)
         self._public = public
+        self._can_decrypt = can_decrypt
 
     @property
     def key_size(self) -> int:
@@ -503,7 +553,56 @@ class PKCS11RSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
         raise ValueError("PSS salt length AUTO is only valid when verifying")
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
-        _in_token("decrypt (the CA key is a signing key)")
+        """RSA-OAEP (MGF1, no label) decryption in the token; KeyStoreError otherwise."""
+        if not self._can_decrypt:
+            _in_token(f"decrypt with key {self.label!r} (it is a signing key)")
+        if not isinstance(padding, rsa_padding.OAEP):
+            # PKCS#1 v1.5 decryption is a padding oracle (Bleichenbacher); nothing
+            # in mailpki needs it, so the token is never asked to do it.
+            raise KeyStoreError(
+                f"padding {padding.name} is not supported for token decryption: use RSA-OAEP"
+            )
+        mgf = padding.mgf
+        if not isinstance(mgf, rsa_padding.MGF1):
+            raise KeyStoreError("only MGF1 is supported for RSA-OAEP in the token")
+        hash_name = padding.algorithm.name
+        mgf_name = mgf._algorithm.name  # no public accessor in cryptography 50
+        if hash_name not in _OAEP_HASH or mgf_name not in _OAEP_HASH:
+            raise KeyStoreError(
+                f"RSA-OAEP with {hash_name}/MGF1-{mgf_name} is not supported in the token: "
+                "use SHA-1, SHA-256, SHA-384 or SHA-512"
+            )
+        if padding._label:  # no public accessor in cryptography 50
+            raise KeyStoreError("RSA-OAEP with a label is not supported for token decryption")
+        data = bytes(ciphertext)
+        if len(data) != (self.key_size + 7) // 8:
+            raise KeyStoreError(
+                f"the ciphertext is {len(data)} bytes; key {self.label!r} needs exactly "
+                f"{(self.key_size + 7) // 8}"
+            )
+        param = (_OAEP_HASH[hash_name][0], _OAEP_HASH[mgf_name][1], None)
+        shared = self._shared
+        with shared.lock:
+            if shared.closed:
+                raise KeyStoreError(
+                    f"cannot decrypt with key {self.label!r}: its PKCS#11 key store was closed"
+                )
+            try:
+                result: bytes = self._handle.decrypt(
+                    data, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param
+                )
+            except (p11exc.ArgumentsBad, p11exc.MechanismParamInvalid) as exc:
+                # The parameters are refused before any decryption, so saying why
+                # leaks nothing about the plaintext.
+                raise KeyStoreError(_oaep_refused(hash_name, mgf_name)) from exc
+            except p11exc.PKCS11Error as exc:
+                # One message for every failure of the decryption itself: telling
+                # the causes apart would help a padding-oracle attack (Manger).
+                raise KeyStoreError(
+                    f"RSA-OAEP decryption with key {self.label!r} failed in the token: "
+                    "the ciphertext is damaged or was not made for this key"
+                ) from exc
+        return result
 
     def private_numbers(self) -> rsa.RSAPrivateNumbers:
         _in_token("read the private numbers")

@@ -311,3 +311,24 @@ def test_read_passphrase_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("MAILPKI_TEST_PASS", "")
     with pytest.raises(KeyStoreError, match=r"MAILPKI_TEST_PASS.*empty"):
         read_passphrase(None, "MAILPKI_TEST_PASS")
+
+
+# -- key usage -----------------------------------------------------------------------
+
+
+def test_generate_decrypt_usage_needs_rsa(store: FileKeyStore) -> None:
+    with pytest.raises(InputError, match="p256 key cannot be a decryption key"):
+        store.generate("transport", "p256", usage="decrypt")
+    assert not store.exists("transport")
+
+
+def test_generate_decrypt_usage_rsa(store: FileKeyStore) -> None:
+    key = store.generate("transport", "rsa2048", usage="decrypt")
+    assert isinstance(key, rsa.RSAPrivateKey)
+    assert store.exists("transport")
+
+
+def test_generate_unknown_usage(store: FileKeyStore) -> None:
+    with pytest.raises(InputError, match="unknown key usage"):
+        store.generate("x", "rsa2048", usage="wrap")  # type: ignore[arg-type]
+    assert not store.exists("x")
