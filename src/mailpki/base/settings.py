@@ -1,0 +1,183 @@
+"""Settings files: TOML with a fixed, checked schema (instance and recovery service).
+
+Secrets never live in them: a setting only names the file or environment variable
+that holds one.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit
+
+import tomli_w
+
+from mailpki.base.files import write_atomically
+from mailpki.errors import ConfigError
+
+
+def text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if any(ord(c) < 32 for c in value):
+        raise ValueError("must not contain control characters")
+    return value.strip()
+
+
+def optional_text(value: str) -> str:
+    if any(ord(c) < 32 for c in value):
+        raise ValueError("must not contain control characters")
+    return value.strip()
+
+
+def http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    return value.rstrip("/")
+
+
+def optional_http_url(value: str) -> str:
+    if not value.strip():
+        return ""
+    url = http_url(value.strip())
+    if not url.startswith("http://"):
+        raise ValueError(
+            "must be http:// (relying parties fetch CRLs and CA certificates without TLS)"
+        )
+    return url
+
+
+def choice(*choices: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of: {', '.join(choices)}")
+        return value
+
+    return check
+
+
+def int_range(low: int, high: int) -> Callable[[str], int]:
+    def check(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return number
+
+    return check
+
+
+def database_url_setting(value: str) -> str:
+    if not (value.startswith("sqlite:///") or value.startswith("postgresql")):
+        raise ValueError("must be sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+
+
+class SettingsFile:
+    """A checked settings file; subclasses name the schema and the file."""
+
+    schema: ClassVar[dict[str, Setting]] = {}
+    file_name: ClassVar[str] = "config.toml"
+    missing_hint: ClassVar[str] = ""
+
+    def __init__(self, values: dict[str, Any], path: Path) -> None:
+        self._values = values
+        self.path = path
+
+    @property
+    def home(self) -> Path:
+        return self.path.parent
+
+    def get(self, key: str) -> Any:
+        if key not in self.schema:
+            raise ConfigError(f"unknown setting '{key}'; known: {', '.join(sorted(self.schema))}")
+        value = self._values.get(key, self.schema[key].default)
+        if value is None:
+            raise ConfigError(f"setting '{key}' is not set in {self.path}")
+        return value
+
+    def set(self, key: str, raw: str) -> Any:
+        """Check and set one value (not saved until save())."""
+        if key not in self.schema:
+            raise ConfigError(f"unknown setting '{key}'; known: {', '.join(sorted(self.schema))}")
+        try:
+            value = self.schema[key].parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"invalid value for '{key}': {exc}") from None
+        self._values[key] = value
+        return value
+
+    def items(self) -> list[tuple[str, Any, bool]]:
+        """(key, value, is_default) for every setting, sorted."""
+        return [
+            (key, self._values.get(key, self.schema[key].default), key not in self._values)
+            for key in sorted(self.schema)
+        ]
+
+    def path_of(self, key: str) -> Path:
+        """A path setting resolved against the home folder."""
+        path = Path(str(self.get(key)))
+        return path if path.is_absolute() else self.home / path
+
+    @property
+    def database_url(self) -> str:
+        url = str(self.get("database.url"))
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
+            return prefix + str((self.home / url[len(prefix) :]).resolve())
+        return url
+
+    def save(self) -> None:
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in sorted(self._values.items()):
+            section, name = key.split(".", 1)
+            nested.setdefault(section, {})[name] = value
+        write_atomically(self.path, tomli_w.dumps(nested).encode())
+
+    @classmethod
+    def create(cls, home: Path, values: dict[str, str]) -> Self:
+        config = cls({}, home / cls.file_name)
+        for key, raw in values.items():
+            config.set(key, raw)
+        return config
+
+    @classmethod
+    def load(cls, home: Path) -> Self:
+        path = home / cls.file_name
+        if not path.is_file():
+            raise ConfigError(
+                f"{cls.missing_hint or 'no settings'} at {home} (missing {cls.file_name})"
+            )
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        values: dict[str, Any] = {}
+        for section, table in raw.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: '{section}' must be a [section]")
+            for name, value in table.items():
+                key = f"{section}.{name}"
+                if key not in cls.schema:
+                    raise ConfigError(f"{path}: unknown setting '{key}'")
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                try:
+                    values[key] = cls.schema[key].parse(text)
+                except ValueError as exc:
+                    raise ConfigError(f"{path}: invalid value for '{key}': {exc}") from None
+        return cls(values, path)
