@@ -7,8 +7,8 @@ audit record cannot be written, the change does not happen.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -274,11 +274,20 @@ class CertificateAuthority:
         *,
         profile: str | None = None,
         actor: str,
+        within: Callable[[Session, x509.Certificate, str], None] | None = None,
+        extra_policy_oids: tuple[str, ...] = (),
     ) -> IssuedCertificate:
-        """The numbered steps of one issuance; any failure leaves no certificate."""
+        """The numbered steps of one issuance; any failure leaves no certificate.
+
+        `within(session, certificate, serial_hex)` runs inside the transaction that
+        stores the certificate: the Key Manager writes the key recovery block there,
+        so a certificate for a central key never exists without its escrow record.
+        """
         # 1. The profile and the key must be acceptable before anything is reserved.
         try:
             chosen = self.profile(profile)
+            if extra_policy_oids:  # e.g. an administrator's role (policy/roles.py)
+                chosen = replace(chosen, policy_oids=chosen.policy_oids + extra_policy_oids)
             check_public_key(chosen, public_key)
         except MailPKIError as exc:
             raise self._refuse(
@@ -335,6 +344,8 @@ class CertificateAuthority:
                     "not_after": record.not_after.isoformat(),
                 },
             )
+            if within is not None:
+                within(session, certificate, record.serial)
         if self._responder is not None:
             self._responder.invalidate(serial)  # it may have cached "unknown" for this serial
         return IssuedCertificate(certificate, record.serial, chosen.name, partition)
@@ -384,7 +395,15 @@ class CertificateAuthority:
 
     # -- revocation ---------------------------------------------------------------------
 
-    def revoke(self, serial: int, reason: x509.ReasonFlags, *, actor: str) -> CertificateInfo:
+    def revoke(
+        self,
+        serial: int,
+        reason: x509.ReasonFlags,
+        *,
+        actor: str,
+        within: Callable[[Session], None] | None = None,
+    ) -> CertificateInfo:
+        """Revoke; `within(session)` runs in the same transaction (e.g. the escrow state)."""
         serial_hex = to_hex(serial)
         now = datetime.now(UTC)
         with self.db.transaction() as session:
@@ -411,6 +430,8 @@ class CertificateAuthority:
                 actor=actor,
                 data={"serial": serial_hex, "reason": reason.name, "email": record.email},
             )
+            if within is not None:
+                within(session)
             info = CertificateInfo.from_record(record, now)
         if self._responder is not None:
             self._responder.invalidate(serial)

@@ -16,8 +16,8 @@ from mailpki.errors import InputError, MailPKIError
 from mailpki.instance.config import resolve_home
 from mailpki.instance.instance import Instance
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 MAX_INPUT_BYTES = 1024 * 1024
 
@@ -104,3 +104,12 @@ def print_json(data: Any) -> None:
     import json
 
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_password_file(path: Path, what: str = "password") -> bytes:
+    """A password from a file: the first line, without its line ending; never empty."""
+    data = read_input(path, f"{what}", 4096)
+    line = data.splitlines()[0] if data else b""
+    if not line.strip():
+        raise InputError(f"the {what} file {path} is empty")
+    return line

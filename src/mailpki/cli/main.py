@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mailpki import __version__
-from mailpki.cli import admin, ca
+from mailpki.cli import admin, ca, enroll, recovery, recovery_service
 from mailpki.cli.common import HomeOption, console, handle_errors, open_instance
 from mailpki.errors import InputError
 from mailpki.instance.bootstrap import InitOptions, PKCS11Options, initialise
@@ -26,6 +26,11 @@ app.add_typer(ca.app, name="ca")
 app.add_typer(admin.certs_app, name="certs")
 app.add_typer(admin.audit_app, name="audit")
 app.add_typer(admin.config_app, name="config")
+app.add_typer(recovery.admin_app, name="admin")
+app.add_typer(recovery.recovery_app, name="recovery")
+app.add_typer(recovery_service.service_app, name="recovery-service")
+recovery_service.register_connect(recovery.recovery_app)
+enroll.register(app)
 
 
 @app.callback(invoke_without_command=True)
@@ -69,9 +74,21 @@ def init(
     pkcs11_module: Annotated[Path | None, typer.Option("--pkcs11-module")] = None,
     pkcs11_token: Annotated[str | None, typer.Option("--pkcs11-token")] = None,
     pkcs11_pin_file: Annotated[Path | None, typer.Option("--pkcs11-pin-file")] = None,
+    recovery_oaep_hash: Annotated[
+        str,
+        typer.Option(
+            "--recovery-oaep-hash",
+            help="RSA-OAEP hash of key recovery blocks: sha256, or sha1 for SoftHSM2 2.6.",
+        ),
+    ] = "sha256",
+    alert_contact: Annotated[
+        list[str] | None,
+        typer.Option("--alert-contact", help="Who gets key recovery anomaly alerts (repeatable)."),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
-    """Create an instance: config, database, root + issuing CA, OCSP responder, audit key."""
+    """Create an instance: config, database, CA, OCSP responder, audit key, and an
+    embedded key recovery service in HOME/krs."""
     if ca_key_type not in CA_KEY_TYPES:
         raise InputError(f"--ca-key-type must be one of {', '.join(CA_KEY_TYPES)}")
     pkcs11 = None
@@ -82,6 +99,8 @@ def init(
         assert pkcs11_module and pkcs11_token and pkcs11_pin_file
         pkcs11 = PKCS11Options(pkcs11_module, pkcs11_token, pkcs11_pin_file)
     target = resolve_home(home)
+    if recovery_oaep_hash not in ("sha1", "sha256", "sha384", "sha512"):
+        raise InputError("--recovery-oaep-hash must be sha1, sha256, sha384 or sha512")
     with console.status("creating keys and CA certificates…"):
         result = initialise(
             target,
@@ -95,6 +114,8 @@ def init(
                 pkcs11=pkcs11,
                 passphrase_file=passphrase_file,
                 passphrase_env=passphrase_env,
+                recovery_oaep_hash=recovery_oaep_hash,
+                recovery_alert_contacts=tuple(alert_contact or ()),
             ),
             actor=cli_actor(),
         )

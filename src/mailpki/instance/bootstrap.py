@@ -11,6 +11,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mailpki.audit import genesis
+from mailpki.base.files import write_atomically
 from mailpki.ca.setup import AUDIT_KEY, create_hierarchy
 from mailpki.errors import InstanceError, MailPKIError
 from mailpki.instance.config import CONFIG_FILE, Config
@@ -20,8 +21,11 @@ from mailpki.instance.instance import (
     CA_FILES,
     KEYS_DIR,
     PROFILES_DIR,
+    RECOVERY_DIR,
+    TRANSPORT_KEY_FILE,
     Instance,
 )
+from mailpki.recovery.setup import ServiceOptions, init_service
 
 GENERATED_PASSPHRASE = "secrets/ca-passphrase"  # noqa: S105 - a path, not a secret
 
@@ -44,6 +48,9 @@ class InitOptions:
     pkcs11: PKCS11Options | None = None
     passphrase_file: Path | None = None
     passphrase_env: str | None = None
+    # The embedded key recovery service (HOME/krs): its OAEP hash and alert contacts.
+    recovery_oaep_hash: str = "sha256"
+    recovery_alert_contacts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ def _config_values(home: Path, options: InitOptions) -> tuple[dict[str, str], Pa
     # Certificates carry these URLs to every correspondent: a name under the mail
     # domain (pkilint refuses internal names such as localhost in CDP and AIA).
     values["web.base_url"] = options.base_url or f"http://pki.{options.domain}"
+    values["keymanager.pool_salt"] = secrets.token_hex(16)
+    values["recovery.oaep_hash"] = options.recovery_oaep_hash
     generated: Path | None = None
     if options.pkcs11:
         if not options.pkcs11.pin_file.is_file():
@@ -154,6 +163,7 @@ def initialise(home: Path, options: InitOptions, *, actor: str) -> InitResult:
             (home / CA_DIR / CA_FILES[name]).write_bytes(certificate.public_bytes(Encoding.PEM))
         (home / PROFILES_DIR).mkdir(exist_ok=True)
         list(instance.ca.generate_all_crls(actor=actor))
+        _create_embedded_recovery(instance, options, actor=actor)
         with db.transaction() as session:
             instance.audit.checkpoint(session)
         config.save()  # last: a config file means a complete instance
@@ -161,6 +171,39 @@ def initialise(home: Path, options: InitOptions, *, actor: str) -> InitResult:
     except BaseException:
         _undo(home, home_existed, existing, instance, created_keys)
         raise
+
+
+def _create_embedded_recovery(instance: Instance, options: InitOptions, *, actor: str) -> None:
+    """The embedded default: a Key Recovery Service with its own home, database and keys
+    inside this home, reached only through the recovery client; its public key is pinned."""
+    config = instance.config
+    settings = {
+        "transport.oaep_hash": options.recovery_oaep_hash,
+        "mail.sender": f"krs@{options.domain}",
+        "trust.role_oid_arc": str(config.get("admin.role_oid_arc")),
+    }
+    if options.recovery_alert_contacts:
+        settings["alerts.contacts"] = ",".join(options.recovery_alert_contacts)
+    if options.pkcs11:  # the same token, with the service's own labels
+        settings |= {
+            "keys.backend": "pkcs11",
+            "keys.pkcs11_module": str(options.pkcs11.module.resolve()),
+            "keys.pkcs11_token": options.pkcs11.token,
+            "keys.pkcs11_pin_file": str(options.pkcs11.pin_file.resolve()),
+        }
+    service = init_service(
+        config.path_of("recovery.home"),
+        ServiceOptions(trust_pem=instance.chain_pem(), settings=settings),
+        actor=actor,
+    )
+    try:
+        (instance.home / RECOVERY_DIR).mkdir(mode=0o755, exist_ok=True)
+        write_atomically(
+            instance.home / RECOVERY_DIR / TRANSPORT_KEY_FILE, service.transport_public_pem
+        )
+        config.set("recovery.service_id", service.service_id)
+    finally:
+        service.close()
 
 
 def _undo(

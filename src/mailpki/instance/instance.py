@@ -17,14 +17,20 @@ from mailpki.ca.settings import CASettings
 from mailpki.ca.setup import AUDIT_KEY
 from mailpki.errors import ConfigError, InstanceError
 from mailpki.instance.config import Config, pki_url_from
+from mailpki.keymanager.manager import KeyManager, PoolCipher
 from mailpki.keystore.keys import FileKeyStore, KeyStore, read_passphrase
+from mailpki.keystore.recovery_block import TransportKey
+from mailpki.notify.mail import MailSettings, mail_settings_from
 from mailpki.policy.profile import load_profile
+from mailpki.recovery.client import RecoveryClient, client_for
 from mailpki.store.db import Database
 
 CA_DIR = "ca"
 KEYS_DIR = "keys"
 PROFILES_DIR = "profiles"
 AUDIT_PUBLIC_KEY = "audit-key.pub.pem"
+RECOVERY_DIR = "recovery"
+TRANSPORT_KEY_FILE = "transport.pub.pem"
 CA_FILES = {"root": "root.pem", "issuing": "issuing.pem", "ocsp": "ocsp-responder.pem"}
 
 
@@ -119,6 +125,63 @@ class Instance:
             audit=self.audit,
         )
 
+    # -- key manager, recovery service, mail ---------------------------------------------
+
+    @cached_property
+    def recovery_client(self) -> RecoveryClient:
+        url = str(self.config.get("recovery.url"))
+        home = str(self.config.get("recovery.home"))
+        return client_for(url=url, home=self.config.path_of("recovery.home") if home else None)
+
+    @cached_property
+    def transport_key(self) -> TransportKey:
+        """The recovery service's public key as pinned at init/connect (never re-fetched)."""
+        path = self.home / RECOVERY_DIR / TRANSPORT_KEY_FILE
+        try:
+            pem = path.read_bytes()
+        except OSError:
+            raise ConfigError(
+                f"{self.home} has no key recovery service pinned ({path} is missing): run "
+                "'mailpki recovery connect' (keys cannot be delivered without escrow)"
+            ) from None
+        key = TransportKey.from_pem(pem, str(self.config.get("recovery.oaep_hash")))
+        pinned = str(self.config.get("recovery.service_id"))
+        if key.key_id != pinned:
+            raise ConfigError(
+                f"the pinned recovery key {path} does not match recovery.service_id; "
+                "someone replaced it: re-run 'mailpki recovery connect' after checking"
+            )
+        return key
+
+    @cached_property
+    def key_manager(self) -> KeyManager:
+        return KeyManager(
+            self.db,
+            self.transport_key,
+            pool_cipher=self._pool_cipher(),
+            delivery_lease=timedelta(
+                seconds=int(self.config.get("keymanager.delivery_lease_seconds"))
+            ),
+        )
+
+    def _pool_cipher(self) -> PoolCipher | None:
+        salt = str(self.config.get("keymanager.pool_salt"))
+        if not salt:
+            return None
+        if self.config.get("keys.backend") == "pkcs11":
+            secret = read_passphrase(self.config.path_of("keys.pkcs11_pin_file"), None)
+        else:
+            env = str(self.config.get("keys.passphrase_env")) or None
+            file = self.config.path_of("keys.passphrase_file") if not env else None
+            secret = read_passphrase(file, env)
+        return PoolCipher(secret, bytes.fromhex(salt))
+
+    @property
+    def mail_settings(self) -> MailSettings:
+        return mail_settings_from(
+            self.config, default_sender=f"pki@{self.config.get('instance.domain')}"
+        )
+
     # -- operations that belong to the instance itself ----------------------------------
 
     def audit_public_key(self) -> PublicKeyTypes:
@@ -166,6 +229,8 @@ class Instance:
     def close(self) -> None:
         if "db" in self.__dict__:
             self.db.dispose()
+        if "recovery_client" in self.__dict__:
+            self.recovery_client.close()
 
 
 def _plain(value: object) -> object:

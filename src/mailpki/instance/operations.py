@@ -28,6 +28,36 @@ class IssuedView:
     pem: bytes
 
 
+def person_for(
+    instance: Instance,
+    *,
+    name: str,
+    email: str,
+    profile: str | None,
+    organisation: str | None = None,
+    site: str | None = None,
+    given_name: str | None = None,
+    surname: str | None = None,
+) -> Person:
+    """The checked subscriber for `profile`, with the instance's organisation data."""
+    org_id = str(instance.config.get("instance.org_id")) or None
+    chosen = instance.ca.profile(profile)
+    if chosen.needs_organisation_identifier and org_id is None:
+        raise InputError(
+            f"profile {chosen.name} needs the organisation identifier (S/MIME BR 7.1.4.2.2): "
+            "set it with 'mailpki config set instance.org_id NTRGB-12345678' (your registration)"
+        )
+    return Person.from_untrusted(
+        name=name,
+        email=email,
+        organisation=organisation or str(instance.config.get("instance.org")),
+        site=site,
+        given_name=given_name,
+        surname=surname,
+        organisation_identifier=org_id,
+    )
+
+
 def issue_from_csr(
     instance: Instance,
     csr_data: bytes,
@@ -41,21 +71,15 @@ def issue_from_csr(
     given_name: str | None = None,
     surname: str | None = None,
 ) -> IssuedView:
-    org_id = str(instance.config.get("instance.org_id")) or None
-    chosen = instance.ca.profile(profile)
-    if chosen.needs_organisation_identifier and org_id is None:
-        raise InputError(
-            f"profile {chosen.name} needs the organisation identifier (S/MIME BR 7.1.4.2.2): "
-            "set it with 'mailpki config set instance.org_id NTRGB-12345678' (your registration)"
-        )
-    person = Person.from_untrusted(
+    person = person_for(
+        instance,
         name=name,
         email=email,
-        organisation=organisation or str(instance.config.get("instance.org")),
+        profile=profile,
+        organisation=organisation,
         site=site,
         given_name=given_name,
         surname=surname,
-        organisation_identifier=org_id,
     )
     issued = instance.ca.issue_from_csr(csr_data, person, profile=profile, actor=actor)
     cert = issued.certificate

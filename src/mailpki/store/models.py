@@ -243,6 +243,9 @@ class RecoveryAlert(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     rule: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The admin the rule counted ("*" for rules over everyone): one alert per rule,
+    # subject and window, so a confirmed alert does not fire again at once.
+    subject: Mapped[str] = mapped_column(String(320), nullable=False)
     detail: Mapped[str] = mapped_column(Text, nullable=False)
     request_id: Mapped[str] = mapped_column(String(32), nullable=False)
     contact: Mapped[str] = mapped_column(String(320), nullable=False)

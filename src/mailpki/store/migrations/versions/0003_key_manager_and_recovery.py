@@ -1,4 +1,4 @@
-"""key manager, outbox and key recovery service
+"""key manager and recovery
 
 Revision ID: 0003
 Revises: 0002
@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("rule", sa.String(length=64), nullable=False),
+        sa.Column("subject", sa.String(length=320), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("request_id", sa.String(length=32), nullable=False),
         sa.Column("contact", sa.String(length=320), nullable=False),

@@ -1,0 +1,329 @@
+"""`mailpki enroll`, `bulk-enroll`, `keys …` and `mail flush`: central keys, escrowed first."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from mailpki.cli.common import (
+    HomeOption,
+    console,
+    err_console,
+    handle_errors,
+    open_instance,
+    print_json,
+    read_input,
+    read_password_file,
+)
+from mailpki.errors import InputError
+from mailpki.instance.enrollments import (
+    MAX_CSV_BYTES,
+    bulk_enroll,
+    default_workers,
+    enroll_one,
+    fill_pool,
+    flush_mail,
+    read_people,
+    reconcile_deliveries,
+)
+from mailpki.instance.instance import cli_actor
+
+keys_app = typer.Typer(
+    help="The Key Manager: escrow records, delivery reconcile, key pool.", no_args_is_help=True
+)
+pool_app = typer.Typer(
+    help="Pre-generated, already escrowed keys for fast enrollment.", no_args_is_help=True
+)
+keys_app.add_typer(pool_app, name="pool")
+mail_app = typer.Typer(help="The outbox of notices to subscribers.", no_args_is_help=True)
+
+PasswordFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--password-file",
+        help="Read the PKCS#12 password from this file (else one is generated and printed once).",
+    ),
+]
+LegacyOption = Annotated[
+    bool,
+    typer.Option(
+        "--legacy-p12",
+        help="3DES/SHA-1 PKCS#12 for gpgsm 2.2 and old Outlook (default: PBES2/AES-256).",
+    ),
+]
+
+
+def _password(path: Path | None) -> bytes | None:
+    return None if path is None else read_password_file(path)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("enroll")(enroll)
+    app.command("bulk-enroll")(bulk)
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(mail_app, name="mail")
+
+
+@handle_errors
+def enroll(
+    email: Annotated[str, typer.Option("--email", help="The subscriber's mail address.")],
+    name: Annotated[str, typer.Option("--name", help="The subscriber's name.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the PKCS#12.")],
+    password_file: PasswordFileOption = None,
+    legacy_p12: LegacyOption = False,
+    dual_key: Annotated[
+        bool,
+        typer.Option(
+            "--dual-key",
+            help="Dual-key mode: a central, escrowed encryption key plus a signing certificate for --signing-csr.",
+        ),
+    ] = False,
+    signing_csr: Annotated[
+        Path | None,
+        typer.Option(
+            "--signing-csr", help="The user's own signing key's CSR (dual-key; never escrowed)."
+        ),
+    ] = None,
+    key_type: Annotated[
+        str | None, typer.Option("--key-type", help="rsa2048 (default), rsa3072 or p256.")
+    ] = None,
+    given_name: Annotated[str | None, typer.Option("--given-name")] = None,
+    surname: Annotated[str | None, typer.Option("--surname")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Generate a key centrally, escrow it, certify it and write the PKCS#12."""
+    if dual_key != (signing_csr is not None):
+        raise InputError("--dual-key and --signing-csr go together")
+    if not out.parent.is_dir():
+        raise InputError(f"the folder {out.parent} does not exist")
+    password = _password(password_file)
+    csr = read_input(signing_csr, "signing CSR") if signing_csr else None
+    instance = open_instance(home)
+    try:
+        outcome = enroll_one(
+            instance,
+            email=email,
+            name=name,
+            out=out,
+            actor=cli_actor(),
+            password=password,
+            legacy_p12=legacy_p12,
+            signing_csr=csr,
+            key_type=key_type,
+            given_name=given_name,
+            surname=surname,
+        )
+    finally:
+        instance.close()
+    console.print(
+        f"{outcome.email}: certificate {outcome.serial}, key escrowed, PKCS#12 written to {outcome.path}",
+        highlight=False,
+    )
+    if outcome.signing_certificate_path:
+        console.print(
+            f"signing certificate (your own key, not escrowed): {outcome.signing_certificate_path}",
+            highlight=False,
+        )
+    if outcome.generated_password:
+        console.print(
+            f"PKCS#12 password (shown once, not stored): {outcome.generated_password}",
+            highlight=False,
+        )
+
+
+@handle_errors
+def bulk(
+    input: Annotated[
+        Path,
+        typer.Option(
+            "--input", help="CSV with a header: email,name[,given_name,surname,key_type]."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the PKCS#12 files (one per person).")
+    ],
+    workers: Annotated[
+        int, typer.Option("--workers", help="Processes generating keys (default: CPU count).")
+    ] = 0,
+    password_file: PasswordFileOption = None,
+    legacy_p12: LegacyOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Enroll everyone in a CSV; prints email,serial,file,password as CSV (passwords once)."""
+    people = read_people(read_input(input, "CSV", MAX_CSV_BYTES))
+    password = _password(password_file)
+    count = workers if workers > 0 else default_workers()
+    instance = open_instance(home)
+    failed = 0
+    sys.stdout.write("email,serial,file,password\n")
+    try:
+        with Progress(
+            TextColumn("enrolling"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        ) as progress:
+            task = progress.add_task("enroll", total=len(people))
+            for item in bulk_enroll(
+                instance,
+                people,
+                out,
+                actor=cli_actor(),
+                workers=count,
+                password=password,
+                legacy_p12=legacy_p12,
+            ):
+                progress.advance(task)
+                if item.error:
+                    failed += 1
+                    err_console.print(
+                        f"line {item.line} ({item.email}): {item.error}",
+                        highlight=False,
+                        markup=False,
+                    )
+                    continue
+                sys.stdout.write(f"{item.email},{item.serial},{item.path},{item.password or ''}\n")
+                sys.stdout.flush()
+    finally:
+        instance.close()
+    err_console.print(f"{len(people) - failed} enrolled, {failed} failed", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@keys_app.command("list")
+@handle_errors
+def keys_list(
+    email: Annotated[str | None, typer.Option("--email")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Escrowed keys: serial, owner, key type, delivery state."""
+    instance = open_instance(home)
+    try:
+        with instance.db.session() as session:
+            rows = instance.key_manager.escrowed(session, email=email)
+    finally:
+        instance.close()
+    if as_json:
+        print_json(
+            [
+                {
+                    "serial": r.serial,
+                    "email": r.owner_email,
+                    "key_type": r.key_type,
+                    "state": r.state,
+                    "created_at": r.created_at.isoformat(),
+                    "delivered_at": r.delivered_at.isoformat() if r.delivered_at else None,
+                }
+                for r in rows
+            ]
+        )
+        return
+    for r in rows:
+        console.print(f"{r.serial}  {r.owner_email}  {r.key_type}  {r.state}", highlight=False)
+
+
+@keys_app.command("reconcile")
+@handle_errors
+def keys_reconcile(
+    all_pending: Annotated[
+        bool,
+        typer.Option(
+            "--all-pending",
+            help="Also records still within their delivery lease (only when no enrollment is running).",
+        ),
+    ] = False,
+    home: HomeOption = None,
+) -> None:
+    """Revoke certificates whose escrowed key was never delivered (crash, kill, lost client)."""
+    instance = open_instance(home)
+    try:
+        result = reconcile_deliveries(instance, actor=cli_actor(), all_pending=all_pending)
+    finally:
+        instance.close()
+    for serial in result.revoked:
+        console.print(f"revoked {serial} (key escrowed but never delivered)", highlight=False)
+    for error in result.errors:
+        err_console.print(error, highlight=False, markup=False)
+    console.print(f"{len(result.revoked)} revoked", highlight=False)
+    if result.errors:
+        raise typer.Exit(1)
+
+
+@pool_app.command("fill")
+@handle_errors
+def pool_fill(
+    size: Annotated[
+        int | None, typer.Option("--size", help="Target size (default keymanager.pool_size).")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Generate and escrow keys until the pool holds the target number."""
+    instance = open_instance(home)
+    try:
+        target = size if size is not None else int(instance.config.get("keymanager.pool_size"))
+        have = instance.key_manager.pool_size()
+        with Progress(
+            TextColumn("filling the key pool"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err_console,
+        ) as progress:
+            task = progress.add_task("pool", total=max(0, target - have))
+            added = fill_pool(
+                instance, target=target, progress=lambda n: progress.update(task, completed=n)
+            )
+    finally:
+        instance.close()
+    console.print(f"{added} keys added; the pool holds {have + added}", highlight=False)
+
+
+@pool_app.command("status")
+@handle_errors
+def pool_status(home: HomeOption = None) -> None:
+    """How many escrowed keys are ready."""
+    instance = open_instance(home)
+    try:
+        console.print(
+            f"{instance.key_manager.pool_size()} keys in the pool (target {instance.config.get('keymanager.pool_size')})",
+            highlight=False,
+        )
+    finally:
+        instance.close()
+
+
+@pool_app.command("clear")
+@handle_errors
+def pool_clear(home: HomeOption = None) -> None:
+    """Delete every pooled key (they were never delivered: nothing to revoke)."""
+    instance = open_instance(home)
+    try:
+        removed = instance.key_manager.clear_pool()
+    finally:
+        instance.close()
+    console.print(f"{removed} pooled keys deleted", highlight=False)
+
+
+@mail_app.command("flush")
+@handle_errors
+def mail_flush(home: HomeOption = None) -> None:
+    """Send queued notices now (they are sent after each enrollment; this retries)."""
+    instance = open_instance(home)
+    try:
+        report = flush_mail(instance)
+    finally:
+        instance.close()
+    if report is None:
+        raise InputError("the mail settings are incomplete; see 'mailpki config show' (mail.*)")
+    console.print(f"{report.sent} sent, {report.failed} failed", highlight=False)
+    for error in report.errors:
+        err_console.print(error, highlight=False, markup=False)
+    if report.failed:
+        raise typer.Exit(1)

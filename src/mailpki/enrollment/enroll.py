@@ -1,0 +1,245 @@
+"""One enrollment, step by step: key, escrow, certificate, PKCS#12, delivery.
+
+The order is the guarantee. The recovery block is written in the transaction that
+stores the certificate, and the PKCS#12 exists only after that commit; delivery then
+flips the escrow record from pending to delivered. A crash anywhere leaves one of:
+  - nothing (before the commit: no certificate, no block; a pooled key is just gone);
+  - a valid certificate with a pending block and no delivered key, which `reconcile`
+    revokes once its delivery lease has run out.
+There is never a delivered key without its escrow record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from sqlalchemy.orm import Session
+
+from mailpki.audit import AuditLog
+from mailpki.ca.authority import CertificateAuthority
+from mailpki.ca.csr import load_csr
+from mailpki.errors import InputError, MailPKIError
+from mailpki.keymanager.manager import KeyManager
+from mailpki.keymanager.pkcs12 import build_pkcs12, generate_password
+from mailpki.keystore.keys import KeyType
+from mailpki.notify.mail import queue
+from mailpki.policy.person import Person
+from mailpki.policy.profile import Profile
+
+DUAL_SIGNING_PROFILE = "sponsored-strict-signing"
+DUAL_ENCRYPTION_PROFILE = "sponsored-strict-encryption"
+# Steps, in order, named for the crash harness and for progress reports.
+STEPS = ("policy", "signing-cert", "key", "certified", "packaged", "handed-over", "delivered")
+
+
+@dataclass(frozen=True)
+class EnrollmentRequest:
+    person: Person
+    key_type: KeyType
+    profile: str | None = None
+    signing_csr: bytes | None = None  # dual-key: the user's own signing key, never escrowed
+    password: bytes | None = None  # None: generate one, shown once
+    legacy_p12: bool = False
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    serial: str
+    certificate: x509.Certificate
+    pkcs12: bytes
+    generated_password: str | None
+    signing_certificate: x509.Certificate | None
+    from_pool: bool
+
+
+class Enroller:
+    def __init__(
+        self,
+        *,
+        ca: CertificateAuthority,
+        keys: KeyManager,
+        audit: AuditLog,
+        chain: Sequence[x509.Certificate],
+        on_step: Callable[[str], None] | None = None,
+    ) -> None:
+        self.ca = ca
+        self.keys = keys
+        self.audit = audit
+        self.chain = list(chain)
+        self.on_step = on_step or (lambda step: None)
+
+    def enroll(
+        self, request: EnrollmentRequest, *, actor: str, hand_over: Callable[[bytes], None]
+    ) -> Enrolled:
+        """Run every step; `hand_over(pkcs12)` delivers it (writes the file, sends the
+        download). If it raises, the key is not delivered and the record stays pending."""
+        person = request.person
+        # 1. Policy: which profile shapes the central key's certificate.
+        profile = self.choose_profile(
+            profile=request.profile, dual_key=request.signing_csr is not None
+        )
+        if request.signing_csr is not None:
+            load_csr(request.signing_csr)  # refuse a bad CSR before anything is made
+        self.on_step("policy")
+        # 2. Dual key: the signing certificate, for the user's own key (not escrowed).
+        signing_cert = None
+        if request.signing_csr is not None:
+            signing_cert = self.ca.issue_from_csr(
+                request.signing_csr, person, profile=DUAL_SIGNING_PROFILE, actor=actor
+            ).certificate
+            self.on_step("signing-cert")
+        # 3. The key pair, already escrowed (pool) or escrowed now.
+        pair = self.keys.new_key_pair(request.key_type)
+        self.on_step("key")
+
+        # 4. Certificate + recovery block + escrow notice, in one transaction.
+        def record_escrow(session: Session, certificate: x509.Certificate, serial: str) -> None:
+            self.keys.record(session, pair.block, serial=serial, owner_email=person.email)
+            self.audit.append(
+                session,
+                "key.escrowed",
+                actor=actor,
+                data={
+                    "serial": serial,
+                    "email": person.email,
+                    "key_type": pair.block.key_type,
+                    "krs_key_id": pair.block.krs_key_id,
+                    "from_pool": pair.from_pool,
+                },
+            )
+            queue(
+                session,
+                kind="key.escrowed",
+                to=person.email,
+                subject="Your encryption key has been escrowed",
+                body=escrow_notice(person, serial),
+            )
+
+        issued = self.ca.issue_for_key(
+            pair.private_key.public_key(),
+            person,
+            profile=profile.name,
+            actor=actor,
+            within=record_escrow,
+        )
+        self.on_step("certified")
+        # 5. The PKCS#12, only now that the block is durably stored.
+        generated = None
+        password = request.password
+        if password is None:
+            generated = generate_password()
+            password = generated.encode()
+        pkcs12 = build_pkcs12(
+            pair.private_key,
+            issued.certificate,
+            self.chain,
+            password,
+            friendly_name=f"{person.name or person.email} (S/MIME {issued.serial})",
+            legacy=request.legacy_p12,
+            generated_password=generated is not None,
+        )
+        self.on_step("packaged")
+        # 6. Hand it over, then record the delivery.
+        hand_over(pkcs12)
+        self.on_step("handed-over")
+        with self.keys.db.transaction() as session:
+            self.keys.mark_delivered(session, issued.serial)
+            self.audit.append(
+                session,
+                "key.delivered",
+                actor=actor,
+                data={
+                    "serial": issued.serial,
+                    "email": person.email,
+                    "format": "legacy" if request.legacy_p12 else "modern",
+                },
+            )
+        self.on_step("delivered")
+        return Enrolled(
+            serial=issued.serial,
+            certificate=issued.certificate,
+            pkcs12=pkcs12,
+            generated_password=generated,
+            signing_certificate=signing_cert,
+            from_pool=pair.from_pool,
+        )
+
+    def choose_profile(self, *, profile: str | None, dual_key: bool) -> Profile:
+        """The profile of the central key's certificate (the encryption half in dual key)."""
+        if dual_key:
+            if profile not in (None, DUAL_ENCRYPTION_PROFILE):
+                raise InputError("dual-key mode uses the strict signing/encryption profiles")
+            chosen = self.ca.profile(DUAL_ENCRYPTION_PROFILE)
+        else:
+            chosen = self.ca.profile(profile)
+        if not chosen.encrypts:
+            raise InputError(
+                f"profile {chosen.name} certifies a signing-only key: a central key must "
+                "be able to decrypt (use a dual-use or encryption profile)"
+            )
+        return chosen
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    revoked: list[str]
+    errors: list[str]
+
+
+def reconcile(
+    ca: CertificateAuthority,
+    keys: KeyManager,
+    audit: AuditLog,
+    *,
+    actor: str,
+    all_pending: bool = False,
+) -> ReconcileResult:
+    """Revoke certificates whose key was escrowed but whose delivery never finished.
+
+    Only records past their delivery lease, unless `all_pending` (for when no
+    enrollment can be running, e.g. after a crash of the only node).
+    """
+    now = datetime.now(UTC)
+    cutoff = datetime.max.replace(tzinfo=UTC) if all_pending else now
+    with keys.db.session() as session:
+        serials = keys.undelivered(session, older_than=cutoff)
+    revoked: list[str] = []
+    errors: list[str] = []
+    for serial in serials:
+
+        def mark(session: Session, serial: str = serial) -> None:
+            keys.mark_revoked(session, serial)
+            audit.append(session, "key.undelivered", actor=actor, data={"serial": serial})
+
+        try:
+            ca.revoke(
+                int(serial, 16), x509.ReasonFlags.cessation_of_operation, actor=actor, within=mark
+            )
+            revoked.append(serial)
+        except MailPKIError as exc:
+            errors.append(f"{serial}: {exc}")
+    return ReconcileResult(revoked, errors)
+
+
+def escrow_notice(person: Person, serial: str) -> str:
+    return (
+        f"Hello {person.name or person.email},\n\n"
+        f"a new S/MIME certificate (serial {serial}) was issued for {person.email}.\n"
+        "Its private encryption key was generated centrally and a copy is held in escrow\n"
+        "by your organisation's key recovery service, so that mail encrypted to you can be\n"
+        "read if the key is lost. A recovery needs the signed request of an authorised\n"
+        "administrator and the approval of recovery officers; you will be told by mail\n"
+        "whenever your key is recovered (S/MIME Baseline Requirements 4.12.1).\n"
+    )
+
+
+def recovery_notice(email: str, serial: str, recovered_by: str, approved_by: Sequence[str]) -> str:
+    return (
+        f"Hello,\n\nthe escrowed private key of your S/MIME certificate {serial} ({email})\n"
+        f"was recovered on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by {recovered_by},\n"
+        f"approved by {', '.join(approved_by) or 'nobody'}.\n\n"
+        "If you did not expect this, contact your security team.\n"
+    )

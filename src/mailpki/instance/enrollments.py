@@ -1,0 +1,313 @@
+"""Enrollment use cases of an instance: one person, a CSV of people, reconcile, pool."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from mailpki.base.files import write_atomically
+from mailpki.enrollment.enroll import (
+    Enroller,
+    EnrollmentRequest,
+    ReconcileResult,
+    reconcile,
+)
+from mailpki.errors import InputError, MailPKIError
+from mailpki.instance.instance import Instance
+from mailpki.instance.operations import person_for
+from mailpki.keystore.keys import KeyType, parse_key_type
+from mailpki.notify.mail import DeliveryReport, deliver_pending
+
+MAX_CSV_BYTES = 50 * 1024 * 1024
+MAX_CSV_ROWS = 1_000_000
+CSV_COLUMNS = ("email", "name", "given_name", "surname", "key_type")
+
+
+def enroller(instance: Instance, on_step: Callable[[str], None] | None = None) -> Enroller:
+    return Enroller(
+        ca=instance.ca,
+        keys=instance.key_manager,
+        audit=instance.audit,
+        chain=[instance.hierarchy.issuing, instance.hierarchy.root],
+        on_step=on_step,
+    )
+
+
+@dataclass(frozen=True)
+class EnrollOutcome:
+    email: str
+    serial: str
+    path: Path
+    generated_password: str | None
+    signing_certificate_path: Path | None
+    from_pool: bool
+
+
+def enroll_one(
+    instance: Instance,
+    *,
+    email: str,
+    name: str,
+    out: Path,
+    actor: str,
+    password: bytes | None = None,
+    legacy_p12: bool = False,
+    signing_csr: bytes | None = None,
+    key_type: str | None = None,
+    given_name: str | None = None,
+    surname: str | None = None,
+    on_step: Callable[[str], None] | None = None,
+    send_mail: bool = True,
+) -> EnrollOutcome:
+    """Enroll one person and write the PKCS#12 to `out` (atomically, mode 600)."""
+    run = enroller(instance, on_step)
+    profile = run.choose_profile(profile=None, dual_key=signing_csr is not None)
+    person = person_for(
+        instance,
+        name=name,
+        email=email,
+        profile=profile.name,
+        given_name=given_name,
+        surname=surname,
+    )
+    request = EnrollmentRequest(
+        person=person,
+        key_type=parse_key_type(key_type or str(instance.config.get("keymanager.key_type"))),
+        profile=profile.name,
+        signing_csr=signing_csr,
+        password=password,
+        legacy_p12=legacy_p12,
+    )
+    if out.exists():
+        raise InputError(f"{out} exists; refusing to overwrite a PKCS#12")
+    enrolled = run.enroll(
+        request, actor=actor, hand_over=lambda data: write_atomically(out, data, private=True)
+    )
+    signing_path = None
+    if enrolled.signing_certificate is not None:
+        signing_path = out.with_name(out.stem + "-signing.pem")
+        write_atomically(signing_path, _pem(enrolled.signing_certificate))
+    if send_mail:
+        flush_mail(instance)
+    return EnrollOutcome(
+        email=person.email,
+        serial=enrolled.serial,
+        path=out,
+        generated_password=enrolled.generated_password,
+        signing_certificate_path=signing_path,
+        from_pool=enrolled.from_pool,
+    )
+
+
+def flush_mail(instance: Instance) -> DeliveryReport | None:
+    """Send queued notices now; a failure leaves them queued for 'mailpki mail flush'."""
+    try:
+        return deliver_pending(instance.db, instance.mail_settings)
+    except MailPKIError:
+        return None
+
+
+# -- bulk ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Person:
+    line: int
+    email: str
+    name: str
+    given_name: str | None
+    surname: str | None
+    key_type: str | None
+
+
+def read_people(data: bytes) -> list[Person]:
+    """Rows of a CSV with a header: email,name[,given_name,surname,key_type]."""
+    if len(data) > MAX_CSV_BYTES:
+        raise InputError(f"the CSV is larger than {MAX_CSV_BYTES // (1024 * 1024)} MB")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError("the CSV is not UTF-8") from None
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    if "email" not in header or "name" not in header:
+        raise InputError("the CSV needs a header line with at least 'email' and 'name'")
+    unknown = set(header) - set(CSV_COLUMNS)
+    if unknown:
+        raise InputError(
+            f"unknown CSV column(s): {', '.join(sorted(unknown))} (known: {', '.join(CSV_COLUMNS)})"
+        )
+    reader.fieldnames = header
+    people: list[Person] = []
+    seen: set[str] = set()
+    try:
+        for row in reader:
+            if len(people) >= MAX_CSV_ROWS:
+                raise InputError(f"the CSV has more than {MAX_CSV_ROWS} rows")
+            if None in row:
+                raise InputError(f"line {reader.line_num}: more fields than the header has")
+            email = (row.get("email") or "").strip().lower()
+            if not email and not any((v or "").strip() for v in row.values()):
+                continue  # blank line
+            if email in seen:
+                raise InputError(f"line {reader.line_num}: {email} appears twice")
+            seen.add(email)
+            key_type = (row.get("key_type") or "").strip() or None
+            if key_type is not None:
+                parse_key_type(key_type)
+            people.append(
+                Person(
+                    line=reader.line_num,
+                    email=email,
+                    name=(row.get("name") or "").strip(),
+                    given_name=(row.get("given_name") or "").strip() or None,
+                    surname=(row.get("surname") or "").strip() or None,
+                    key_type=key_type,
+                )
+            )
+    except csv.Error as exc:
+        raise InputError(f"the CSV is malformed near line {reader.line_num}: {exc}") from None
+    if not people:
+        raise InputError("the CSV has no people in it")
+    return people
+
+
+@dataclass(frozen=True)
+class BulkItem:
+    line: int
+    email: str
+    serial: str | None
+    path: str | None
+    password: str | None
+    error: str | None
+
+
+def p12_name(email: str) -> str:
+    """A safe file name for a mail address."""
+    return re.sub(r"[^A-Za-z0-9@._+-]", "_", email) + ".p12"
+
+
+_worker_instance: Instance | None = None
+
+
+def _init_worker(home: str) -> None:
+    global _worker_instance
+    _worker_instance = Instance.open(Path(home))
+
+
+def _enroll_in_worker(
+    person: Person, out_dir: str, password: bytes | None, legacy: bool, actor: str
+) -> BulkItem:
+    assert _worker_instance is not None
+    return _enroll_person(_worker_instance, person, Path(out_dir), password, legacy, actor)
+
+
+def _enroll_person(
+    instance: Instance,
+    person: Person,
+    out_dir: Path,
+    password: bytes | None,
+    legacy: bool,
+    actor: str,
+) -> BulkItem:
+    try:
+        outcome = enroll_one(
+            instance,
+            email=person.email,
+            name=person.name,
+            given_name=person.given_name,
+            surname=person.surname,
+            key_type=person.key_type,
+            out=out_dir / p12_name(person.email),
+            actor=actor,
+            password=password,
+            legacy_p12=legacy,
+            send_mail=False,
+        )
+    except MailPKIError as exc:
+        return BulkItem(person.line, person.email, None, None, None, str(exc))
+    return BulkItem(
+        person.line,
+        person.email,
+        outcome.serial,
+        str(outcome.path),
+        outcome.generated_password,
+        None,
+    )
+
+
+def bulk_enroll(
+    instance: Instance,
+    people: list[Person],
+    out_dir: Path,
+    *,
+    actor: str,
+    workers: int,
+    password: bytes | None = None,
+    legacy_p12: bool = False,
+) -> Iterator[BulkItem]:
+    """Enroll everyone, `workers` processes at a time (RSA key generation is CPU-bound);
+    yields each result as it completes. One person's failure does not stop the rest."""
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    taken = [p for p in people if (out_dir / p12_name(p.email)).exists()]
+    if taken:
+        raise InputError(
+            f"{out_dir} already holds {len(taken)} of these PKCS#12 files "
+            f"(e.g. {p12_name(taken[0].email)}); use an empty folder"
+        )
+    if workers <= 1:
+        for person in people:
+            yield _enroll_person(instance, person, out_dir, password, legacy_p12, actor)
+        flush_mail(instance)
+        return
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=_init_worker, initargs=(str(instance.home),)
+    ) as pool:
+        pending: set[Future[BulkItem]] = set()
+        queue = iter(people)
+        for person in queue:
+            pending.add(
+                pool.submit(_enroll_in_worker, person, str(out_dir), password, legacy_p12, actor)
+            )
+            if len(pending) >= workers * 4:  # keep memory flat for a million rows
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        for future in pending:
+            yield future.result()
+    flush_mail(instance)
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+# -- housekeeping -------------------------------------------------------------------------
+
+
+def reconcile_deliveries(instance: Instance, *, actor: str, all_pending: bool) -> ReconcileResult:
+    return reconcile(
+        instance.ca, instance.key_manager, instance.audit, actor=actor, all_pending=all_pending
+    )
+
+
+def fill_pool(
+    instance: Instance, *, target: int | None = None, progress: Callable[[int], None] | None = None
+) -> int:
+    key_type: KeyType = parse_key_type(str(instance.config.get("keymanager.key_type")))
+    size = int(instance.config.get("keymanager.pool_size")) if target is None else target
+    return instance.key_manager.fill_pool(key_type, size, progress=progress)
+
+
+def _pem(certificate: x509.Certificate) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return certificate.public_bytes(Encoding.PEM)

@@ -1,0 +1,378 @@
+"""The administrators' side of key recovery: admin certificates, signed messages to
+the Key Recovery Service, rebuilding the recovered key, and revoke-and-reissue.
+
+The service returns only an AES key, encrypted to the requesting admin's certificate;
+the PKCS#12 is rebuilt here from the recovery block in the instance's store.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import NameOID
+
+from mailpki.base.files import write_atomically
+from mailpki.cms.signed import sign
+from mailpki.enrollment.enroll import EnrollmentRequest, recovery_notice
+from mailpki.errors import InputError, MailPKIError, NotFoundError, RecoveryError
+from mailpki.instance.enrollments import enroller, flush_mail, p12_name
+from mailpki.instance.instance import Instance
+from mailpki.instance.operations import person_for
+from mailpki.keymanager.pkcs12 import LoadedPKCS12, build_pkcs12, generate_password, load_pkcs12
+from mailpki.keystore.keys import generate_private_key, parse_key_type
+from mailpki.keystore.recovery_block import oaep, open_block
+from mailpki.notify.mail import queue
+from mailpki.policy.roles import ADMIN_PROFILE, Role, role_oid
+from mailpki.recovery.admission import ocsp_nonce
+from mailpki.recovery.protocol import Action, Message, new_nonce
+from mailpki.recovery.service import parse_since
+
+
+@dataclass(frozen=True)
+class AdminCredential:
+    """An administrator's key and certificate, from the PKCS#12 `admin add` made."""
+
+    key: rsa.RSAPrivateKey
+    certificate: x509.Certificate
+
+    @classmethod
+    def from_pkcs12(cls, data: bytes, password: bytes) -> AdminCredential:
+        loaded: LoadedPKCS12 = load_pkcs12(data, password)
+        if not isinstance(loaded.key, rsa.RSAPrivateKey):
+            raise InputError("an administrator's PKCS#12 must hold an RSA key")
+        return cls(loaded.key, loaded.certificate)
+
+
+# -- admin certificates -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdminAdded:
+    serial: str
+    path: Path
+    generated_password: str | None
+
+
+def add_admin(
+    instance: Instance,
+    *,
+    name: str,
+    email: str,
+    role: Role,
+    out: Path,
+    password: bytes | None,
+    actor: str,
+) -> AdminAdded:
+    """Issue an administrator certificate with its role, as a PKCS#12.
+
+    The key is not escrowed: an admin key that other admins could recover would let
+    them act as that admin. A lost admin key is revoked and replaced instead.
+    """
+    if out.exists():
+        raise InputError(f"{out} exists; refusing to overwrite a PKCS#12")
+    person = person_for(instance, name=name, email=email, profile=ADMIN_PROFILE)
+    key = generate_private_key("rsa2048")
+    assert isinstance(key, rsa.RSAPrivateKey)
+    issued = instance.ca.issue_for_key(
+        key.public_key(),
+        person,
+        profile=ADMIN_PROFILE,
+        actor=actor,
+        extra_policy_oids=(role_oid(str(instance.config.get("admin.role_oid_arc")), role),),
+    )
+    generated = None
+    if password is None:
+        generated = generate_password()
+        password = generated.encode()
+    data = build_pkcs12(
+        key,
+        issued.certificate,
+        [instance.hierarchy.issuing, instance.hierarchy.root],
+        password,
+        friendly_name=f"{name} ({role})",
+        generated_password=generated is not None,
+    )
+    with instance.db.transaction() as session:
+        instance.audit.append(
+            session,
+            "admin.added",
+            actor=actor,
+            data={"serial": issued.serial, "email": person.email, "role": role},
+        )
+    write_atomically(out, data, private=True)
+    return AdminAdded(issued.serial, out, generated)
+
+
+# -- signed messages ----------------------------------------------------------------------
+
+
+def _service_id(instance: Instance) -> str:
+    return str(instance.config.get("recovery.service_id"))
+
+
+def signed_message(
+    instance: Instance, admin: AdminCredential, action: Action, body: dict[str, Any]
+) -> bytes:
+    """The message CMS-signed by `admin`, with a fresh OCSP response for its certificate."""
+    nonce = new_nonce()
+    request = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(admin.certificate, instance.hierarchy.issuing, hashes.SHA256())
+        .add_extension(x509.OCSPNonce(ocsp_nonce(nonce)), critical=False)
+        .build()
+    )
+    stapled = instance.ca.responder().respond(request.public_bytes(Encoding.DER))
+    message = Message(
+        action=action,
+        service=_service_id(instance),
+        nonce=nonce,
+        time=datetime.now(UTC),
+        ocsp=stapled,
+        body=body,
+    )
+    return sign(message.to_bytes(), admin.certificate, admin.key)
+
+
+def _send(
+    instance: Instance, admin: AdminCredential, action: Action, body: dict[str, Any]
+) -> dict[str, Any]:
+    return instance.recovery_client.send(signed_message(instance, admin, action, body))
+
+
+def request_recovery(
+    instance: Instance,
+    admin: AdminCredential,
+    *,
+    email: str,
+    serial: str | None,
+    reason: str,
+    actor: str,
+) -> dict[str, Any]:
+    with instance.db.session() as session:
+        found_serial, block = instance.key_manager.block_for(session, email=email, serial=serial)
+    target = instance.ca.certificate_der(int(found_serial, 16))
+    answer = _send(
+        instance,
+        admin,
+        "request",
+        {
+            "target_certificate": base64.b64encode(target).decode(),
+            "wrapped_key": base64.b64encode(block.wrapped_key).decode(),
+            "reason": reason,
+        },
+    )
+    _audit(instance, "recovery.requested", actor, admin, answer)
+    return answer
+
+
+def approve_recovery(
+    instance: Instance, admin: AdminCredential, request_id: str, *, actor: str
+) -> dict[str, Any]:
+    answer = _send(instance, admin, "approve", {"request_id": request_id})
+    _audit(instance, "recovery.approved", actor, admin, answer)
+    return answer
+
+
+@dataclass(frozen=True)
+class Recovered:
+    request_id: str
+    email: str
+    serial: str
+    pkcs12: bytes
+    generated_password: str | None
+    approved_by: list[str]
+
+
+def fetch_recovery(
+    instance: Instance,
+    admin: AdminCredential,
+    request_id: str,
+    *,
+    new_password: bytes | None,
+    actor: str,
+    legacy_p12: bool = False,
+) -> Recovered:
+    """Fetch an approved recovery and rebuild the user's PKCS#12 under a new password."""
+    answer = _send(instance, admin, "fetch", {"request_id": request_id})
+    try:
+        encrypted = base64.b64decode(str(answer["encrypted_key"]), validate=True)
+        serial = str(answer["target_serial"])
+        email = str(answer["target_email"])
+        approved_by = [str(x) for x in answer.get("approved_by", [])]
+    except (KeyError, ValueError):
+        raise RecoveryError("the recovery service's answer lacks the recovered key") from None
+    try:
+        aes_key = admin.key.decrypt(encrypted, oaep("sha256"))
+    except ValueError:
+        raise RecoveryError(
+            "the recovered key is not encrypted to this admin's certificate"
+        ) from None
+    certificate = x509.load_der_x509_certificate(instance.ca.certificate_der(int(serial, 16)))
+    with instance.db.session() as session:
+        _, block = instance.key_manager.block_for(session, email=email, serial=serial)
+    key = open_block(block, aes_key, certificate.public_key())  # EscrowError if tampered
+    generated = None
+    if new_password is None:
+        generated = generate_password()
+        new_password = generated.encode()
+    data = build_pkcs12(
+        key,
+        certificate,
+        [instance.hierarchy.issuing, instance.hierarchy.root],
+        new_password,
+        friendly_name=f"{email} (recovered S/MIME {serial})",
+        legacy=legacy_p12,
+        generated_password=generated is not None,
+    )
+    with instance.db.transaction() as session:
+        instance.audit.append(
+            session,
+            "key.recovered",
+            actor=actor,
+            data={
+                "request_id": request_id,
+                "serial": serial,
+                "email": email,
+                "recovered_by": _admin_email(admin),
+                "approved_by": approved_by,
+            },
+        )
+        queue(
+            session,
+            kind="key.recovered",
+            to=email,
+            subject="Your escrowed encryption key was recovered",
+            body=recovery_notice(email, serial, _admin_email(admin), approved_by),
+        )
+    flush_mail(instance)
+    return Recovered(request_id, email, serial, data, generated, approved_by)
+
+
+def list_requests(instance: Instance, admin: AdminCredential | None) -> list[dict[str, Any]]:
+    client = instance.recovery_client
+    if admin is None:
+        return client.local_service().requests()
+    return list(_send(instance, admin, "list", {})["requests"])
+
+
+def report(
+    instance: Instance,
+    admin: AdminCredential | None,
+    *,
+    recovered_by: str | None,
+    since: str | None,
+) -> list[dict[str, Any]]:
+    since_time = parse_since(since)  # InputError before anything is sent
+    client = instance.recovery_client
+    if admin is None:
+        return client.local_service().recoveries(admin=recovered_by, since=since_time)
+    body = {"admin": recovered_by, "since": since_time.isoformat() if since_time else None}
+    return list(_send(instance, admin, "report", body)["recoveries"])
+
+
+# -- revoke and reissue -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reissued:
+    email: str
+    old_serial: str
+    new_serial: str | None
+    path: Path | None
+    generated_password: str | None
+    error: str | None
+
+
+def reissue_recovered_by(
+    instance: Instance,
+    admin_email: str,
+    *,
+    out_dir: Path,
+    actor: str,
+    auditor: AdminCredential | None = None,
+    password: bytes | None = None,
+) -> list[Reissued]:
+    """Revoke (keyCompromise) every certificate whose key `admin_email` recovered and
+    enroll each person again with a new escrowed key."""
+    recoveries = report(instance, auditor, recovered_by=admin_email, since=None)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    results: list[Reissued] = []
+    done: set[str] = set()
+    for item in recoveries:
+        old = str(item["target_serial"])
+        if old in done:
+            continue
+        done.add(old)
+        results.append(_revoke_and_reissue(instance, old, out_dir, actor, password))
+    return results
+
+
+def _revoke_and_reissue(
+    instance: Instance, serial: str, out_dir: Path, actor: str, password: bytes | None
+) -> Reissued:
+    try:
+        info = instance.ca.get(int(serial, 16))
+        certificate = x509.load_der_x509_certificate(instance.ca.certificate_der(int(serial, 16)))
+        email = info.email or ""
+        if info.status != "revoked":
+            instance.ca.revoke(int(serial, 16), x509.ReasonFlags.key_compromise, actor=actor)
+        run = enroller(instance)
+        profile = instance.ca.profile(info.profile)
+        person = person_for(
+            instance,
+            name=_attribute(certificate, NameOID.COMMON_NAME) or email,
+            email=email,
+            profile=profile.name,
+            given_name=_attribute(certificate, NameOID.GIVEN_NAME),
+            surname=_attribute(certificate, NameOID.SURNAME),
+        )
+        key_type = parse_key_type(str(instance.config.get("keymanager.key_type")))
+        out = out_dir / p12_name(email).replace(".p12", f"-{datetime.now(UTC):%Y%m%d%H%M%S}.p12")
+        enrolled = run.enroll(
+            EnrollmentRequest(
+                person=person, key_type=key_type, profile=profile.name, password=password
+            ),
+            actor=actor,
+            hand_over=lambda data: write_atomically(out, data, private=True),
+        )
+    except MailPKIError as exc:
+        return Reissued("", serial, None, None, None, str(exc))
+    return Reissued(email, serial, enrolled.serial, out, enrolled.generated_password, None)
+
+
+def _attribute(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:
+    values = certificate.subject.get_attributes_for_oid(oid)
+    return str(values[0].value) if values else None
+
+
+def _admin_email(admin: AdminCredential) -> str:
+    try:
+        san = admin.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        return str(san.value.get_values_for_type(x509.RFC822Name)[0]).lower()
+    except (x509.ExtensionNotFound, IndexError):
+        raise NotFoundError("the admin certificate has no mail address") from None
+
+
+def _audit(
+    instance: Instance, event: str, actor: str, admin: AdminCredential, answer: dict[str, Any]
+) -> None:
+    with instance.db.transaction() as session:
+        instance.audit.append(
+            session,
+            event,
+            actor=actor,
+            data={
+                "request_id": answer.get("request_id"),
+                "admin": _admin_email(admin),
+                "state": answer.get("state"),
+            },
+        )

@@ -1,0 +1,713 @@
+"""The Key Recovery Service: the only component that can unwrap a recovery block.
+
+It has its own home, database, keys and audit log, and trusts the instance only
+through its CA certificates. A recovery is a saved request (Dogtag KRA's model):
+  1. a recovery admin sends a signed request with the user's certificate and the
+     wrapped key of its recovery block;
+  2. recovery officers, other than the requester, each send a signed approval;
+  3. once the quorum is met, the requester fetches: the anomaly rules run, then the
+     service unwraps the AES key (in the token, when the key is in one), checks it is
+     bound to the requested certificate, and returns it encrypted to the requester's
+     certificate. The user's private key never reaches the service.
+Every step, and every refusal, is a record in the service's own hash-chained log.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailpki.audit import AuditLog, VerifyReport, verify_log
+from mailpki.errors import (
+    ConfigError,
+    InputError,
+    KeyStoreError,
+    MailPKIError,
+    NotFoundError,
+    RecoveryRefused,
+)
+from mailpki.keystore.keys import FileKeyStore, KeyStore, read_passphrase
+from mailpki.keystore.recovery_block import oaep, spki_sha256, split_unwrapped
+from mailpki.notify.mail import (
+    DeliveryReport,
+    MailSettings,
+    deliver_pending,
+    mail_settings_from,
+    queue,
+)
+from mailpki.recovery.admission import Admission, Admitted, Trust, certificate_email
+from mailpki.recovery.anomaly import Counts, Thresholds, crossed
+from mailpki.recovery.config import ServiceConfig
+from mailpki.store.db import Database
+from mailpki.store.models import RecoveryAlert, RecoveryApprovalRecord, RecoveryRequestRecord
+
+TRANSPORT_KEY = "krs-transport"
+AUDIT_KEY = "krs-audit"
+TRANSPORT_PUBLIC = "transport.pub.pem"
+AUDIT_PUBLIC = "audit.pub.pem"
+KEYS_DIR = "keys"
+PENDING, APPROVED, RECOVERED = "pending", "approved", "recovered"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A handler's "no" after it made changes that must stay (alerts, holds)."""
+
+    message: str
+
+
+class RecoveryService:
+    def __init__(
+        self, config: ServiceConfig, *, clock: Callable[[], datetime] | None = None
+    ) -> None:
+        self.config = config
+        self.home = config.home
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    @classmethod
+    def open(cls, home: Path) -> RecoveryService:
+        service = cls(ServiceConfig.load(home))
+        if not (home / TRANSPORT_PUBLIC).is_file():
+            raise ConfigError(
+                f"{home} has no transport key; was 'recovery-service init' interrupted?"
+            )
+        return service
+
+    # -- parts --------------------------------------------------------------------------
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.config.database_url)
+
+    @cached_property
+    def keys(self) -> KeyStore:
+        if self.config.get("keys.backend") == "pkcs11":
+            from mailpki.keystore.pkcs11 import PKCS11KeyStore
+
+            module = str(self.config.get("keys.pkcs11_module"))
+            token = str(self.config.get("keys.pkcs11_token"))
+            if not (module and token and self.config.get("keys.pkcs11_pin_file")):
+                raise ConfigError(
+                    "keys.backend is pkcs11 but keys.pkcs11_module, keys.pkcs11_token or "
+                    "keys.pkcs11_pin_file is not set"
+                )
+            pin = read_passphrase(self.config.path_of("keys.pkcs11_pin_file"), None)
+            return PKCS11KeyStore(Path(module), token, pin)
+        env = str(self.config.get("keys.passphrase_env")) or None
+        file = self.config.path_of("keys.passphrase_file") if not env else None
+        return FileKeyStore(self.home / KEYS_DIR, read_passphrase(file, env))
+
+    @cached_property
+    def _transport_private(self) -> rsa.RSAPrivateKey:
+        key = self.keys.load(TRANSPORT_KEY)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise KeyStoreError("the transport key is not an RSA key")
+        return key
+
+    @cached_property
+    def transport_public_pem(self) -> bytes:
+        return (self.home / TRANSPORT_PUBLIC).read_bytes()
+
+    @cached_property
+    def service_id(self) -> str:
+        key = serialization.load_pem_public_key(self.transport_public_pem)
+        return spki_sha256(key)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(
+            signer=self.keys.load(AUDIT_KEY),
+            checkpoint_every=int(self.config.get("audit.checkpoint_every")),
+        )
+
+    @cached_property
+    def trust(self) -> Trust:
+        path = self.config.path_of("trust.ca_file")
+        try:
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the trusted CA file {path}: {exc.strerror}") from None
+        return Trust.from_pem(pem, str(self.config.get("trust.role_oid_arc")))
+
+    @cached_property
+    def admission(self) -> Admission:
+        return Admission(
+            self.trust,
+            service_id=self.service_id,
+            max_age=timedelta(seconds=int(self.config.get("recovery.message_max_age_seconds"))),
+        )
+
+    @property
+    def quorum(self) -> int:
+        return int(self.config.get("recovery.quorum"))
+
+    @property
+    def thresholds(self) -> Thresholds:
+        get = self.config.get
+        return Thresholds(
+            per_admin_hour=int(get("alerts.per_admin_hour")),
+            per_admin_day=int(get("alerts.per_admin_day")),
+            total_day=int(get("alerts.total_day")),
+            average_multiple=float(get("alerts.average_multiple")),
+            average_days=int(get("alerts.average_days")),
+            average_minimum=int(get("alerts.average_minimum")),
+        )
+
+    @property
+    def mail_settings(self) -> MailSettings:
+        return mail_settings_from(self.config, default_sender="krs@localhost.localdomain")
+
+    def info(self) -> dict[str, str]:
+        """What a Key Manager pins: the transport public key, its id and OAEP hash."""
+        return {
+            "service_id": self.service_id,
+            "name": str(self.config.get("service.name")),
+            "oaep_hash": str(self.config.get("transport.oaep_hash")),
+            "transport_key": self.transport_public_pem.decode(),
+        }
+
+    # -- the one entry point for signed messages ----------------------------------------
+
+    def handle(self, data: bytes) -> dict[str, Any]:
+        """Check a signed message and act on it; RecoveryRefused/InputError if refused."""
+        now = self._clock()
+        try:
+            admitted = self.admission.check(data, now=now)
+        except (RecoveryRefused, InputError) as exc:
+            self._audit_refusal(None, str(exc), now)
+            raise RecoveryRefused(str(exc)) from None
+        handler = {
+            "request": self._request,
+            "approve": self._approve,
+            "fetch": self._fetch,
+            "list": self._list,
+            "report": self._report,
+        }[admitted.message.action]
+        try:
+            with self.db.transaction() as session:
+                self.admission.remember_nonce(session, admitted, now)
+                result = handler(session, admitted, now)
+                if isinstance(result, Refusal):
+                    self._append_refusal(session, admitted, result.message)
+        except (RecoveryRefused, InputError, NotFoundError) as exc:
+            self._audit_refusal(admitted, str(exc), now)
+            raise RecoveryRefused(str(exc)) from None
+        if isinstance(result, Refusal):
+            self.deliver_mail()
+            raise RecoveryRefused(result.message)
+        return result
+
+    # -- actions ------------------------------------------------------------------------
+
+    def _request(self, session: Session, who: Admitted, now: datetime) -> dict[str, Any]:
+        if not isinstance(who.signer.public_key(), rsa.RSAPublicKey):
+            raise RecoveryRefused(
+                "recovery admins need an RSA certificate (the key is returned encrypted to it)"
+            )
+        try:
+            target = x509.load_der_x509_certificate(who.message.blob("target_certificate"))
+        except ValueError:
+            raise InputError("'target_certificate' is not a DER certificate") from None
+        self.trust.check_issued(target, None, "certificate to recover")
+        target_email = certificate_email(target)
+        wrapped = who.message.blob("wrapped_key")
+        if len(wrapped) != self._transport_key_bytes():
+            raise InputError("'wrapped_key' does not fit this service's transport key")
+        request_id = secrets.token_hex(16)
+        reason = (who.message.text("reason") or "").strip()
+        session.add(
+            RecoveryRequestRecord(
+                id=request_id,
+                state=PENDING,
+                requester_email=who.email,
+                requester_fingerprint=who.fingerprint,
+                requester_cert=who.signer.public_bytes(serialization.Encoding.DER),
+                target_email=target_email,
+                target_serial=format(target.serial_number, "X"),
+                target_cert=target.public_bytes(serialization.Encoding.DER),
+                wrapped_key=wrapped,
+                reason=reason,
+                created_at=now,
+                expires_at=now
+                + timedelta(hours=int(self.config.get("recovery.request_ttl_hours"))),
+            )
+        )
+        self.audit.append(
+            session,
+            "recovery.requested",
+            actor=who.email,
+            data={
+                "request_id": request_id,
+                "target_email": target_email,
+                "target_serial": format(target.serial_number, "X"),
+                "reason": reason,
+                "signer_fingerprint": who.fingerprint,
+            },
+        )
+        return {
+            "request_id": request_id,
+            "state": PENDING,
+            "approvals": 0,
+            "quorum": self.quorum,
+            "target_email": target_email,
+            "target_serial": format(target.serial_number, "X"),
+        }
+
+    def _load_request(
+        self, session: Session, request_id: str, now: datetime
+    ) -> RecoveryRequestRecord:
+        row = session.get(RecoveryRequestRecord, request_id, with_for_update=True)
+        if row is None:
+            raise NotFoundError(f"no recovery request {request_id}")
+        if row.state == RECOVERED:
+            raise RecoveryRefused(f"request {request_id} was already fetched")
+        if _utc(row.expires_at) < now:
+            raise RecoveryRefused(f"request {request_id} has expired; make a new request")
+        return row
+
+    def _approve(self, session: Session, who: Admitted, now: datetime) -> dict[str, Any]:
+        row = self._load_request(session, who.message.request_id, now)
+        if who.email == row.requester_email or hmac.compare_digest(
+            who.fingerprint, row.requester_fingerprint
+        ):
+            raise RecoveryRefused("the requester cannot approve its own request")
+        done = session.scalar(
+            select(RecoveryApprovalRecord).where(
+                RecoveryApprovalRecord.request_id == row.id,
+                RecoveryApprovalRecord.officer_email == who.email,
+            )
+        )
+        if done is not None:
+            raise RecoveryRefused(f"{who.email} has already approved request {row.id}")
+        session.add(
+            RecoveryApprovalRecord(
+                request_id=row.id,
+                officer_email=who.email,
+                officer_fingerprint=who.fingerprint,
+                approved_at=now,
+            )
+        )
+        session.flush()
+        count = self._approvals(session, row.id)
+        if count >= self.quorum:
+            row.state = APPROVED
+        self.audit.append(
+            session,
+            "recovery.approved",
+            actor=who.email,
+            data={
+                "request_id": row.id,
+                "approvals": count,
+                "quorum": self.quorum,
+                "target_email": row.target_email,
+                "target_serial": row.target_serial,
+            },
+        )
+        return {"request_id": row.id, "state": row.state, "approvals": count, "quorum": self.quorum}
+
+    def _fetch(self, session: Session, who: Admitted, now: datetime) -> dict[str, Any] | Refusal:
+        row = self._load_request(session, who.message.request_id, now)
+        if not hmac.compare_digest(who.fingerprint, row.requester_fingerprint):
+            raise RecoveryRefused("only the admin who made the request can fetch it")
+        count = self._approvals(session, row.id)
+        if count < self.quorum:
+            raise RecoveryRefused(
+                f"request {row.id} has {count} of the {self.quorum} approvals it needs"
+            )
+        # 1. Anomalies: a standing hold, or this recovery crossing a threshold.
+        held = self._open_hold(session)
+        if held is not None:
+            return Refusal(
+                f"recoveries are held until {held.contact} confirms alert {held.id} ({held.detail})"
+            )
+        alerts = self._raise_alerts(session, row, now)
+        if alerts and self.config.get("alerts.hold") == "true":
+            first = alerts[0]
+            return Refusal(
+                f"this recovery raised alert {first.id} ({first.detail}); it is held until "
+                f"{first.contact} confirms it"
+            )
+        # 2. Unwrap (inside the token when the key lives in one) and check the binding.
+        target = x509.load_der_x509_certificate(row.target_cert)
+        try:
+            plain = self._transport_private.decrypt(
+                row.wrapped_key, oaep(str(self.config.get("transport.oaep_hash")))
+            )
+        except ValueError:
+            raise RecoveryRefused(
+                "the wrapped key does not decrypt with this service's key"
+            ) from None
+        aes_key, bound_to = split_unwrapped(plain)
+        if not hmac.compare_digest(bound_to, spki_sha256(target.public_key())):
+            raise RecoveryRefused(
+                "the recovery block does not belong to the requested certificate (swapped block?)"
+            )
+        # 3. Return the AES key encrypted to the requester's certificate only.
+        requester = x509.load_der_x509_certificate(row.requester_cert).public_key()
+        if not isinstance(requester, rsa.RSAPublicKey):  # pragma: no cover - checked at request
+            raise RecoveryRefused("the requester's certificate is not RSA")
+        encrypted = requester.encrypt(aes_key, oaep("sha256"))
+        row.state = RECOVERED
+        row.recovered_at = now
+        approvers = self._approver_emails(session, row.id)
+        self.audit.append(
+            session,
+            "key.recovered",
+            actor=who.email,
+            data={
+                "request_id": row.id,
+                "target_email": row.target_email,
+                "target_serial": row.target_serial,
+                "approved_by": approvers,
+            },
+        )
+        return {
+            "request_id": row.id,
+            "target_email": row.target_email,
+            "target_serial": row.target_serial,
+            "encrypted_key": base64.b64encode(encrypted).decode(),
+            "approved_by": approvers,
+        }
+
+    def _list(self, session: Session, who: Admitted, now: datetime) -> dict[str, Any]:
+        self.audit.append(session, "recovery.listed", actor=who.email, data={})
+        return {"requests": self._requests(session)}
+
+    def _report(self, session: Session, who: Admitted, now: datetime) -> dict[str, Any]:
+        admin = who.message.text("admin")
+        since = _parse_since(who.message.text("since"))
+        self.audit.append(
+            session,
+            "recovery.reported",
+            actor=who.email,
+            data={"admin": admin, "since": who.message.text("since")},
+        )
+        return {"recoveries": self._recoveries(session, admin=admin, since=since)}
+
+    # -- local (in-process, same machine) queries: no signature, the files are the trust --
+
+    def requests(self) -> list[dict[str, Any]]:
+        with self.db.session() as session:
+            return self._requests(session)
+
+    def recoveries(
+        self, *, admin: str | None = None, since: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        with self.db.session() as session:
+            return self._recoveries(session, admin=admin, since=since)
+
+    def confirm_alert(self, alert_id: int, token: str, *, actor: str) -> None:
+        """The second contact confirms an alert with the token mailed to it; lifts its hold."""
+        now = self._clock()
+        with self.db.transaction() as session:
+            alert = session.get(RecoveryAlert, alert_id, with_for_update=True)
+            if alert is None:
+                raise NotFoundError(f"no alert {alert_id}")
+            given = hashlib.sha256(token.strip().encode()).hexdigest()
+            if not hmac.compare_digest(given, alert.token_sha256):
+                self.audit.append(
+                    session, "alert.confirmation_refused", actor=actor, data={"alert_id": alert_id}
+                )
+                refused = True
+            else:
+                refused = False
+                if alert.confirmed_at is None:
+                    alert.confirmed_at = now
+                    self.audit.append(
+                        session,
+                        "alert.confirmed",
+                        actor=actor,
+                        data={"alert_id": alert_id, "contact": alert.contact},
+                    )
+        if refused:
+            raise RecoveryRefused(f"wrong confirmation token for alert {alert_id}")
+
+    def alerts(self) -> list[dict[str, Any]]:
+        with self.db.session() as session:
+            rows = session.scalars(select(RecoveryAlert).order_by(RecoveryAlert.id))
+            return [
+                {
+                    "id": a.id,
+                    "created_at": _iso(a.created_at),
+                    "rule": a.rule,
+                    "subject": a.subject,
+                    "detail": a.detail,
+                    "request_id": a.request_id,
+                    "contact": a.contact,
+                    "holds": a.holds,
+                    "confirmed_at": _iso(a.confirmed_at),
+                }
+                for a in rows
+            ]
+
+    def set_config(self, key: str, value: str, *, actor: str) -> object:
+        """Change one setting; audited before the file is replaced."""
+        new = self.config.set(key, value)
+        with self.db.transaction() as session:
+            self.audit.append(
+                session, "config.changed", actor=actor, data={"key": key, "new": str(new)}
+            )
+            self.config.save()
+        return new
+
+    def verify_audit(self) -> VerifyReport:
+        key = serialization.load_pem_public_key((self.home / AUDIT_PUBLIC).read_bytes())
+        with self.db.session() as session:
+            return verify_log(session, key)
+
+    def deliver_mail(self) -> DeliveryReport | None:
+        """Send queued alerts now; a failure leaves them queued (and is in the report)."""
+        try:
+            return deliver_pending(self.db, self.mail_settings)
+        except MailPKIError:
+            return None
+
+    def close(self) -> None:
+        if "db" in self.__dict__:
+            self.db.dispose()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _transport_key_bytes(self) -> int:
+        key = serialization.load_pem_public_key(self.transport_public_pem)
+        assert isinstance(key, rsa.RSAPublicKey)
+        return key.key_size // 8
+
+    def _approvals(self, session: Session, request_id: str) -> int:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(RecoveryApprovalRecord)
+                .where(RecoveryApprovalRecord.request_id == request_id)
+            )
+            or 0
+        )
+
+    def _approver_emails(self, session: Session, request_id: str) -> list[str]:
+        return list(
+            session.scalars(
+                select(RecoveryApprovalRecord.officer_email)
+                .where(RecoveryApprovalRecord.request_id == request_id)
+                .order_by(RecoveryApprovalRecord.id)
+            )
+        )
+
+    def _open_hold(self, session: Session) -> RecoveryAlert | None:
+        return session.scalar(
+            select(RecoveryAlert)
+            .where(RecoveryAlert.holds.is_(True), RecoveryAlert.confirmed_at.is_(None))
+            .order_by(RecoveryAlert.id)
+            .limit(1)
+        )
+
+    def _counts(self, session: Session, admin: str, now: datetime) -> Counts:
+        def recovered(since: datetime, until: datetime, by: str | None = None) -> int:
+            query = (
+                select(func.count())
+                .select_from(RecoveryRequestRecord)
+                .where(
+                    RecoveryRequestRecord.recovered_at >= since,
+                    RecoveryRequestRecord.recovered_at < until,
+                )
+            )
+            if by is not None:
+                query = query.where(RecoveryRequestRecord.requester_email == by)
+            return int(session.scalar(query) or 0)
+
+        day = now - timedelta(days=1)
+        later = now + timedelta(seconds=1)
+        return Counts(
+            admin_hour=recovered(now - timedelta(hours=1), later, admin),
+            admin_day=recovered(day, later, admin),
+            total_day=recovered(day, later),
+            trailing_total=recovered(day - timedelta(days=self.thresholds.average_days), day),
+        )
+
+    def _raise_alerts(
+        self, session: Session, row: RecoveryRequestRecord, now: datetime
+    ) -> list[RecoveryAlert]:
+        found = crossed(self._counts(session, row.requester_email, now), self.thresholds)
+        raised: list[RecoveryAlert] = []
+        for rule, detail in found:
+            subject = row.requester_email if rule.startswith("per-admin") else "*"
+            window = timedelta(hours=1) if rule == "per-admin-hour" else timedelta(days=1)
+            recent = session.scalar(
+                select(RecoveryAlert.id)
+                .where(
+                    RecoveryAlert.rule == rule,
+                    RecoveryAlert.subject == subject,
+                    RecoveryAlert.created_at >= now - window,
+                )
+                .limit(1)
+            )
+            if recent is not None:
+                continue  # already alerted for this rule in this window
+            contact = self._contact_for(row.requester_email)
+            token = secrets.token_urlsafe(24)
+            alert = RecoveryAlert(
+                created_at=now,
+                rule=rule,
+                subject=subject,
+                detail=detail,
+                request_id=row.id,
+                contact=contact,
+                token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+                holds=self.config.get("alerts.hold") == "true",
+            )
+            session.add(alert)
+            session.flush()
+            queue(
+                session,
+                kind="recovery.alert",
+                to=contact,
+                subject=f"[{self.config.get('service.name')}] unusual key recoveries: alert {alert.id}",
+                body=_alert_body(alert, row, token, self.home),
+                now=now,
+            )
+            self.audit.append(
+                session,
+                "alert.raised",
+                actor="krs",
+                data={
+                    "alert_id": alert.id,
+                    "rule": rule,
+                    "subject": subject,
+                    "detail": detail,
+                    "request_id": row.id,
+                    "contact": contact,
+                    "holds": alert.holds,
+                },
+            )
+            raised.append(alert)
+        return raised
+
+    def _contact_for(self, requester: str) -> str:
+        contacts = [c for c in str(self.config.get("alerts.contacts")).split(",") if c]
+        for contact in contacts:
+            if contact != requester:
+                return contact
+        raise RecoveryRefused(
+            "an alert is due but no alert contact other than the requesting admin is "
+            "configured (alerts.contacts); recovery refused"
+        )
+
+    def _requests(self, session: Session) -> list[dict[str, Any]]:
+        rows = session.scalars(
+            select(RecoveryRequestRecord).order_by(RecoveryRequestRecord.created_at)
+        )
+        return [
+            {
+                "request_id": r.id,
+                "state": r.state,
+                "requester": r.requester_email,
+                "target_email": r.target_email,
+                "target_serial": r.target_serial,
+                "reason": r.reason,
+                "requested_at": _iso(r.created_at),
+                "expires_at": _iso(r.expires_at),
+                "recovered_at": _iso(r.recovered_at),
+                "approved_by": self._approver_emails(session, r.id),
+            }
+            for r in rows
+        ]
+
+    def _recoveries(
+        self, session: Session, *, admin: str | None, since: datetime | None
+    ) -> list[dict[str, Any]]:
+        query = select(RecoveryRequestRecord).where(RecoveryRequestRecord.state == RECOVERED)
+        if admin:
+            query = query.where(RecoveryRequestRecord.requester_email == admin.strip().lower())
+        if since is not None:
+            query = query.where(RecoveryRequestRecord.recovered_at >= since)
+        return [
+            {
+                "request_id": r.id,
+                "recovered_by": r.requester_email,
+                "target_email": r.target_email,
+                "target_serial": r.target_serial,
+                "reason": r.reason,
+                "requested_at": _iso(r.created_at),
+                "recovered_at": _iso(r.recovered_at),
+                "approved_by": self._approver_emails(session, r.id),
+            }
+            for r in session.scalars(query.order_by(RecoveryRequestRecord.recovered_at))
+        ]
+
+    def _append_refusal(self, session: Session, who: Admitted | None, reason: str) -> None:
+        self.audit.append(
+            session,
+            "recovery.refused",
+            actor=who.email if who else "unknown",
+            data={
+                "action": who.message.action if who else None,
+                "reason": reason[:500],
+                "request_id": who.message.body.get("request_id") if who else None,
+            },
+        )
+
+    def _audit_refusal(self, who: Admitted | None, reason: str, now: datetime) -> None:
+        with self.db.transaction() as session:
+            if who is not None:
+                try:
+                    with session.begin_nested():
+                        self.admission.remember_nonce(session, who, now)
+                except RecoveryRefused:
+                    pass  # already seen: the refusal is still recorded
+            self._append_refusal(session, who, reason)
+
+
+def _alert_body(alert: RecoveryAlert, row: RecoveryRequestRecord, token: str, home: Path) -> str:
+    return (
+        f"The key recovery service saw unusual activity.\n\n"
+        f"Rule:       {alert.rule}\n"
+        f"Detail:     {alert.detail}\n"
+        f"Admin:      {row.requester_email}\n"
+        f"Recovering: the key of {row.target_email} (certificate {row.target_serial})\n"
+        f"Request:    {row.id}\n\n"
+        + (
+            "Further recoveries are HELD until you confirm this alert.\n"
+            if alert.holds
+            else "Recoveries are not held.\n"
+        )
+        + "If this is expected, confirm it on the recovery service host:\n\n"
+        f"    mailpki recovery-service confirm --home {home} {alert.id} --token {token}\n\n"
+        "If it is not expected, do not confirm: suspend the admin and run\n"
+        f"'mailpki recovery reissue --recovered-by {row.requester_email}' on the CA.\n"
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else _utc(value).isoformat()
+
+
+def _parse_since(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"'since' {text[:40]!r} is not a date (YYYY-MM-DD) or ISO time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def parse_since(text: str | None) -> datetime | None:
+    """--since DATE for reports: YYYY-MM-DD or an ISO 8601 time (UTC if no offset)."""
+    return _parse_since(text)
