@@ -104,6 +104,19 @@ def audit_verify(
     """Exit 0 only if the audit log is intact (chain, checkpoints and signatures)."""
     instance = open_instance(home)
     report = instance.verify_audit()
+    recovery = instance.verify_recovery_audit()
+    if recovery is not None and not recovery.ok:
+        if not as_json:
+            for problem in recovery.problems:
+                err_console.print(
+                    f"[red]recovery {problem.kind}:[/] {problem.message}", highlight=False
+                )
+        if report.ok:
+            first = recovery.problems[0]
+            raise AuditIntegrityError(
+                f"recovery service audit log tampered: {len(recovery.problems)} problem(s), "
+                f"first: {first.message}"
+            )
     if as_json:
         print_json(
             {
@@ -111,6 +124,7 @@ def audit_verify(
                 "records": report.records,
                 "checkpoints": report.checkpoints,
                 "last_sealed_seq": report.last_sealed_seq,
+                "recovery_ok": None if recovery is None else recovery.ok,
                 "problems": [
                     {"seq": p.seq, "kind": p.kind, "message": p.message} for p in report.problems
                 ],
@@ -123,6 +137,12 @@ def audit_verify(
                 f"checkpoints, sealed up to record {report.last_sealed_seq}",
                 highlight=False,
             )
+            if recovery is not None:
+                console.print(
+                    f"recovery service audit log intact: {recovery.records} records, "
+                    f"{recovery.checkpoints} signed checkpoints",
+                    highlight=False,
+                )
         return
     if not as_json:
         for problem in report.problems:

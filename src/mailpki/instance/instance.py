@@ -195,6 +195,12 @@ class Instance:
         with self.db.session() as session:
             return verify_log(session, self.audit_public_key())
 
+    def verify_recovery_audit(self) -> VerifyReport | None:
+        """The embedded recovery service's own log; None when the service runs apart."""
+        if not self.recovery_client.is_local:
+            return None
+        return self.recovery_client.local_service().verify_audit()
+
     def set_config(self, key: str, value: str, *, actor: str) -> object:
         """Change one setting; the change is audited before the file is replaced."""
         old = {name: current for name, current, _ in self.config.items()}.get(key)

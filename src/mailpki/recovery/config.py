@@ -27,6 +27,12 @@ def mail_list(value: str) -> str:
     return ",".join(items)
 
 
+def choice_label(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]{1,32}", value):
+        raise ValueError("must be 1 to 32 characters from a-z and 0-9")
+    return value
+
+
 def positive_float(value: str) -> float:
     try:
         number = float(value)
@@ -59,6 +65,9 @@ SCHEMA: dict[str, Setting] = {
     "keys.pkcs11_module": Setting(optional_text, "", "PKCS#11 module path"),
     "keys.pkcs11_token": Setting(optional_text, "", "PKCS#11 token label"),
     "keys.pkcs11_pin_file": Setting(optional_text, "", "file holding the token PIN"),
+    "keys.label_prefix": Setting(
+        choice_label, "krs", "prefix of the key labels (several services can share a token)"
+    ),
     "transport.key_type": Setting(
         choice("rsa3072", "rsa4096"), "rsa3072", "RSA key that unwraps recovery blocks"
     ),

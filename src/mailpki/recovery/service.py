@@ -55,8 +55,6 @@ from mailpki.recovery.config import ServiceConfig
 from mailpki.store.db import Database
 from mailpki.store.models import RecoveryAlert, RecoveryApprovalRecord, RecoveryRequestRecord
 
-TRANSPORT_KEY = "krs-transport"
-AUDIT_KEY = "krs-audit"
 TRANSPORT_PUBLIC = "transport.pub.pem"
 AUDIT_PUBLIC = "audit.pub.pem"
 KEYS_DIR = "keys"
@@ -111,9 +109,17 @@ class RecoveryService:
         file = self.config.path_of("keys.passphrase_file") if not env else None
         return FileKeyStore(self.home / KEYS_DIR, read_passphrase(file, env))
 
+    @property
+    def transport_label(self) -> str:
+        return f"{self.config.get('keys.label_prefix')}-transport"
+
+    @property
+    def audit_label(self) -> str:
+        return f"{self.config.get('keys.label_prefix')}-audit"
+
     @cached_property
     def _transport_private(self) -> rsa.RSAPrivateKey:
-        key = self.keys.load(TRANSPORT_KEY)
+        key = self.keys.load(self.transport_label)
         if not isinstance(key, rsa.RSAPrivateKey):
             raise KeyStoreError("the transport key is not an RSA key")
         return key
@@ -130,7 +136,7 @@ class RecoveryService:
     @cached_property
     def audit(self) -> AuditLog:
         return AuditLog(
-            signer=self.keys.load(AUDIT_KEY),
+            signer=self.keys.load(self.audit_label),
             checkpoint_every=int(self.config.get("audit.checkpoint_every")),
         )
 
@@ -203,6 +209,7 @@ class RecoveryService:
                 result = handler(session, admitted, now)
                 if isinstance(result, Refusal):
                     self._append_refusal(session, admitted, result.message)
+                self.audit.checkpoint(session)  # every handled message is sealed at once
         except (RecoveryRefused, InputError, NotFoundError) as exc:
             self._audit_refusal(admitted, str(exc), now)
             raise RecoveryRefused(str(exc)) from None

@@ -19,10 +19,8 @@ from mailpki.keystore.recovery_block import oaep
 from mailpki.recovery.admission import Trust
 from mailpki.recovery.config import ServiceConfig
 from mailpki.recovery.service import (
-    AUDIT_KEY,
     AUDIT_PUBLIC,
     KEYS_DIR,
-    TRANSPORT_KEY,
     TRANSPORT_PUBLIC,
     RecoveryService,
 )
@@ -64,14 +62,14 @@ def init_service(home: Path, options: ServiceOptions, *, actor: str) -> Recovery
         made.append(config.path)
         service = RecoveryService(config)
         made.append(home / KEYS_DIR)
-        created_keys.append(TRANSPORT_KEY)
+        created_keys.append(service.transport_label)
         transport = service.keys.generate(
-            TRANSPORT_KEY,
+            service.transport_label,
             parse_key_type(str(config.get("transport.key_type"))),
             usage="decrypt",
         )
-        created_keys.append(AUDIT_KEY)
-        audit_key = service.keys.generate(AUDIT_KEY, "p256")
+        created_keys.append(service.audit_label)
+        audit_key = service.keys.generate(service.audit_label, "p256")
         _self_test(transport, str(config.get("transport.oaep_hash")))
         for name, key in ((TRANSPORT_PUBLIC, transport), (AUDIT_PUBLIC, audit_key)):
             write_atomically(
