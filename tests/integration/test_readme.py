@@ -12,11 +12,11 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def walkthrough() -> list[str]:
+def walkthrough(heading: str = "## A first CA in five minutes") -> list[str]:
     text = README.read_text()
-    section = text.split("## A first CA in five minutes", 1)[1]
+    section = text.split(heading, 1)[1]
     block = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert block, "the README lost its walk-through"
+    assert block, f"the README lost its walk-through under {heading!r}"
     joined = block.group(1).replace("\\\n", " ")
     return [line.split("  #", 1)[0].strip() for line in joined.splitlines() if line.strip()]
 
@@ -25,7 +25,7 @@ def test_readme_walkthrough_runs(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("MAILPKI_HOME", None)
     ran = 0
-    for line in walkthrough():
+    for line in walkthrough() + walkthrough("## Keys, escrow and recovery"):
         if line.startswith("mailpki serve"):
             continue  # runs until stopped; test_serve_ocsp covers the server
         if "SERIAL" in line:
@@ -45,5 +45,7 @@ def test_readme_walkthrough_runs(tmp_path: Path) -> None:
             f"README line failed: {line}\n{result.stdout}\n{result.stderr}"
         )
         ran += 1
-    assert ran >= 10
+    assert ran >= 25
     assert (tmp_path / "cdp" / "issuing.crl").exists()
+    assert (tmp_path / "bob-recovered.p12").exists()
+    assert len(list((tmp_path / "reissued").glob("*.p12"))) == 1

@@ -158,16 +158,14 @@ class Instance:
         return KeyManager(
             self.db,
             self.transport_key,
-            pool_cipher=self._pool_cipher(),
+            pool_cipher=self._pool_cipher if self.config.get("keymanager.pool_salt") else None,
             delivery_lease=timedelta(
                 seconds=int(self.config.get("keymanager.delivery_lease_seconds"))
             ),
         )
 
-    def _pool_cipher(self) -> PoolCipher | None:
+    def _pool_cipher(self) -> PoolCipher:
         salt = str(self.config.get("keymanager.pool_salt"))
-        if not salt:
-            return None
         if self.config.get("keys.backend") == "pkcs11":
             secret = read_passphrase(self.config.path_of("keys.pkcs11_pin_file"), None)
         else:

@@ -104,13 +104,27 @@ class KeyManager:
         db: Database,
         transport: TransportKey,
         *,
-        pool_cipher: PoolCipher | None = None,
+        pool_cipher: Callable[[], PoolCipher] | None = None,
         delivery_lease: timedelta = timedelta(minutes=10),
     ) -> None:
         self.db = db
         self.transport = transport
-        self.pool_cipher = pool_cipher
+        # Deriving the pool key costs a PBKDF2 run: only when the pool is used.
+        self._pool_cipher_factory = pool_cipher
+        self._pool_cipher: PoolCipher | None = None
         self.delivery_lease = delivery_lease
+
+    @property
+    def has_pool(self) -> bool:
+        return self._pool_cipher_factory is not None
+
+    @property
+    def pool_cipher(self) -> PoolCipher:
+        if self._pool_cipher_factory is None:
+            raise EscrowError("this Key Manager has no pool key; the pool is off")
+        if self._pool_cipher is None:
+            self._pool_cipher = self._pool_cipher_factory()
+        return self._pool_cipher
 
     # -- keys ---------------------------------------------------------------------------
 
@@ -221,13 +235,12 @@ class KeyManager:
 
     def make_pooled(self, key_type: KeyType) -> PooledKey:
         """One fresh key pair, escrowed and encrypted for the pool (not yet stored)."""
-        if self.pool_cipher is None:
-            raise EscrowError("this Key Manager has no pool key; the pool is off")
+        cipher = self.pool_cipher
         key = generate_private_key(key_type)
         if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):  # pragma: no cover
             raise EscrowError("unsupported key type")
         block = seal(key, key_type, self.transport)
-        local_nonce, local_ciphertext = self.pool_cipher.encrypt(key, block.spki_sha256)
+        local_nonce, local_ciphertext = cipher.encrypt(key, block.spki_sha256)
         return PooledKey(
             key_type=key_type,
             spki_sha256=block.spki_sha256,
@@ -267,7 +280,7 @@ class KeyManager:
         If this process dies before the certificate is stored, the claimed key is simply
         gone: it was never delivered, so there is nothing to revoke.
         """
-        if self.pool_cipher is None:
+        if not self.has_pool:
             return None
         for _ in range(5):  # another process may claim the same row first
             with self.db.transaction() as session:
