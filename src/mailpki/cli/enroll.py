@@ -26,11 +26,11 @@ from mailpki.instance.enrollments import (
     default_workers,
     enroll_one,
     fill_pool,
-    flush_mail,
     read_people,
     reconcile_deliveries,
 )
 from mailpki.instance.instance import cli_actor
+from mailpki.notify.mail import deliver_pending
 
 keys_app = typer.Typer(
     help="The Key Manager: escrow records, delivery reconcile, key pool.", no_args_is_help=True
@@ -317,11 +317,9 @@ def mail_flush(home: HomeOption = None) -> None:
     """Send queued notices now (they are sent after each enrollment; this retries)."""
     instance = open_instance(home)
     try:
-        report = flush_mail(instance)
+        report = deliver_pending(instance.db, instance.mail_settings)
     finally:
         instance.close()
-    if report is None:
-        raise InputError("the mail settings are incomplete; see 'mailpki config show' (mail.*)")
     console.print(f"{report.sent} sent, {report.failed} failed", highlight=False)
     for error in report.errors:
         err_console.print(error, highlight=False, markup=False)

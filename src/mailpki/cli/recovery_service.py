@@ -64,6 +64,13 @@ def service_init(
         str | None,
         typer.Option("--role-oid-arc", help="Same as the instance's admin.role_oid_arc."),
     ] = None,
+    label_prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--label-prefix",
+            help="Prefix of the key labels (default krs); distinct per service sharing a token.",
+        ),
+    ] = None,
 ) -> None:
     """Create a recovery service: transport key (file or token), audit key, database."""
     settings: dict[str, str] = {"recovery.quorum": str(quorum), "transport.oaep_hash": oaep_hash}
@@ -75,6 +82,8 @@ def service_init(
         settings["keys.passphrase_file"] = str(passphrase_file.resolve())
     if role_oid_arc:
         settings["trust.role_oid_arc"] = role_oid_arc
+    if label_prefix is not None:
+        settings["keys.label_prefix"] = label_prefix
     given = [pkcs11_module, pkcs11_token, pkcs11_pin_file]
     if any(given):
         if not all(given):
@@ -218,11 +227,10 @@ def register_connect(recovery_app: typer.Typer) -> None:
         home: Annotated[Path | None, typer.Option("--home")] = None,
     ) -> None:
         """Use a recovery service that runs apart: fetch, check and pin its transport key."""
+        service_id = service_id.strip().lower()
         instance = open_instance(home)
         try:
-            connect_remote(
-                instance, url=url, service_id=service_id.strip().lower(), actor=cli_actor()
-            )
+            connect_remote(instance, url=url, service_id=service_id, actor=cli_actor())
         finally:
             instance.close()
         console.print(

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -136,6 +137,9 @@ class Admission:
 
     def remember_nonce(self, session: Session, admitted: Admitted, now: datetime) -> None:
         """Store the nonce in the caller's transaction; a replay fails here."""
+        # Nonces older than twice the window can never be replayed (the time check
+        # refuses them first): forget them so the table stays small.
+        session.execute(delete(SeenNonce).where(SeenNonce.seen_at < now - 2 * self.max_age))
         session.add(SeenNonce(nonce=admitted.message.nonce, seen_at=now))
         try:
             session.flush()

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from mailpki.audit import AuditLog, VerifyReport, verify_log
 from mailpki.errors import (
     ConfigError,
+    EscrowError,
     InputError,
     KeyStoreError,
     MailPKIError,
@@ -210,7 +211,7 @@ class RecoveryService:
                 if isinstance(result, Refusal):
                     self._append_refusal(session, admitted, result.message)
                 self.audit.checkpoint(session)  # every handled message is sealed at once
-        except (RecoveryRefused, InputError, NotFoundError) as exc:
+        except (RecoveryRefused, InputError, NotFoundError, EscrowError) as exc:
             self._audit_refusal(admitted, str(exc), now)
             raise RecoveryRefused(str(exc)) from None
         if isinstance(result, Refusal):

@@ -15,8 +15,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mailpki.ca.settings import FULL_CRL, ROOT_CRL, crl_scope
 from mailpki.errors import MailPKIError
+from mailpki.instance.housekeeping import Housekeeping
 from mailpki.instance.instance import Instance
-from mailpki.instance.pool_refill import PoolRefiller
 from mailpki.web.pki import create_pki_app
 
 HOME_ENV = "MAILPKI_HOME"
@@ -98,7 +98,7 @@ class InstancePKISource:
 def create_app(home: Path) -> Starlette:
     instance = Instance.open(home)
     app = create_pki_app(InstancePKISource(instance), blocking_source=True, inline_ocsp=True)
-    PoolRefiller(instance).start()  # a daemon thread: it ends with the process
+    Housekeeping(instance).start()  # a daemon thread: it ends with the process
     return app
 
 

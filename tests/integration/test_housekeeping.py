@@ -1,0 +1,85 @@
+"""The server's housekeeping: lost deliveries revoked, queued mail sent, pool refilled."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from mailpki.errors import MailPKIError
+from mailpki.instance.enrollments import enroll_one
+from mailpki.instance.housekeeping import Housekeeping
+from mailpki.instance.instance import Instance
+from mailpki.store.models import CertificateRecord, EscrowedKey, OutboxMessage
+from tests.integration.cli_helpers import mailpki
+
+
+class DeliveryLost(MailPKIError):
+    pass
+
+
+def test_housekeeping_revokes_lost_deliveries_sends_mail_and_fills_pool(
+    home: Path, tmp_path: Path
+) -> None:
+    for key, value in (("keymanager.key_type", "p256"), ("keymanager.pool_size", "3")):
+        assert mailpki("config", "set", "--home", home, key, value).code == 0
+    instance = Instance.open(home)
+    try:
+        # A delivery that fails after the escrow commit: the record stays pending.
+        def lose(step: str) -> None:
+            if step == "packaged":
+                raise DeliveryLost("the download was interrupted")
+
+        with pytest.raises(DeliveryLost):
+            enroll_one(
+                instance,
+                email="lost@example.com",
+                name="Lost Download",
+                out=tmp_path / "lost.p12",
+                actor="test",
+                on_step=lose,
+            )
+        assert not (tmp_path / "lost.p12").exists()
+        with instance.db.session() as session:
+            row = session.scalar(
+                select(EscrowedKey).where(EscrowedKey.owner_email == "lost@example.com")
+            )
+            assert row is not None and row.state == "pending"
+            serial = row.serial
+
+        chores = Housekeeping(instance)
+        chores.run_once()  # still within its lease: left alone
+        with instance.db.session() as session:
+            assert (
+                session.scalar(select(EscrowedKey.state).where(EscrowedKey.serial == serial))
+                == "pending"
+            )
+
+        with instance.db.transaction() as session:  # the lease runs out
+            session.execute(
+                update(EscrowedKey)
+                .where(EscrowedKey.serial == serial)
+                .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
+            )
+        chores.run_once()
+        with instance.db.session() as session:
+            assert (
+                session.scalar(select(EscrowedKey.state).where(EscrowedKey.serial == serial))
+                == "revoked"
+            )
+            cert = session.scalar(
+                select(CertificateRecord).where(CertificateRecord.serial == serial)
+            )
+            assert cert is not None and cert.status == "revoked"
+            assert cert.revocation_reason == "cessation_of_operation"
+            unsent = session.scalars(
+                select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
+            ).all()
+            assert unsent == []  # the escrow notice went out through the folder transport
+        assert instance.key_manager.pool_size("p256") == 3
+    finally:
+        instance.close()
+    assert list((home / "outbox").glob("*.eml"))
+    assert mailpki("audit", "verify", "--home", home).code == 0
