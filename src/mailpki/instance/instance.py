@@ -18,7 +18,8 @@ from mailpki.ca.setup import AUDIT_KEY
 from mailpki.errors import ConfigError, InstanceError
 from mailpki.instance.config import Config, pki_url_from
 from mailpki.keymanager.manager import KeyManager, PoolCipher
-from mailpki.keystore.keys import FileKeyStore, KeyStore, read_passphrase
+from mailpki.keystore.configured import open_key_store, store_secret
+from mailpki.keystore.keys import KeyStore
 from mailpki.keystore.recovery_block import TransportKey
 from mailpki.notify.mail import MailSettings, mail_settings_from
 from mailpki.policy.profile import load_profile
@@ -66,23 +67,7 @@ class Instance:
 
     @cached_property
     def keys(self) -> KeyStore:
-        backend = self.config.get("keys.backend")
-        if backend == "pkcs11":
-            from mailpki.keystore.pkcs11 import PKCS11KeyStore
-
-            module = str(self.config.get("keys.pkcs11_module"))
-            token = str(self.config.get("keys.pkcs11_token"))
-            pin_file = str(self.config.get("keys.pkcs11_pin_file"))
-            if not (module and token and pin_file):
-                raise ConfigError(
-                    "keys.backend is pkcs11 but keys.pkcs11_module, keys.pkcs11_token or "
-                    "keys.pkcs11_pin_file is not set"
-                )
-            pin = read_passphrase(self.config.path_of("keys.pkcs11_pin_file"), None)
-            return PKCS11KeyStore(Path(module), token, pin)
-        env = str(self.config.get("keys.passphrase_env")) or None
-        file = self.config.path_of("keys.passphrase_file") if not env else None
-        return FileKeyStore(self.home / KEYS_DIR, read_passphrase(file, env))
+        return open_key_store(self.config, self.home / KEYS_DIR)
 
     @cached_property
     def audit(self) -> AuditLog:
@@ -166,13 +151,7 @@ class Instance:
 
     def _pool_cipher(self) -> PoolCipher:
         salt = str(self.config.get("keymanager.pool_salt"))
-        if self.config.get("keys.backend") == "pkcs11":
-            secret = read_passphrase(self.config.path_of("keys.pkcs11_pin_file"), None)
-        else:
-            env = str(self.config.get("keys.passphrase_env")) or None
-            file = self.config.path_of("keys.passphrase_file") if not env else None
-            secret = read_passphrase(file, env)
-        return PoolCipher(secret, bytes.fromhex(salt))
+        return PoolCipher(store_secret(self.config), bytes.fromhex(salt))
 
     @property
     def mail_settings(self) -> MailSettings:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 
 from cryptography.exceptions import InvalidTag
@@ -161,13 +161,7 @@ class KeyManager:
             EscrowedKey(
                 serial=serial,
                 owner_email=owner_email,
-                key_type=block.key_type,
-                spki_sha256=block.spki_sha256,
-                krs_key_id=block.krs_key_id,
-                oaep_hash=block.oaep_hash,
-                wrapped_key=block.wrapped_key,
-                nonce=block.nonce,
-                ciphertext=block.ciphertext,
+                **asdict(block),
                 state=PENDING,
                 lease_until=now + self.delivery_lease,
                 created_at=now,
@@ -242,13 +236,7 @@ class KeyManager:
         block = seal(key, key_type, self.transport)
         local_nonce, local_ciphertext = cipher.encrypt(key, block.spki_sha256)
         return PooledKey(
-            key_type=key_type,
-            spki_sha256=block.spki_sha256,
-            krs_key_id=block.krs_key_id,
-            oaep_hash=block.oaep_hash,
-            wrapped_key=block.wrapped_key,
-            nonce=block.nonce,
-            ciphertext=block.ciphertext,
+            **asdict(block),
             local_nonce=local_nonce,
             local_ciphertext=local_ciphertext,
             created_at=datetime.now(UTC),
@@ -313,12 +301,5 @@ class KeyManager:
 
 
 def _block_of(row: EscrowedKey | PooledKey) -> RecoveryBlock:
-    return RecoveryBlock(
-        key_type=row.key_type,
-        spki_sha256=row.spki_sha256,
-        krs_key_id=row.krs_key_id,
-        oaep_hash=row.oaep_hash,
-        wrapped_key=row.wrapped_key,
-        nonce=row.nonce,
-        ciphertext=row.ciphertext,
-    )
+    # The tables store a block's fields under the same names.
+    return RecoveryBlock(**{f.name: getattr(row, f.name) for f in fields(RecoveryBlock)})

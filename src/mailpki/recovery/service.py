@@ -41,7 +41,8 @@ from mailpki.errors import (
     NotFoundError,
     RecoveryRefused,
 )
-from mailpki.keystore.keys import FileKeyStore, KeyStore, read_passphrase
+from mailpki.keystore.configured import open_key_store
+from mailpki.keystore.keys import KeyStore
 from mailpki.keystore.recovery_block import oaep, spki_sha256, split_unwrapped
 from mailpki.notify.mail import (
     DeliveryReport,
@@ -94,21 +95,7 @@ class RecoveryService:
 
     @cached_property
     def keys(self) -> KeyStore:
-        if self.config.get("keys.backend") == "pkcs11":
-            from mailpki.keystore.pkcs11 import PKCS11KeyStore
-
-            module = str(self.config.get("keys.pkcs11_module"))
-            token = str(self.config.get("keys.pkcs11_token"))
-            if not (module and token and self.config.get("keys.pkcs11_pin_file")):
-                raise ConfigError(
-                    "keys.backend is pkcs11 but keys.pkcs11_module, keys.pkcs11_token or "
-                    "keys.pkcs11_pin_file is not set"
-                )
-            pin = read_passphrase(self.config.path_of("keys.pkcs11_pin_file"), None)
-            return PKCS11KeyStore(Path(module), token, pin)
-        env = str(self.config.get("keys.passphrase_env")) or None
-        file = self.config.path_of("keys.passphrase_file") if not env else None
-        return FileKeyStore(self.home / KEYS_DIR, read_passphrase(file, env))
+        return open_key_store(self.config, self.home / KEYS_DIR)
 
     @property
     def transport_label(self) -> str:
