@@ -136,8 +136,13 @@ def read_people(data: bytes) -> list[Person]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError("the CSV is not UTF-8") from None
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    # strict: an unclosed quote is an error, not a field that swallows every later row.
+    reader = csv.DictReader(io.StringIO(text), strict=True)
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:
+        raise InputError(f"the CSV header line is malformed: {exc}") from None
+    header = [h.strip().lower() for h in (fieldnames or [])]
     if "email" not in header or "name" not in header:
         raise InputError("the CSV needs a header line with at least 'email' and 'name'")
     unknown = set(header) - set(CSV_COLUMNS)

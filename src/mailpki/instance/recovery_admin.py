@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from mailpki.base.files import write_atomically
 from mailpki.cms.signed import sign
 from mailpki.enrollment.enroll import EnrollmentRequest, recovery_notice
-from mailpki.errors import InputError, MailPKIError, NotFoundError, RecoveryError
+from mailpki.errors import EscrowError, InputError, MailPKIError, NotFoundError, RecoveryError
 from mailpki.instance.enrollments import enroller, flush_mail, p12_name
 from mailpki.instance.instance import Instance
 from mailpki.instance.operations import person_for
@@ -219,7 +219,25 @@ def fetch_recovery(
     certificate = x509.load_der_x509_certificate(instance.ca.certificate_der(int(serial, 16)))
     with instance.db.session() as session:
         _, block = instance.key_manager.block_for(session, email=email, serial=serial)
-    key = open_block(block, aes_key, certificate.public_key())  # EscrowError if tampered
+    try:
+        key = open_block(block, aes_key, certificate.public_key())
+    except EscrowError as exc:
+        # The service has released the AES key (and logged the recovery): record on this
+        # side that the block in our store did not open, then fail.
+        with instance.db.transaction() as session:
+            instance.audit.append(
+                session,
+                "recovery.failed",
+                actor=actor,
+                data={
+                    "request_id": request_id,
+                    "serial": serial,
+                    "email": email,
+                    "recovered_by": _admin_email(admin),
+                    "reason": str(exc),
+                },
+            )
+        raise
     generated = None
     if new_password is None:
         generated = generate_password()

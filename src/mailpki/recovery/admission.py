@@ -77,6 +77,29 @@ class Trust:
                 raise RecoveryRefused(f"the {what} (or its CA) has expired or is not yet valid")
 
 
+class SignedRefusal(RecoveryRefused):
+    """A refused message whose CMS signature verified: it names who signed it (the
+    certificate may be untrusted, revoked or without the role: that is why it failed)."""
+
+    def __init__(
+        self, message: str, *, signer: x509.Certificate, content: bytes, trusted: bool
+    ) -> None:
+        super().__init__(message)
+        self.fingerprint = fingerprint(signer)
+        try:
+            email = certificate_email(signer)
+        except RecoveryRefused:
+            email = "unknown"
+        # A certificate from another CA names whoever its maker chose: say so in the log.
+        self.actor = email if trusted else f"untrusted:{email}"
+        try:
+            parsed = parse_message(content)
+            self.action: str | None = parsed.action
+            self.request_id: str | None = str(parsed.body.get("request_id") or "") or None
+        except InputError:
+            self.action = self.request_id = None
+
+
 @dataclass(frozen=True)
 class Admitted:
     message: Message
@@ -113,17 +136,32 @@ class Admission:
         self.max_age = max_age
 
     def check(self, data: bytes, *, now: datetime | None = None) -> Admitted:
-        """Everything but the nonce; RecoveryRefused or InputError says what failed."""
+        """Everything but the nonce; RecoveryRefused or InputError says what failed.
+
+        Once the signature verifies, a refusal is a SignedRefusal naming the signer, so
+        the audit log shows who tried (say, an auditor approving, a revoked admin)."""
         now = now or datetime.now(UTC)
         signed = verify_signed(data, max_size=512 * 1024)  # CMSError (an InputError)
-        message = parse_message(signed.content)
+        try:
+            return self._check_signed(signed.content, signed.signer, now)
+        except (RecoveryRefused, InputError) as exc:
+            try:
+                self.trust.check_issued(signed.signer, None, "signer's certificate")
+                trusted = True
+            except RecoveryRefused:
+                trusted = False
+            raise SignedRefusal(
+                str(exc), signer=signed.signer, content=signed.content, trusted=trusted
+            ) from None
+
+    def _check_signed(self, content: bytes, signer: x509.Certificate, now: datetime) -> Admitted:
+        message = parse_message(content)
         if not hmac.compare_digest(message.service.encode(), self.service_id.encode()):
             raise RecoveryRefused("the message is meant for another recovery service")
         if abs(now - message.time) > self.max_age:
             raise RecoveryRefused(
                 "the message is too old (or from the future): sign a new one; check the clocks"
             )
-        signer = signed.signer
         self.trust.check_issued(signer, now, "signer's certificate")
         self._check_ocsp(message, signer, now)
         roles = roles_of(signer, self.trust.role_arc)

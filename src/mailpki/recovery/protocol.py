@@ -106,8 +106,12 @@ def parse_message(data: bytes) -> Message:
         raise InputError("the recovery message is too large")
     try:
         raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # also: ints past Python's digit limit, deep nesting
         raise InputError("the recovery message is not JSON") from None
+    try:  # a lone surrogate ("\ud800") parses, but no comparison or store can encode it
+        json.dumps(raw, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("the recovery message holds an unpaired surrogate") from None
     if not isinstance(raw, dict):
         raise InputError("the recovery message is not a JSON object")
     expected = {"protocol", "action", "service", "nonce", "time", "ocsp", "body"}
@@ -149,11 +153,15 @@ def parse_message(data: bytes) -> Message:
         raise InputError("'reason' is longer than 500 characters")
     if action == "report" and body.get("admin") and not _MAIL_RE.fullmatch(str(body["admin"])):
         raise InputError("'admin' must be a mail address")
+    try:
+        time = time.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
+        raise InputError("'time' is out of range") from None
     return Message(
         action=cast(Action, action),
         service=raw["service"],
         nonce=raw["nonce"],
-        time=time.astimezone(UTC),
+        time=time,
         ocsp=b64decode(raw["ocsp"], "ocsp"),
         body=body,
     )

@@ -51,7 +51,7 @@ from mailpki.notify.mail import (
     mail_settings_from,
     queue,
 )
-from mailpki.recovery.admission import Admission, Admitted, Trust, certificate_email
+from mailpki.recovery.admission import Admission, Admitted, SignedRefusal, Trust, certificate_email
 from mailpki.recovery.anomaly import Counts, Thresholds, crossed
 from mailpki.recovery.config import ServiceConfig
 from mailpki.store.db import Database
@@ -181,6 +181,17 @@ class RecoveryService:
         now = self._clock()
         try:
             admitted = self.admission.check(data, now=now)
+        except SignedRefusal as exc:
+            with self.db.transaction() as session:
+                self._append_refusal(
+                    session,
+                    actor=exc.actor,
+                    action=exc.action,
+                    request_id=exc.request_id,
+                    reason=str(exc),
+                    signer_fingerprint=exc.fingerprint,
+                )
+            raise RecoveryRefused(str(exc)) from None
         except (RecoveryRefused, InputError) as exc:
             self._audit_refusal(None, str(exc), now)
             raise RecoveryRefused(str(exc)) from None
@@ -196,7 +207,7 @@ class RecoveryService:
                 self.admission.remember_nonce(session, admitted, now)
                 result = handler(session, admitted, now)
                 if isinstance(result, Refusal):
-                    self._append_refusal(session, admitted, result.message)
+                    self._append_admitted_refusal(session, admitted, result.message)
                 self.audit.checkpoint(session)  # every handled message is sealed at once
         except (RecoveryRefused, InputError, NotFoundError, EscrowError) as exc:
             self._audit_refusal(admitted, str(exc), now)
@@ -204,6 +215,9 @@ class RecoveryService:
         if isinstance(result, Refusal):
             self.deliver_mail()
             raise RecoveryRefused(result.message)
+        if admitted.message.action == "fetch":
+            # A recovery let through under alerts.hold=false still queued its alert.
+            self.deliver_mail()
         return result
 
     # -- actions ------------------------------------------------------------------------
@@ -642,16 +656,36 @@ class RecoveryService:
             for r in session.scalars(query.order_by(RecoveryRequestRecord.recovered_at))
         ]
 
-    def _append_refusal(self, session: Session, who: Admitted | None, reason: str) -> None:
+    def _append_refusal(
+        self,
+        session: Session,
+        *,
+        actor: str,
+        action: str | None,
+        request_id: str | None,
+        reason: str,
+        signer_fingerprint: str | None,
+    ) -> None:
         self.audit.append(
             session,
             "recovery.refused",
-            actor=who.email if who else "unknown",
+            actor=actor,
             data={
-                "action": who.message.action if who else None,
+                "action": action,
                 "reason": reason[:500],
-                "request_id": who.message.body.get("request_id") if who else None,
+                "request_id": request_id,
+                "signer_fingerprint": signer_fingerprint,
             },
+        )
+
+    def _append_admitted_refusal(self, session: Session, who: Admitted | None, reason: str) -> None:
+        self._append_refusal(
+            session,
+            actor=who.email if who else "unknown",
+            action=who.message.action if who else None,
+            request_id=str(who.message.body.get("request_id") or "") or None if who else None,
+            reason=reason,
+            signer_fingerprint=who.fingerprint if who else None,
         )
 
     def _audit_refusal(self, who: Admitted | None, reason: str, now: datetime) -> None:
@@ -662,7 +696,7 @@ class RecoveryService:
                         self.admission.remember_nonce(session, who, now)
                 except RecoveryRefused:
                     pass  # already seen: the refusal is still recorded
-            self._append_refusal(session, who, reason)
+            self._append_admitted_refusal(session, who, reason)
 
 
 def _alert_body(alert: RecoveryAlert, row: RecoveryRequestRecord, token: str, home: Path) -> str:
