@@ -15,7 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("bench_issue", "bench_crl_instance", "bench_ocsp", "bench_crl")
+BENCHMARKS = (
+    "bench_issue",
+    "bench_crl_instance",
+    "bench_ocsp",
+    "bench_crl",
+    "bench_escrow",
+    "bench_bulk_enroll",
+    "bench_recovery",
+)
 ROOT = Path(__file__).resolve().parent.parent
 
 
