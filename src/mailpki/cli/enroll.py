@@ -269,7 +269,8 @@ def pool_fill(
     instance = open_instance(home)
     try:
         target = size if size is not None else int(instance.config.get("keymanager.pool_size"))
-        have = instance.key_manager.pool_size()
+        key_type = str(instance.config.get("keymanager.key_type"))
+        have = instance.key_manager.pool_size(key_type)
         with Progress(
             TextColumn("filling the key pool"),
             BarColumn(),
@@ -282,7 +283,7 @@ def pool_fill(
             )
     finally:
         instance.close()
-    console.print(f"{added} keys added; the pool holds {have + added}", highlight=False)
+    console.print(f"{added} {key_type} keys added; the pool holds {have + added}", highlight=False)
 
 
 @pool_app.command("status")

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from mailpki.audit import AuditLog
 from mailpki.ca.authority import CertificateAuthority
 from mailpki.ca.csr import load_csr
-from mailpki.errors import InputError, MailPKIError
+from mailpki.errors import InputError, MailPKIError, RevocationError
 from mailpki.keymanager.manager import KeyManager
 from mailpki.keymanager.pkcs12 import build_pkcs12, generate_password
 from mailpki.keystore.keys import KeyType
@@ -215,9 +215,16 @@ def reconcile(
             audit.append(session, "key.undelivered", actor=actor, data={"serial": serial})
 
         try:
-            ca.revoke(
-                int(serial, 16), x509.ReasonFlags.cessation_of_operation, actor=actor, within=mark
-            )
+            try:
+                ca.revoke(
+                    int(serial, 16),
+                    x509.ReasonFlags.cessation_of_operation,
+                    actor=actor,
+                    within=mark,
+                )
+            except RevocationError:  # revoked meanwhile ('mailpki ca revoke'): only the record
+                with keys.db.transaction() as session:
+                    mark(session)
             revoked.append(serial)
         except MailPKIError as exc:
             errors.append(f"{serial}: {exc}")

@@ -8,6 +8,7 @@ with its certificate, before anything can deliver that key.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -33,6 +34,7 @@ from mailpki.keystore.recovery_block import (
 from mailpki.store.db import Database
 from mailpki.store.models import EscrowedKey, PooledKey
 
+log = logging.getLogger(__name__)
 PENDING, DELIVERED, REVOKED = "pending", "delivered", "revoked"
 # Keys the Key Manager generates for subscribers (P-256 only where a profile allows it).
 SUBSCRIBER_KEY_TYPES: tuple[str, ...] = ("rsa2048", "rsa3072", "p256")
@@ -268,32 +270,43 @@ class KeyManager:
     def take_from_pool(self, key_type: str) -> EscrowedKeyPair | None:
         """Claim one pooled key by deleting its row; a key is handed out at most once.
 
-        If this process dies before the certificate is stored, the claimed key is simply
-        gone: it was never delivered, so there is nothing to revoke.
+        The row is decrypted before it is deleted: a pool that does not decrypt (the key
+        passphrase changed) is left alone and the caller makes a fresh key. If this
+        process dies before the certificate is stored, the claimed key is simply gone:
+        it was never delivered, so there is nothing to revoke.
         """
         if not self.has_pool:
             return None
+        with self.db.session() as session:
+            if not session.scalar(
+                select(PooledKey.id).where(PooledKey.key_type == key_type).limit(1)
+            ):
+                return None
+        cipher = self.pool_cipher  # derive the pool key (PBKDF2) outside any write lock
         for _ in range(5):  # another process may claim the same row first
-            with self.db.transaction() as session:
-                row = session.scalar(
-                    select(PooledKey)
-                    .where(
-                        PooledKey.key_type == key_type,
-                        PooledKey.krs_key_id == self.transport.key_id,
+            try:
+                with self.db.transaction() as session:
+                    row = session.scalar(
+                        select(PooledKey)
+                        .where(
+                            PooledKey.key_type == key_type,
+                            PooledKey.krs_key_id == self.transport.key_id,
+                        )
+                        .order_by(PooledKey.id)
+                        .limit(1)
                     )
-                    .order_by(PooledKey.id)
-                    .limit(1)
-                )
-                if row is None:
-                    return None
-                claimed = session.execute(delete(PooledKey).where(PooledKey.id == row.id))
-                if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                    continue
-                block = _block_of(row)
-                local = (row.local_nonce, row.local_ciphertext)
-            key = self.pool_cipher.decrypt(*local, block.spki_sha256)
-            if spki_sha256(key.public_key()) != block.spki_sha256:
-                raise EscrowError("a pooled key does not match its recovery block")
+                    if row is None:
+                        return None
+                    block = _block_of(row)
+                    key = cipher.decrypt(row.local_nonce, row.local_ciphertext, block.spki_sha256)
+                    if spki_sha256(key.public_key()) != block.spki_sha256:
+                        raise EscrowError("a pooled key does not match its recovery block")
+                    claimed = session.execute(delete(PooledKey).where(PooledKey.id == row.id))
+                    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                        continue
+            except EscrowError as exc:
+                log.warning("not using the key pool: %s", exc)
+                return None
             return EscrowedKeyPair(key, block, from_pool=True)
         return None
 

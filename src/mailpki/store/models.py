@@ -149,7 +149,7 @@ class PooledKey(Base):
 
     The private key is kept twice: in the recovery block (only the KRS can open it) and
     under the instance's pool key (so the Key Manager can deliver it). Taking a key
-    deletes its row in the transaction that stores the certificate: at most once.
+    deletes its row (in a transaction of its own): a key is handed out at most once.
     """
 
     __tablename__ = "key_pool"
