@@ -119,7 +119,9 @@ def flush_mail(instance: Instance) -> DeliveryReport | None:
 
 
 @dataclass(frozen=True)
-class Person:
+class Enrollee:
+    """One row of a bulk-enrollment CSV (outside input, checked again by policy)."""
+
     line: int
     email: str
     name: str
@@ -128,7 +130,7 @@ class Person:
     key_type: str | None
 
 
-def read_people(data: bytes) -> list[Person]:
+def read_people(data: bytes) -> list[Enrollee]:
     """Rows of a CSV with a header: email,name[,given_name,surname,key_type]."""
     if len(data) > MAX_CSV_BYTES:
         raise InputError(f"the CSV is larger than {MAX_CSV_BYTES // (1024 * 1024)} MB")
@@ -151,7 +153,7 @@ def read_people(data: bytes) -> list[Person]:
             f"unknown CSV column(s): {', '.join(sorted(unknown))} (known: {', '.join(CSV_COLUMNS)})"
         )
     reader.fieldnames = header
-    people: list[Person] = []
+    people: list[Enrollee] = []
     seen: set[str] = set()
     try:
         for row in reader:
@@ -169,7 +171,7 @@ def read_people(data: bytes) -> list[Person]:
             if key_type is not None:
                 parse_key_type(key_type)
             people.append(
-                Person(
+                Enrollee(
                     line=reader.line_num,
                     email=email,
                     name=(row.get("name") or "").strip(),
@@ -209,7 +211,7 @@ def _init_worker(home: str) -> None:
 
 
 def _enroll_in_worker(
-    person: Person, out_dir: str, password: bytes | None, legacy: bool, actor: str
+    person: Enrollee, out_dir: str, password: bytes | None, legacy: bool, actor: str
 ) -> BulkItem:
     assert _worker_instance is not None
     return _enroll_person(_worker_instance, person, Path(out_dir), password, legacy, actor)
@@ -217,7 +219,7 @@ def _enroll_in_worker(
 
 def _enroll_person(
     instance: Instance,
-    person: Person,
+    person: Enrollee,
     out_dir: Path,
     password: bytes | None,
     legacy: bool,
@@ -251,7 +253,7 @@ def _enroll_person(
 
 def bulk_enroll(
     instance: Instance,
-    people: list[Person],
+    people: list[Enrollee],
     out_dir: Path,
     *,
     actor: str,

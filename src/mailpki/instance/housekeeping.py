@@ -14,7 +14,7 @@ ACTOR = "server:housekeeping"
 
 
 class Housekeeping:
-    """A daemon thread that, every `interval` seconds (or at once after `wake()`):
+    """A daemon thread that, every `interval` seconds:
     revokes certificates whose key was escrowed but never delivered within its lease,
     retries queued notices, and tops the key pool up to `keymanager.pool_size`.
 
@@ -31,9 +31,6 @@ class Housekeeping:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="housekeeping", daemon=True)
         self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -140,7 +139,3 @@ def client_for(*, url: str, home: Path | None) -> RecoveryClient:
     if home is None:
         raise InputError("no recovery service configured: set recovery.url or recovery.home")
     return LocalRecoveryClient(home)
-
-
-def since_text(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()

@@ -398,7 +398,7 @@ class RecoveryService:
 
     def _report(self, session: Session, who: Admitted, now: datetime) -> dict[str, Any]:
         admin = who.message.text("admin")
-        since = _parse_since(who.message.text("since"))
+        since = parse_since(who.message.text("since"))
         self.audit.append(
             session,
             "recovery.reported",
@@ -727,7 +727,8 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else _utc(value).isoformat()
 
 
-def _parse_since(text: str | None) -> datetime | None:
+def parse_since(text: str | None) -> datetime | None:
+    """--since DATE for reports: YYYY-MM-DD or an ISO 8601 time (UTC if no offset)."""
     if not text:
         return None
     try:
@@ -735,8 +736,3 @@ def _parse_since(text: str | None) -> datetime | None:
     except ValueError:
         raise InputError(f"'since' {text[:40]!r} is not a date (YYYY-MM-DD) or ISO time") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def parse_since(text: str | None) -> datetime | None:
-    """--since DATE for reports: YYYY-MM-DD or an ISO 8601 time (UTC if no offset)."""
-    return _parse_since(text)
