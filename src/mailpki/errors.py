@@ -101,3 +101,13 @@ class RecoveryRefused(RecoveryError):
 
 class MailError(MailPKIError):
     """A notice or alert could not be handed to the mail transport (it stays queued)."""
+
+
+class DirectoryError(MailPKIError):
+    """A directory cannot be reached, timed out, or refused the service account."""
+
+
+class AuthenticationError(MailPKIError):
+    """A logon was refused (wrong password or PIN, unknown user, locked out, disabled)."""
+
+    exit_code = 4

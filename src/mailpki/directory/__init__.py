@@ -1,1 +1,3 @@
-"""The directory port and its LDAP / embedded adapters (not built yet)."""
+"""The directory port: who people are (name, mail, organisation, site, groups), whether
+their password is right, and where their certificates are published. Adapters: LDAP
+(OpenLDAP, Active Directory) and the embedded directory in the instance database."""

@@ -129,6 +129,22 @@ SCHEMA: dict[str, Setting] = {
     "recovery.oaep_hash": Setting(
         choice("sha1", "sha256", "sha384", "sha512"), "sha256", "OAEP hash of recovery blocks"
     ),
+    "approval.auto": Setting(
+        choice("true", "false"), "true", "approve requests that pass the rules without an officer"
+    ),
+    "approval.allowed_domains": Setting(
+        optional_text, "", "comma-separated mail domains (default: instance.domain)"
+    ),
+    "approval.required_groups": Setting(
+        optional_text, "", "comma-separated groups; one membership is required (default: none)"
+    ),
+    "auth.max_failures": Setting(int_range(1, 1000), 5, "failed logons before a lockout"),
+    "auth.lockout_minutes": Setting(int_range(1, 10_080), 15, "how long a lockout lasts"),
+    "pins.validity_days": Setting(int_range(1, 365), 30, "how long an imported PIN is valid"),
+    "pins.max_attempts": Setting(int_range(1, 100), 5, "wrong tries before a PIN is void"),
+    "directory.publish": Setting(
+        choice("true", "false"), "true", "publish issued certificates to the directory"
+    ),
     "mail.transport": Setting(choice("folder", "smtp"), "folder", "how notices are sent"),
     "mail.folder": Setting(text, "outbox", "folder of the folder transport (relative to the home)"),
     "mail.sender": Setting(optional_text, "", "From of notices (default pki@<domain>)"),

@@ -252,3 +252,131 @@ class RecoveryAlert(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     holds: Mapped[bool] = mapped_column(Boolean, nullable=False)
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# -- Directories, authentication, approval (instance database) ----------------------------
+
+
+class DirectoryConfig(Base):
+    """One configured LDAP directory (OpenLDAP or Active Directory); none = embedded."""
+
+    __tablename__ = "directories"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    flavour: Mapped[str] = mapped_column(String(16), nullable=False)
+    url: Mapped[str] = mapped_column(String(400), nullable=False)
+    base_dn: Mapped[str] = mapped_column(Text, nullable=False)
+    bind_dn: Mapped[str] = mapped_column(Text, nullable=False)
+    # A path: the service account's password lives in a file, never in the database.
+    bind_password_file: Mapped[str] = mapped_column(Text, nullable=False)
+    domains: Mapped[str] = mapped_column(Text, nullable=False)  # comma-separated
+    netbios_domain: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    starttls: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    ca_file: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    timeout_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=5)
+    mapping: Mapped[str] = mapped_column(Text, nullable=False, default="{}")  # JSON overrides
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class EmbeddedEntry(Base):
+    """A person in the embedded directory (imported from CSV or LDIF)."""
+
+    __tablename__ = "directory_entries"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    login: Mapped[str] = mapped_column(String(256), unique=True, nullable=False)
+    dn: Mapped[str] = mapped_column(String(512), unique=True, nullable=False)
+    mail: Mapped[str | None] = mapped_column(String(320), index=True)
+    display_name: Mapped[str | None] = mapped_column(String(256), index=True)
+    given_name: Mapped[str | None] = mapped_column(String(128))
+    surname: Mapped[str | None] = mapped_column(String(128))
+    organisation: Mapped[str | None] = mapped_column(String(256))
+    site: Mapped[str | None] = mapped_column(String(256))
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    groups: Mapped[str] = mapped_column(Text, nullable=False, default="[]")  # JSON list
+    employee_id: Mapped[str | None] = mapped_column(String(64), index=True)
+
+
+class EmbeddedCertificate(Base):
+    """A certificate published in the embedded directory."""
+
+    __tablename__ = "directory_certificates"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    entry_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("directory_entries.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    )
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    der: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+    __table_args__ = (UniqueConstraint("entry_id", "fingerprint", name="uq_directory_cert"),)
+
+
+class PublishJob(Base):
+    """Publish or unpublish one certificate: queued in the transaction of the issue or
+    revocation, delivered by a worker with retry and backoff (a directory outage loses
+    nothing)."""
+
+    __tablename__ = "publish_queue"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    serial: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    email: Mapped[str] = mapped_column(String(320), nullable=False)
+    action: Mapped[str] = mapped_column(String(16), nullable=False)  # publish | unpublish
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_publish_queue_due", "done_at", "next_attempt_at"),)
+
+
+class HRPin(Base):
+    """A one-time enrollment PIN from the HR list; only its argon2 hash is stored."""
+
+    __tablename__ = "hr_pins"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    employee_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    mail: Mapped[str] = mapped_column(String(320), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(256), nullable=False)
+    pin_hash: Mapped[str] = mapped_column(String(200), nullable=False)
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class AuthFailure(Base):
+    """Failed logons per key (login, or login+source): lockout after too many."""
+
+    __tablename__ = "auth_failures"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False)
+    first_failure_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EnrollmentRequestRecord(Base):
+    """A request that the approval rules did not approve: it waits for an officer."""
+
+    __tablename__ = "enrollment_requests"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    login: Mapped[str] = mapped_column(String(256), nullable=False, index=True)
+    directory: Mapped[str] = mapped_column(String(64), nullable=False)
+    mail: Mapped[str | None] = mapped_column(String(320))
+    entry: Mapped[str] = mapped_column(Text, nullable=False)  # JSON of the DirectoryEntry
+    # pending -> approved -> enrolled, or rejected
+    state: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    reasons: Mapped[str] = mapped_column(Text, nullable=False)  # JSON list
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(320))
+    note: Mapped[str | None] = mapped_column(Text)
