@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.softhsm",
     "tests.fixtures.postgres",
     "tests.fixtures.smtp",
+    "tests.fixtures.slapd",
 ]

@@ -224,6 +224,10 @@ class CertificateAuthority:
         self._issuing_key: CAPrivateKey | None = None
         self._responder: OCSPResponder | None = None
         self._profiles: dict[str, Profile] = {}
+        # Called inside the transaction that stores an issued / revoked subscriber
+        # certificate (the directory publisher queues its job there).
+        self.issue_listeners: list[Callable[[Session, CertificateRecord], None]] = []
+        self.revoke_listeners: list[Callable[[Session, CertificateRecord], None]] = []
 
     # -- keys and helpers -------------------------------------------------------------
 
@@ -346,6 +350,8 @@ class CertificateAuthority:
             )
             if within is not None:
                 within(session, certificate, record.serial)
+            for listener in self.issue_listeners:
+                listener(session, record)
         if self._responder is not None:
             self._responder.invalidate(serial)  # it may have cached "unknown" for this serial
         return IssuedCertificate(certificate, record.serial, chosen.name, partition)
@@ -432,6 +438,8 @@ class CertificateAuthority:
             )
             if within is not None:
                 within(session)
+            for listener in self.revoke_listeners:
+                listener(session, record)
             info = CertificateInfo.from_record(record, now)
         if self._responder is not None:
             self._responder.invalidate(serial)

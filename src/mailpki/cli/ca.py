@@ -143,6 +143,7 @@ def revoke(
     flag = parse_reason(reason)
     instance = open_instance(home)
     info = instance.ca.revoke(number, flag, actor=cli_actor())
+    instance.publish_pending()  # remove it from the directory now (else: queued, retried)
     instance.seal()
     console.print(
         f"revoked {info.serial} ({info.subject}) for {reason_name(flag)}", highlight=False

@@ -20,6 +20,7 @@ from mailpki.cli.common import (
     read_password_file,
 )
 from mailpki.errors import InputError
+from mailpki.instance.directory_ops import enroll_user
 from mailpki.instance.enrollments import (
     MAX_CSV_BYTES,
     bulk_enroll,
@@ -70,9 +71,18 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def enroll(
-    email: Annotated[str, typer.Option("--email", help="The subscriber's mail address.")],
-    name: Annotated[str, typer.Option("--name", help="The subscriber's name.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the PKCS#12.")],
+    email: Annotated[
+        str | None, typer.Option("--email", help="The subscriber's mail address.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The subscriber's name.")] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user",
+            help="A directory login: name, mail, organisation and site come from the directory, and the approval rules apply.",
+        ),
+    ] = None,
     password_file: PasswordFileOption = None,
     legacy_p12: LegacyOption = False,
     dual_key: Annotated[
@@ -96,6 +106,10 @@ def enroll(
     home: HomeOption = None,
 ) -> None:
     """Generate a key centrally, escrow it, certify it and write the PKCS#12."""
+    if user is not None and (email or name):
+        raise InputError("--user takes name and mail from the directory: drop --email/--name")
+    if user is None and not (email and name):
+        raise InputError("give --user LOGIN, or --email and --name")
     if dual_key != (signing_csr is not None):
         raise InputError("--dual-key and --signing-csr go together")
     if not out.parent.is_dir():
@@ -104,19 +118,26 @@ def enroll(
     csr = read_input(signing_csr, "signing CSR") if signing_csr else None
     instance = open_instance(home)
     try:
-        outcome = enroll_one(
-            instance,
-            email=email,
-            name=name,
-            out=out,
-            actor=cli_actor(),
-            password=password,
-            legacy_p12=legacy_p12,
-            signing_csr=csr,
-            key_type=key_type,
-            given_name=given_name,
-            surname=surname,
-        )
+        if user is not None:
+            outcome = enroll_user(
+                instance, user, out=out, actor=cli_actor(), password=password,
+                legacy_p12=legacy_p12, signing_csr=csr, key_type=key_type,
+            )  # fmt: skip
+        else:
+            assert email is not None and name is not None
+            outcome = enroll_one(
+                instance,
+                email=email,
+                name=name,
+                out=out,
+                actor=cli_actor(),
+                password=password,
+                legacy_p12=legacy_p12,
+                signing_csr=csr,
+                key_type=key_type,
+                given_name=given_name,
+                surname=surname,
+            )
     finally:
         instance.close()
     console.print(

@@ -64,6 +64,8 @@ def enroll_one(
     key_type: str | None = None,
     given_name: str | None = None,
     surname: str | None = None,
+    organisation: str | None = None,
+    site: str | None = None,
     on_step: Callable[[str], None] | None = None,
     send_mail: bool = True,
 ) -> EnrollOutcome:
@@ -77,6 +79,8 @@ def enroll_one(
         profile=profile.name,
         given_name=given_name,
         surname=surname,
+        organisation=organisation,
+        site=site,
     )
     request = EnrollmentRequest(
         person=person,
@@ -96,7 +100,7 @@ def enroll_one(
         signing_path = out.with_name(out.stem + "-signing.pem")
         write_atomically(signing_path, _pem(enrolled.signing_certificate))
     if send_mail:
-        flush_mail(instance)
+        deliver_now(instance)
     return EnrollOutcome(
         email=person.email,
         serial=enrolled.serial,
@@ -113,6 +117,13 @@ def flush_mail(instance: Instance) -> DeliveryReport | None:
         return deliver_pending(instance.db, instance.mail_settings)
     except MailPKIError:
         return None
+
+
+def deliver_now(instance: Instance) -> None:
+    """After an enrollment: send its notice and publish its certificate, best effort
+    (both stay queued for the server's housekeeping or 'directory sync' on failure)."""
+    flush_mail(instance)
+    instance.publish_pending()
 
 
 # -- bulk ---------------------------------------------------------------------------------
@@ -273,7 +284,7 @@ def bulk_enroll(
     if workers <= 1:
         for person in people:
             yield _enroll_person(instance, person, out_dir, password, legacy_p12, actor)
-        flush_mail(instance)
+        deliver_now(instance)
         return
     with ProcessPoolExecutor(
         max_workers=workers, initializer=_init_worker, initargs=(str(instance.home),)
@@ -290,7 +301,7 @@ def bulk_enroll(
                     yield future.result()
         for future in pending:
             yield future.result()
-    flush_mail(instance)
+    deliver_now(instance)
 
 
 def default_workers() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from mailpki.directory.publisher import safe_run
 from mailpki.errors import MailPKIError
 from mailpki.instance.enrollments import fill_pool, flush_mail, reconcile_deliveries
 from mailpki.instance.instance import Instance
@@ -16,7 +17,8 @@ ACTOR = "server:housekeeping"
 class Housekeeping:
     """A daemon thread that, every `interval` seconds:
     revokes certificates whose key was escrowed but never delivered within its lease,
-    retries queued notices, and tops the key pool up to `keymanager.pool_size`.
+    retries queued notices, delivers due directory publications, and tops the key pool
+    up to `keymanager.pool_size`.
 
     With several server processes each does the same; every chore is idempotent (the
     pool target is a floor, so overshoot is small and harmless)."""
@@ -48,6 +50,9 @@ class Housekeeping:
         except MailPKIError as exc:
             log.warning("reconcile failed: %s", exc)
         flush_mail(self.instance)
+        report = safe_run(self.instance.publisher)  # a directory outage: retried later
+        if report is not None and report.failed:
+            log.warning("publishing: %d jobs failed, retried with backoff", report.failed)
         if int(self.instance.config.get("keymanager.pool_size")) > 0:
             try:
                 added = fill_pool(self.instance)

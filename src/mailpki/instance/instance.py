@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from collections.abc import Callable
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -10,11 +11,18 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from sqlalchemy.orm import Session
 
 from mailpki.audit import AuditLog, VerifyReport, verify_log
-from mailpki.ca.authority import CAHierarchy, CertificateAuthority
+from mailpki.auth.directory_logon import DirectoryAuthenticator
+from mailpki.auth.limiter import LoginLimiter
+from mailpki.auth.pins import PinAuthenticator
+from mailpki.ca.authority import ISSUING, OCSP_PROFILE, CAHierarchy, CertificateAuthority
 from mailpki.ca.settings import CASettings
 from mailpki.ca.setup import AUDIT_KEY
+from mailpki.directory.publisher import PUBLISH, UNPUBLISH, Publisher, queue_job, safe_run
+from mailpki.directory.registry import DirectoryRegistry
+from mailpki.enrollment.requests import ApprovalQueue
 from mailpki.errors import ConfigError, InstanceError
 from mailpki.instance.config import Config, pki_url_from
 from mailpki.keymanager.manager import KeyManager, PoolCipher
@@ -22,9 +30,11 @@ from mailpki.keystore.configured import open_key_store, store_secret
 from mailpki.keystore.keys import KeyStore
 from mailpki.keystore.recovery_block import TransportKey
 from mailpki.notify.mail import MailSettings, mail_settings_from
+from mailpki.policy.approval import ApprovalRules
 from mailpki.policy.profile import load_profile
 from mailpki.recovery.client import RecoveryClient, client_for
 from mailpki.store.db import Database
+from mailpki.store.models import CertificateRecord
 
 CA_DIR = "ca"
 KEYS_DIR = "keys"
@@ -102,12 +112,71 @@ class Instance:
 
     @cached_property
     def ca(self) -> CertificateAuthority:
-        return CertificateAuthority(
+        ca = CertificateAuthority(
             db=self.db,
             keys=self.keys,
             hierarchy=self.hierarchy,
             settings=self.ca_settings,
             audit=self.audit,
+        )
+        if self.config.get("directory.publish") == "true":
+            ca.issue_listeners.append(_queue_publication(PUBLISH))
+            ca.revoke_listeners.append(_queue_publication(UNPUBLISH))
+        return ca
+
+    # -- directories, logon, approval ---------------------------------------------------
+
+    @cached_property
+    def directories(self) -> DirectoryRegistry:
+        return DirectoryRegistry(self.db)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        return Publisher(self.db, self.directories, issuer=self.hierarchy.issuing.subject)
+
+    def publish_pending(self) -> None:
+        """Deliver due directory jobs now, best effort (they stay queued on failure)."""
+        safe_run(self.publisher)
+
+    @property
+    def approval_rules(self) -> ApprovalRules:
+        domains = str(self.config.get("approval.allowed_domains")) or str(
+            self.config.get("instance.domain")
+        )
+        groups = str(self.config.get("approval.required_groups"))
+        return ApprovalRules(
+            auto=self.config.get("approval.auto") == "true",
+            allowed_domains=tuple(d.strip() for d in domains.split(",") if d.strip()),
+            required_groups=tuple(g.strip() for g in groups.split(",") if g.strip()),
+        )
+
+    @cached_property
+    def approvals(self) -> ApprovalQueue:
+        return ApprovalQueue(self.db, self.audit, self.approval_rules)
+
+    @cached_property
+    def login_limiter(self) -> LoginLimiter:
+        return LoginLimiter(
+            self.db,
+            max_failures=int(self.config.get("auth.max_failures")),
+            lockout=timedelta(minutes=int(self.config.get("auth.lockout_minutes"))),
+        )
+
+    @cached_property
+    def directory_logon(self) -> DirectoryAuthenticator:
+        return DirectoryAuthenticator(
+            find=self.directories.find_by_login,
+            verify=self.directories.verify_password,
+            limiter=self.login_limiter,
+        )
+
+    @cached_property
+    def pin_logon(self) -> PinAuthenticator:
+        return PinAuthenticator(
+            self.db,
+            self.login_limiter,
+            max_attempts=int(self.config.get("pins.max_attempts")),
+            lookup_mail=self.directories.find_by_mail,
         )
 
     # -- key manager, recovery service, mail ---------------------------------------------
@@ -214,6 +283,18 @@ class Instance:
             self.db.dispose()
         if "recovery_client" in self.__dict__:
             self.recovery_client.close()
+        if "directories" in self.__dict__:
+            self.directories.close()
+
+
+def _queue_publication(action: str) -> Callable[[Session, CertificateRecord], None]:
+    """A CA listener that queues a directory job for subscriber certificates."""
+
+    def listener(session: Session, record: CertificateRecord) -> None:
+        if record.issuer == ISSUING and record.email and record.profile != OCSP_PROFILE:
+            queue_job(session, serial=record.serial, email=record.email, action=action)
+
+    return listener
 
 
 def _plain(value: object) -> object:

@@ -1,0 +1,207 @@
+"""Publishing certificates to the directory, through an outbox.
+
+A job is queued in the transaction that issues or revokes the certificate, so the two
+cannot disagree; a worker (`serve`'s housekeeping, `directory sync`) delivers jobs,
+retrying with exponential backoff while a directory is down. `sync` also reconciles:
+every valid certificate of ours is published, revoked and expired ones are removed,
+and certificates from our issuer that we do not know are removed. Another CA's
+certificates are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailpki.directory.registry import DirectoryRegistry
+from mailpki.errors import DirectoryError, MailPKIError
+from mailpki.store.db import Database
+from mailpki.store.models import CertificateRecord, PublishJob
+
+log = logging.getLogger(__name__)
+PUBLISH, UNPUBLISH = "publish", "unpublish"
+MAX_BACKOFF = timedelta(hours=1)
+
+
+def queue_job(session: Session, *, serial: str, email: str, action: str) -> None:
+    """Queue a job in the caller's transaction (the issue or the revocation)."""
+    now = datetime.now(UTC)
+    session.add(
+        PublishJob(
+            serial=serial,
+            email=email.lower(),
+            action=action,
+            created_at=now,
+            attempts=0,
+            next_attempt_at=now,
+        )
+    )
+
+
+def backoff(attempts: int) -> timedelta:
+    """5 s, 10 s, 20 s, … capped at an hour."""
+    return min(timedelta(seconds=5 * 2 ** max(0, attempts - 1)), MAX_BACKOFF)
+
+
+@dataclass
+class PublishReport:
+    published: int = 0
+    unpublished: int = 0
+    skipped: int = 0  # no directory entry for that mail: nothing to publish to
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Publisher:
+    def __init__(
+        self,
+        db: Database,
+        registry: DirectoryRegistry,
+        *,
+        issuer: x509.Name,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.issuer = issuer
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def pending(self) -> int:
+        from sqlalchemy import func
+
+        with self.db.session() as session:
+            return int(
+                session.scalar(
+                    select(func.count()).select_from(PublishJob).where(PublishJob.done_at.is_(None))
+                )
+                or 0
+            )
+
+    def run_once(self, *, limit: int = 1000, ignore_backoff: bool = False) -> PublishReport:
+        """Deliver due jobs, oldest first; a failing directory is retried later."""
+        now = self._clock()
+        report = PublishReport()
+        with self.db.session() as session:
+            query = (
+                select(PublishJob, CertificateRecord.der)
+                .join(CertificateRecord, CertificateRecord.serial == PublishJob.serial)
+                .where(PublishJob.done_at.is_(None))
+            )
+            if not ignore_backoff:
+                query = query.where(PublishJob.next_attempt_at <= now)
+            jobs = [(job.id, job.email, job.action, der) for job, der in
+                    session.execute(query.order_by(PublishJob.id).limit(limit))]  # fmt: skip
+        down: set[str] = set()  # directories that failed in this run: skip their other jobs
+        for job_id, email, action, der in jobs:
+            directory = self.registry.for_mail(email)
+            if directory is None or directory.name in down:
+                if directory is None:
+                    self._finish(job_id, error=None)
+                    report.skipped += 1
+                else:
+                    self._retry(job_id, "the directory was unreachable earlier in this run")
+                    report.failed += 1
+                continue
+            try:
+                entry = directory.find_by_mail(email)
+                if entry is None:
+                    self._finish(job_id, error=None)
+                    report.skipped += 1
+                    continue
+                if action == PUBLISH:
+                    directory.publish(entry.dn, der)
+                    report.published += 1
+                else:
+                    directory.unpublish(entry.dn, der)
+                    report.unpublished += 1
+                self._finish(job_id, error=None)
+            except DirectoryError as exc:
+                down.add(directory.name)
+                self._retry(job_id, str(exc))
+                report.failed += 1
+                report.errors.append(str(exc))
+        return report
+
+    def _finish(self, job_id: int, *, error: str | None) -> None:
+        with self.db.transaction() as session:
+            job = session.get(PublishJob, job_id)
+            if job is not None:
+                job.done_at = self._clock()
+                job.last_error = error
+
+    def _retry(self, job_id: int, error: str) -> None:
+        with self.db.transaction() as session:
+            job = session.get(PublishJob, job_id)
+            if job is not None:
+                job.attempts += 1
+                job.last_error = error[:1000]
+                job.next_attempt_at = self._clock() + backoff(job.attempts)
+
+    # -- reconcile ----------------------------------------------------------------------
+
+    def sync(self) -> PublishReport:
+        """Deliver every queued job now, then make the directory match the CA."""
+        report = self.run_once(limit=1_000_000, ignore_backoff=True)
+        now = self._clock()
+        wanted: dict[str, set[bytes]] = {}
+        unwanted: dict[str, set[bytes]] = {}
+        with self.db.session() as session:
+            rows = session.execute(
+                select(
+                    CertificateRecord.email,
+                    CertificateRecord.der,
+                    CertificateRecord.status,
+                    CertificateRecord.not_after,
+                ).where(CertificateRecord.issuer == "issuing", CertificateRecord.email.is_not(None))
+            )
+            for email, der, status, not_after in rows:
+                valid = status == "valid" and _utc(not_after) > now
+                (wanted if valid else unwanted).setdefault(str(email).lower(), set()).add(der)
+        for email in sorted(set(wanted) | set(unwanted)):
+            directory = self.registry.for_mail(email)
+            if directory is None:
+                continue
+            try:
+                entry = directory.find_by_mail(email)
+                if entry is None:
+                    continue
+                present = set(directory.certificates(entry.dn))
+                for der in wanted.get(email, set()) - present:
+                    directory.publish(entry.dn, der)
+                    report.published += 1
+                ours_unknown = {
+                    der for der in present
+                    if self._ours(der) and der not in wanted.get(email, set())
+                }  # fmt: skip
+                for der in ours_unknown:
+                    directory.unpublish(entry.dn, der)
+                    report.unpublished += 1
+            except DirectoryError as exc:
+                report.failed += 1
+                report.errors.append(f"{email}: {exc}")
+        return report
+
+    def _ours(self, der: bytes) -> bool:
+        """Issued by this instance's issuing CA (by issuer name); never touch others'."""
+        try:
+            return x509.load_der_x509_certificate(der).issuer == self.issuer
+        except ValueError:
+            return False
+
+
+def safe_run(publisher: Publisher) -> PublishReport | None:
+    try:
+        return publisher.run_once()
+    except MailPKIError as exc:
+        log.warning("publishing failed: %s", exc)
+        return None
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

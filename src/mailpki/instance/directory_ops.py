@@ -1,0 +1,162 @@
+"""Directory use cases of an instance: configure, import, look up, log on, publish, approve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from mailpki.auth.identity import Identity
+from mailpki.auth.pins import PinImportReport, import_pins
+from mailpki.directory.embedded import ImportReport, import_people
+from mailpki.directory.entry import DirectoryEntry
+from mailpki.directory.publisher import PublishReport
+from mailpki.directory.registry import DirectorySettings, open_directory
+from mailpki.enrollment.requests import RequestView
+from mailpki.errors import DirectoryError, InputError, NotFoundError
+from mailpki.instance.enrollments import EnrollOutcome, enroll_one
+from mailpki.instance.instance import Instance
+from mailpki.keystore.keys import parse_key_type
+
+
+def add_directory(instance: Instance, settings: DirectorySettings, *, actor: str) -> int:
+    """Check the settings and the service account (a real search), then store them.
+
+    Returns how many entries a probe search saw (0 is fine for an empty directory)."""
+    directory = open_directory(settings)
+    try:
+        probe = directory.find_by_login("mailpki-connection-probe")
+        del probe
+    except DirectoryError as exc:
+        raise DirectoryError(f"not added: {exc}") from None
+    finally:
+        directory.close()
+    instance.directories.add(settings)
+    with instance.db.transaction() as session:
+        instance.audit.append(session, "directory.added", actor=actor, data=settings.describe())
+    return 0
+
+
+def remove_directory(instance: Instance, name: str, *, actor: str) -> None:
+    instance.directories.remove(name)
+    with instance.db.transaction() as session:
+        instance.audit.append(session, "directory.removed", actor=actor, data={"name": name})
+
+
+def import_embedded(
+    instance: Instance, data: bytes, kind: Literal["csv", "ldif"], *, actor: str
+) -> ImportReport:
+    if instance.directories.settings():
+        raise InputError(
+            "this instance uses LDAP directories; the embedded directory is used only "
+            "when none is added ('mailpki directory remove' them first)"
+        )
+    report = import_people(instance.db, data, kind=kind)
+    with instance.db.transaction() as session:
+        instance.audit.append(
+            session,
+            "directory.imported",
+            actor=actor,
+            data={"added": report.added, "updated": report.updated, "errors": len(report.errors)},
+        )
+    return report
+
+
+def show(instance: Instance, login: str) -> DirectoryEntry:
+    entry = instance.directories.find_by_login(login)
+    if entry is None:
+        raise NotFoundError(f"no directory entry for {login!r}")
+    return entry
+
+
+def authenticate(instance: Instance, login: str, password: str, *, actor: str) -> Identity:
+    """A directory logon, as the portal does it (lockout included); audited either way."""
+    try:
+        identity = instance.directory_logon.authenticate(login, password, source="cli")
+    except Exception as exc:
+        with instance.db.transaction() as session:
+            instance.audit.append(
+                session, "logon.refused", actor=actor,
+                data={"login": login[:256], "method": "directory", "reason": str(exc)[:300]},
+            )  # fmt: skip
+        raise
+    with instance.db.transaction() as session:
+        instance.audit.append(
+            session, "logon.succeeded", actor=actor,
+            data={"login": login[:256], "method": "directory", "dn": identity.entry.dn},
+        )  # fmt: skip
+    return identity
+
+
+def sync(instance: Instance, *, actor: str) -> PublishReport:
+    report = instance.publisher.sync()
+    with instance.db.transaction() as session:
+        instance.audit.append(
+            session,
+            "directory.synced",
+            actor=actor,
+            data={"published": report.published, "unpublished": report.unpublished,
+                  "failed": report.failed},
+        )  # fmt: skip
+    return report
+
+
+def import_hr_pins(instance: Instance, data: bytes, *, actor: str) -> PinImportReport:
+    from datetime import timedelta
+
+    report = import_pins(
+        instance.db, data, validity=timedelta(days=int(instance.config.get("pins.validity_days")))
+    )
+    with instance.db.transaction() as session:
+        instance.audit.append(
+            session,
+            "pins.imported",
+            actor=actor,
+            data={"added": report.added, "replaced": report.replaced, "errors": len(report.errors)},
+        )
+    return report
+
+
+def decide_request(
+    instance: Instance, request_id: int, *, approve: bool, actor: str, note: str
+) -> RequestView:
+    return instance.approvals.decide_manually(request_id, approve=approve, actor=actor, note=note)
+
+
+def enroll_user(
+    instance: Instance,
+    login: str,
+    *,
+    out: Path,
+    actor: str,
+    password: bytes | None = None,
+    legacy_p12: bool = False,
+    signing_csr: bytes | None = None,
+    key_type: str | None = None,
+) -> EnrollOutcome:
+    """Enroll a directory user: name, mail, organisation and site come from the entry;
+    the approval rules (or an officer's earlier approval) decide whether it goes on."""
+    entry = instance.directories.find_by_login(login)
+    if entry is None:
+        raise NotFoundError(f"no directory entry for {login!r}")
+    if not entry.mail:
+        raise InputError(f"{entry.login} has no mail address in the directory")
+    approved_request = instance.approvals.authorize(entry, actor=actor)  # RequestQueued
+    name = entry.display_name or " ".join(p for p in (entry.given_name, entry.surname) if p)
+    outcome = enroll_one(
+        instance,
+        email=entry.mail,
+        name=name or entry.login,
+        out=out,
+        actor=actor,
+        password=password,
+        legacy_p12=legacy_p12,
+        signing_csr=signing_csr,
+        key_type=parse_key_type(key_type) if key_type else None,
+        given_name=entry.given_name,
+        surname=entry.surname,
+        organisation=entry.organisation,
+        site=entry.site,
+    )
+    if approved_request is not None:
+        instance.approvals.mark_enrolled(approved_request, outcome.serial)
+    return outcome

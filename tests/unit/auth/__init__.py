@@ -1,0 +1,1 @@
+"""Authenticators and the logon limiter."""
