@@ -25,7 +25,12 @@ def test_readme_walkthrough_runs(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("MAILPKI_HOME", None)
     ran = 0
-    for line in walkthrough() + walkthrough("## Keys, escrow and recovery"):
+    lines = (
+        walkthrough()
+        + walkthrough("## Keys, escrow and recovery")
+        + walkthrough("## Directories and logon")
+    )
+    for line in lines:
         if line.startswith("mailpki serve"):
             continue  # runs until stopped; test_serve_ocsp covers the server
         if "SERIAL" in line:
@@ -49,3 +54,4 @@ def test_readme_walkthrough_runs(tmp_path: Path) -> None:
     assert (tmp_path / "cdp" / "issuing.crl").exists()
     assert (tmp_path / "bob-recovered.p12").exists()
     assert len(list((tmp_path / "reissued").glob("*.p12"))) == 1
+    assert (tmp_path / "frank.p12").exists() and (tmp_path / "hank.p12").exists()
