@@ -312,3 +312,26 @@ def test_missing_passphrase_is_a_clear_error(sqlite_home: Path) -> None:
     result = mailpki("ca", "crl", "--home", sqlite_home, "--out", sqlite_home / "cdp")
     assert result.code != 0
     assert "passphrase" in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_directory_add_refuses_bad_settings_before_connecting(
+    sqlite_home: Path, tmp_path: Path
+) -> None:
+    password = tmp_path / "bind.pw"
+    password.write_text("secret\n")
+    base = [
+        "directory", "add", "--home", sqlite_home, "corp", "--flavour", "openldap",
+        "--base-dn", "dc=example,dc=com", "--bind-dn", "cn=mailpki,dc=example,dc=com",
+        "--bind-password-file", password, "--domain", "example.com",
+    ]  # fmt: skip
+    cases = {
+        "--map takes KEY=ATTRIBUTE": ["--url", "ldaps://127.0.0.1:1", "--map", "site"],
+        "unknown attribute mapping key": ["--url", "ldaps://127.0.0.1:1", "--map", "colour=c"],
+        "refusing to send passwords over plain ldap://": ["--url", "ldap://127.0.0.1:1"],
+        "--timeout must be between": ["--url", "ldaps://127.0.0.1:1", "--timeout", "0"],
+    }
+    for message, extra in cases.items():
+        result = mailpki(*base, *extra)
+        assert result.code != 0 and message in result.err, (extra, result.err)
+    listed = mailpki("directory", "list", "--home", sqlite_home, "--json")
+    assert json.loads(listed.out) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,7 @@ from mailpki.cli.common import (
     read_input,
     read_password_file,
 )
-from mailpki.directory.entry import DirectoryEntry
+from mailpki.directory.entry import MAPPINGS, DirectoryEntry
 from mailpki.directory.registry import DirectorySettings
 from mailpki.errors import InputError
 from mailpki.instance import directory_ops as ops
@@ -84,9 +85,25 @@ def directory_add(
             "--timeout", help="Seconds before a directory that does not answer is an error."
         ),
     ] = 5,
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="Override one attribute of the flavour's mapping, e.g. "
+            "--map site=physicalDeliveryOfficeName (repeatable).",
+        ),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Add an LDAP directory (the connection and service account are tested first)."""
+    overrides: dict[str, str] = {}
+    for item in mapping or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise InputError(f"--map takes KEY=ATTRIBUTE, not {item!r}")
+        overrides[key.strip()] = value.strip()
+    if flavour.strip().lower() in MAPPINGS:
+        MAPPINGS[flavour.strip().lower()].with_overrides(overrides)  # ConfigError names bad keys
     if not 1 <= timeout <= 120:
         raise InputError("--timeout must be between 1 and 120 seconds")
     if ca_file is not None and not ca_file.is_file():
@@ -103,6 +120,7 @@ def directory_add(
         starttls=starttls,
         ca_file=str(ca_file.resolve()) if ca_file else "",
         timeout_seconds=timeout,
+        mapping=json.dumps(overrides, sort_keys=True),
     )
     instance = open_instance(home)
     try:

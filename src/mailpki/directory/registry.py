@@ -43,6 +43,22 @@ class DirectorySettings:
     timeout_seconds: int = 5
     mapping: str = "{}"
 
+    def check(self) -> None:
+        """Refuse settings that could never work, before any connection is tried."""
+        if self.flavour not in MAPPINGS:
+            raise InputError(f"flavour must be one of {', '.join(MAPPINGS)}")
+        if self.name == EMBEDDED or not self.name.replace("-", "").isalnum():
+            raise InputError("a directory name is letters, digits and '-', and not 'embedded'")
+        if not self.url.startswith(("ldap://", "ldaps://")):
+            raise InputError("the directory URL must be ldap:// or ldaps://")
+        if self.url.startswith("ldap://") and not self.starttls:
+            raise InputError(
+                "refusing to send passwords over plain ldap://: use ldaps:// or --starttls"
+            )
+        if not self.domains:
+            raise InputError("a directory needs at least one mail domain (--domain)")
+        _read_password(self.bind_password_file)
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name, "flavour": self.flavour, "url": self.url, "base_dn": self.base_dn,
@@ -114,8 +130,9 @@ class DirectoryRegistry:
                 for r in rows
             ]
 
-    def add(self, settings: DirectorySettings) -> None:
-        """Store a directory after checking the settings (the caller tests the connection)."""
+    def check(self, settings: DirectorySettings) -> None:
+        """The checks that need no connection: run before anything is sent to the
+        directory (a probe over plain ldap:// would send the service password in clear)."""
         if settings.flavour not in MAPPINGS:
             raise InputError(f"flavour must be one of {', '.join(MAPPINGS)}")
         if settings.name == EMBEDDED or not settings.name.replace("-", "").isalnum():
@@ -129,6 +146,10 @@ class DirectoryRegistry:
         if not settings.domains:
             raise InputError("a directory needs at least one mail domain (--domain)")
         _read_password(settings.bind_password_file)
+
+    def add(self, settings: DirectorySettings) -> None:
+        """Store a directory after checking the settings (the caller tests the connection)."""
+        settings.check()
         with self.db.transaction() as session:
             if session.get(DirectoryConfig, settings.name) is not None:
                 raise InputError(f"a directory named {settings.name} exists; remove it first")

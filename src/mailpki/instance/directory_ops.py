@@ -18,14 +18,12 @@ from mailpki.instance.instance import Instance
 from mailpki.keystore.keys import parse_key_type
 
 
-def add_directory(instance: Instance, settings: DirectorySettings, *, actor: str) -> int:
-    """Check the settings and the service account (a real search), then store them.
-
-    Returns how many entries a probe search saw (0 is fine for an empty directory)."""
+def add_directory(instance: Instance, settings: DirectorySettings, *, actor: str) -> None:
+    """Check the settings and the service account (a real search), then store them."""
+    instance.directories.check(settings)  # before any bind: no password over plain ldap://
     directory = open_directory(settings)
     try:
-        probe = directory.find_by_login("mailpki-connection-probe")
-        del probe
+        directory.find_by_login("mailpki-connection-probe")
     except DirectoryError as exc:
         raise DirectoryError(f"not added: {exc}") from None
     finally:
@@ -33,7 +31,6 @@ def add_directory(instance: Instance, settings: DirectorySettings, *, actor: str
     instance.directories.add(settings)
     with instance.db.transaction() as session:
         instance.audit.append(session, "directory.added", actor=actor, data=settings.describe())
-    return 0
 
 
 def remove_directory(instance: Instance, name: str, *, actor: str) -> None:
