@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -108,17 +107,13 @@ def test_validator_built_once(chain: Chain, key: ec.EllipticCurvePrivateKey) -> 
     linter = Linter()
     der = _der(issue(chain, load_profile("sponsored-strict-signing"), key.public_key()))
     assert linter.cached_types() == frozenset()
-    start = time.perf_counter()
     linter.lint(der, "SPONSORED-STRICT")
-    first = time.perf_counter() - start
     entry = linter._entry("SPONSORED-STRICT")
-    start = time.perf_counter()
     for _ in range(5):
         linter.lint(der, "sponsored-strict")  # case-insensitive, same cache entry
-    second = (time.perf_counter() - start) / 5
+    # The same validator object serves every later lint (no timing: load varies).
     assert linter._entry("SPONSORED-STRICT") is entry
     assert linter.cached_types() == {"SPONSORED-STRICT"}
-    assert second < first / 3, (first, second)
     linter.lint(der, None)
     assert linter.cached_types() == {"SPONSORED-STRICT", PKIX_ONLY}
 
