@@ -23,6 +23,7 @@ BENCHMARKS = (
     "bench_escrow",
     "bench_bulk_enroll",
     "bench_recovery",
+    "bench_directory",
 )
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -107,6 +107,12 @@ class DirectoryError(MailPKIError):
     """A directory cannot be reached, timed out, or refused the service account."""
 
 
+class DirectoryUnavailable(DirectoryError):
+    """The directory itself failed (unreachable, timed out, service account refused):
+    every other request to it now would fail the same way, unlike an error about one
+    entry (an ambiguous mail, a refused write)."""
+
+
 class AuthenticationError(MailPKIError):
     """A logon was refused (wrong password or PIN, unknown user, locked out, disabled)."""
 

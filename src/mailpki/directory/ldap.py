@@ -30,7 +30,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
 from mailpki.directory.entry import AD_ACCOUNT_DISABLE, MAPPINGS, AttributeMapping, DirectoryEntry
-from mailpki.errors import ConfigError, DirectoryError, InputError
+from mailpki.errors import ConfigError, DirectoryError, DirectoryUnavailable, InputError
 
 T = TypeVar("T")
 
@@ -152,9 +152,10 @@ class LdapDirectory:
 
     # --- connections -------------------------------------------------------------
 
-    def _error(self, action: str, reason: object) -> DirectoryError:
+    def _error(self, action: str, reason: object, *, outage: bool = False) -> DirectoryError:
         text = " ".join(str(reason).split())[:300] or type(reason).__name__
-        return DirectoryError(f"directory {self.name!r} ({self.url}): {action} failed: {text}")
+        kind = DirectoryUnavailable if outage else DirectoryError
+        return kind(f"directory {self.name!r} ({self.url}): {action} failed: {text}")
 
     def _server(self) -> Any:
         # A new ldap3.Server per connection: a Server marks an address it failed to
@@ -218,14 +219,16 @@ class LdapDirectory:
                 try:
                     return fn(self._connection())
                 except _Refused as exc:
-                    raise self._error(action, f"service account refused ({exc})") from None
+                    raise self._error(
+                        action, f"service account refused ({exc})", outage=True
+                    ) from None
                 except _BROKEN as exc:
                     self._drop()
                     if isinstance(exc, TimeoutError) or not reused or attempt == 2:
-                        raise self._error(action, exc) from None
+                        raise self._error(action, exc, outage=True) from None
                 except (ldap_exc.LDAPException, OSError) as exc:
                     self._drop()
-                    raise self._error(action, exc) from None
+                    raise self._error(action, exc, outage=True) from None
             raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
@@ -408,7 +411,7 @@ class LdapDirectory:
         except (ldap_exc.LDAPPasswordIsMandatoryError, ldap_exc.LDAPInvalidDnError):
             return False
         except (ldap_exc.LDAPException, OSError) as exc:
-            raise self._error("password check", exc) from None
+            raise self._error("password check", exc, outage=True) from None
         _quietly_unbind(conn)
         code = result.get("result")
         if code == _SUCCESS:

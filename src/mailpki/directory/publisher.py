@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailpki.directory.registry import DirectoryRegistry
-from mailpki.errors import DirectoryError, MailPKIError
+from mailpki.errors import DirectoryError, DirectoryUnavailable, MailPKIError
 from mailpki.store.db import Database
 from mailpki.store.models import CertificateRecord, PublishJob
 
@@ -83,8 +83,13 @@ class Publisher:
                 or 0
             )
 
-    def run_once(self, *, limit: int = 1000, ignore_backoff: bool = False) -> PublishReport:
-        """Deliver due jobs, oldest first; a failing directory is retried later."""
+    def run_once(
+        self, *, limit: int = 1000, ignore_backoff: bool = False, down: set[str] | None = None
+    ) -> PublishReport:
+        """Deliver due jobs, oldest first; a failing directory is retried later.
+
+        `down` collects the directories that failed as a whole (an outage: their other
+        jobs are not tried); an error about one entry fails that job only."""
         now = self._clock()
         report = PublishReport()
         with self.db.session() as session:
@@ -97,7 +102,8 @@ class Publisher:
                 query = query.where(PublishJob.next_attempt_at <= now)
             jobs = [(job.id, job.email, job.action, der) for job, der in
                     session.execute(query.order_by(PublishJob.id).limit(limit))]  # fmt: skip
-        down: set[str] = set()  # directories that failed in this run: skip their other jobs
+        if down is None:
+            down = set()  # directories that failed in this run: skip their other jobs
         for job_id, email, action, der in jobs:
             directory = self.registry.for_mail(email)
             if directory is None or directory.name in down:
@@ -122,7 +128,8 @@ class Publisher:
                     report.unpublished += 1
                 self._finish(job_id, error=None)
             except DirectoryError as exc:
-                down.add(directory.name)
+                if isinstance(exc, DirectoryUnavailable):
+                    down.add(directory.name)
                 self._retry(job_id, str(exc))
                 report.failed += 1
                 report.errors.append(str(exc))
@@ -147,7 +154,10 @@ class Publisher:
 
     def sync(self) -> PublishReport:
         """Deliver every queued job now, then make the directory match the CA."""
-        report = self.run_once(limit=1_000_000, ignore_backoff=True)
+        # A directory that failed is not asked again for every other mail: with one
+        # that times out, that would be one timeout per certificate.
+        down: set[str] = set()
+        report = self.run_once(limit=1_000_000, ignore_backoff=True, down=down)
         now = self._clock()
         wanted: dict[str, set[bytes]] = {}
         unwanted: dict[str, set[bytes]] = {}
@@ -167,6 +177,9 @@ class Publisher:
             directory = self.registry.for_mail(email)
             if directory is None:
                 continue
+            if directory.name in down:
+                report.failed += 1
+                continue
             try:
                 entry = directory.find_by_mail(email)
                 if entry is None:
@@ -183,6 +196,8 @@ class Publisher:
                     directory.unpublish(entry.dn, der)
                     report.unpublished += 1
             except DirectoryError as exc:
+                if isinstance(exc, DirectoryUnavailable):
+                    down.add(directory.name)
                 report.failed += 1
                 report.errors.append(f"{email}: {exc}")
         return report

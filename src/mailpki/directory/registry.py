@@ -130,23 +130,6 @@ class DirectoryRegistry:
                 for r in rows
             ]
 
-    def check(self, settings: DirectorySettings) -> None:
-        """The checks that need no connection: run before anything is sent to the
-        directory (a probe over plain ldap:// would send the service password in clear)."""
-        if settings.flavour not in MAPPINGS:
-            raise InputError(f"flavour must be one of {', '.join(MAPPINGS)}")
-        if settings.name == EMBEDDED or not settings.name.replace("-", "").isalnum():
-            raise InputError("a directory name is letters, digits and '-', and not 'embedded'")
-        if not settings.url.startswith(("ldap://", "ldaps://")):
-            raise InputError("the directory URL must be ldap:// or ldaps://")
-        if settings.url.startswith("ldap://") and not settings.starttls:
-            raise InputError(
-                "refusing to send passwords over plain ldap://: use ldaps:// or --starttls"
-            )
-        if not settings.domains:
-            raise InputError("a directory needs at least one mail domain (--domain)")
-        _read_password(settings.bind_password_file)
-
     def add(self, settings: DirectorySettings) -> None:
         """Store a directory after checking the settings (the caller tests the connection)."""
         settings.check()

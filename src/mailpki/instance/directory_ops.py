@@ -20,7 +20,7 @@ from mailpki.keystore.keys import parse_key_type
 
 def add_directory(instance: Instance, settings: DirectorySettings, *, actor: str) -> None:
     """Check the settings and the service account (a real search), then store them."""
-    instance.directories.check(settings)  # before any bind: no password over plain ldap://
+    settings.check()  # first: no service password may go over plain ldap:// in a probe
     directory = open_directory(settings)
     try:
         directory.find_by_login("mailpki-connection-probe")
