@@ -1,6 +1,7 @@
 """One-time enrollment PINs from an HR list, for people without a directory password.
 
-HR exports ``employee_id,mail,name,pin``; the PINs are hashed with argon2id on import
+HR exports ``employee_id,mail,name,pin`` as a CSV file, or the rows come from a
+configured SELECT on the HR database; the PINs are hashed with argon2id on import
 (only the hash is stored, the PIN itself is never stored, logged or echoed in a
 message). A PIN works once, until it expires, and is void after `max_attempts` wrong
 guesses; re-importing an employee replaces their PIN and resets all of that.
@@ -9,8 +10,9 @@ guesses; re-importing an employee replaces their PIN and resets all of that.
 from __future__ import annotations
 
 import os
+import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,8 +21,11 @@ from typing import Any, Literal
 from argon2 import PasswordHasher
 from argon2.exceptions import Argon2Error, InvalidHashError
 from ldap3.utils.dn import escape_rdn
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, create_engine, func, insert, select, update
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from mailpki.auth.identity import Identity
 from mailpki.auth.limiter import LoginLimiter, limiter_keys
@@ -32,7 +37,7 @@ from mailpki.directory.embedded import (
     read_csv,
 )
 from mailpki.directory.entry import DirectoryEntry
-from mailpki.errors import AuthenticationError, ConfigError, InputError
+from mailpki.errors import AuthenticationError, ConfigError, InputError, StoreError
 from mailpki.store.db import Database
 from mailpki.store.models import HRPin
 
@@ -40,13 +45,18 @@ __all__ = [
     "ARGON2_MEMORY_KIB",
     "ARGON2_PARALLELISM",
     "ARGON2_TIME_COST",
+    "PIN_COLUMNS",
     "PIN_MAX",
     "PIN_MIN",
     "WRONG_PIN",
     "PinAuthenticator",
     "PinImportReport",
+    "check_sql_query",
+    "check_sql_url",
+    "import_pin_rows",
     "import_pins",
     "pin_hasher",
+    "rows_from_sql",
 ]
 
 # argon2id, 2 passes over 24 MiB, one lane: about 30 ms per hash on the reference
@@ -59,6 +69,7 @@ PIN_MIN, PIN_MAX = 6, 64
 WRONG_PIN = "wrong employee id or PIN"
 _MAX_IDENT = 320
 _CHUNK = 500
+PIN_COLUMNS = ("employee_id", "mail", "name", "pin")
 
 
 def pin_hasher() -> PasswordHasher:
@@ -119,7 +130,7 @@ def _pin(value: str) -> str:
     return pin
 
 
-def _validate(records: list[CsvRecord], errors: list[tuple[int, str]]) -> list[_PinRow]:
+def _validate(records: list[CsvRecord], errors: list[tuple[int, str]], unit: str) -> list[_PinRow]:
     rows: list[_PinRow] = []
     seen_id: dict[str, int] = {}
     seen_mail: dict[str, int] = {}
@@ -139,17 +150,17 @@ def _validate(records: list[CsvRecord], errors: list[tuple[int, str]]) -> list[_
             if not row.name:
                 raise InputError("the name is empty")
         except InputError as exc:
-            errors.append((record.line, f"line {record.line}: {exc}"))
+            errors.append((record.line, f"{unit} {record.line}: {exc}"))
             continue
         if row.employee_id in seen_id:
             errors.append(
-                (row.line, f"line {row.line}: employee id {row.employee_id!r} is already on "
-                 f"line {seen_id[row.employee_id]}")
+                (row.line, f"{unit} {row.line}: employee id {row.employee_id!r} is already "
+                 f"on {unit} {seen_id[row.employee_id]}")
             )  # fmt: skip
             continue
         if row.mail.lower() in seen_mail:
             errors.append(
-                (row.line, f"line {row.line}: mail {row.mail!r} is already on line "
+                (row.line, f"{unit} {row.line}: mail {row.mail!r} is already on {unit} "
                  f"{seen_mail[row.mail.lower()]}")
             )  # fmt: skip
             continue
@@ -173,12 +184,61 @@ def import_pins(
     Bad rows are reported ("line N: why") and skipped; a file-level problem raises
     InputError and changes nothing. PINs are hashed before the transaction opens, in
     `workers` threads (argon2 releases the GIL), so the write lock is held briefly."""
+    _check_validity(validity)
+    records = read_csv(data, required=PIN_COLUMNS, what="PIN file")
+    return _import_records(
+        db, records, "line", validity=validity, clock=clock, hasher=hasher, workers=workers
+    )
+
+
+def import_pin_rows(
+    db: Database,
+    rows: Sequence[Mapping[str, str]],
+    *,
+    validity: timedelta,
+    clock: Callable[[], datetime] | None = None,
+    hasher: PasswordHasher | None = None,
+    workers: int | None = None,
+) -> PinImportReport:
+    """Import HR PIN rows (mappings with the keys of PIN_COLUMNS, e.g. from rows_from_sql).
+
+    Exactly like import_pins, but errors name the row ("row N: why", counted from 1)."""
+    _check_validity(validity)
+    records: list[CsvRecord] = []
+    for number, row in enumerate(rows, start=1):
+        values = {str(key).strip().lower(): value for key, value in row.items()}
+        missing = [column for column in PIN_COLUMNS if column not in values]
+        if missing:
+            error = f"row {number}: lacks the column(s) {', '.join(missing)}"
+            records.append(CsvRecord(number, {}, error))
+        elif not all(isinstance(values[column], str) for column in PIN_COLUMNS):
+            records.append(CsvRecord(number, {}, f"row {number}: a value is not text"))
+        else:
+            records.append(CsvRecord(number, {column: values[column] for column in PIN_COLUMNS}))
+    return _import_records(
+        db, records, "row", validity=validity, clock=clock, hasher=hasher, workers=workers
+    )
+
+
+def _check_validity(validity: timedelta) -> None:
     if validity <= timedelta(0):
         raise InputError("the PIN validity must be positive")
+
+
+def _import_records(
+    db: Database,
+    records: list[CsvRecord],
+    unit: str,
+    *,
+    validity: timedelta,
+    clock: Callable[[], datetime] | None,
+    hasher: PasswordHasher | None,
+    workers: int | None,
+) -> PinImportReport:
+    """Validate, hash (outside the transaction) and store; shared by both sources."""
     hasher = hasher or pin_hasher()
-    records = read_csv(data, required=("employee_id", "mail", "name", "pin"), what="PIN file")
     errors: list[tuple[int, str]] = []
-    rows = _validate(records, errors)
+    rows = _validate(records, errors, unit)
     with ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1)) as pool:
         hashes = list(pool.map(hasher.hash, (row.pin for row in rows)))
     for row in rows:
@@ -187,7 +247,7 @@ def import_pins(
     report = PinImportReport()
     now = _utc_now(clock or _system_clock)
     with db.transaction() as session:
-        _store(session, rows, hashes, now, now + validity, report, errors)
+        _store(session, rows, hashes, now, now + validity, report, errors, unit)
     errors.sort(key=lambda item: item[0])
     report.errors = [message for _, message in errors[:MAX_REPORTED_ERRORS]]
     if len(errors) > MAX_REPORTED_ERRORS:
@@ -203,6 +263,7 @@ def _store(
     expires: datetime,
     report: PinImportReport,
     errors: list[tuple[int, str]],
+    unit: str,
 ) -> None:
     ids = sorted({row.employee_id for row in rows})
     existing: dict[str, int] = {}
@@ -224,8 +285,8 @@ def _store(
         owner = mail_owner.get(row.mail.lower())
         if owner is not None and owner != row.employee_id:
             errors.append(
-                (row.line, f"line {row.line}: mail {row.mail!r} already belongs to employee "
-                 f"id {owner!r}")
+                (row.line, f"{unit} {row.line}: mail {row.mail!r} already belongs to "
+                 f"employee id {owner!r}")
             )  # fmt: skip
             continue
         values: dict[str, Any] = {
@@ -253,6 +314,149 @@ def _store(
         session.execute(update(HRPin), updates[start : start + _CHUNK])
     for start in range(0, len(inserts), _CHUNK):
         session.execute(insert(HRPin), inserts[start : start + _CHUNK])
+
+
+# -- the HR database as a source --------------------------------------------------------
+
+_QUERY_MAX = 10_000
+_CONNECT_TIMEOUT_SECONDS = 10
+
+
+def check_sql_url(value: str) -> str:
+    """An SQLAlchemy URL of the HR database, without a password; "" means not set."""
+    url = value.strip()
+    if not url:
+        return ""
+    if any(ord(ch) < 32 or ch == "\x7f" for ch in url):
+        raise ConfigError("the HR database URL contains control characters")
+    try:
+        parsed = make_url(url)
+    except (SQLAlchemyError, ValueError):
+        # Not echoed: a malformed URL may still hold a password.
+        raise ConfigError(
+            "the HR database URL is not an SQLAlchemy URL such as postgresql+psycopg://USER@HOST/DB"
+        ) from None
+    if parsed.password is not None or any(k.lower() == "password" for k in parsed.query):
+        # Config files are shown and audited; libpq reads the password from its own file.
+        raise ConfigError(
+            "the HR database URL must not contain a password: put it in ~/.pgpass of the "
+            "user running mailpki, or in the file PGPASSFILE names"
+        )
+    return url
+
+
+def check_sql_query(value: str) -> str:
+    """A single SELECT (no ';', so nothing can be chained after it); "" means not set.
+
+    This is a first filter only: the query also runs in a read-only transaction that
+    is rolled back, and the HR account should be allowed to read and nothing else."""
+    query = value.strip()
+    if not query:
+        return ""
+    if len(query) > _QUERY_MAX:
+        raise ConfigError(f"the HR query is longer than {_QUERY_MAX} characters")
+    if any((ord(ch) < 32 and ch not in "\t\n\r") or ch == "\x7f" for ch in query):
+        raise ConfigError("the HR query contains control characters")
+    if ";" in query:
+        raise ConfigError("the HR query must be one SELECT statement, without ';'")
+    if not re.match(r"select\b", query, re.IGNORECASE):
+        raise ConfigError(
+            f"the HR query must start with SELECT and return the columns {', '.join(PIN_COLUMNS)}"
+        )
+    return query
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The driver's own first line (no SQL, no parameters, no URL)."""
+    origin: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+    lines = str(origin).strip().splitlines()
+    return (lines[0] if lines else type(origin).__name__)[:300]
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _read_only(connection: Connection, backend: str) -> None:
+    if backend == "postgresql":
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")  # must come first
+    elif backend == "sqlite":
+        connection.exec_driver_sql("PRAGMA query_only = ON")  # the connection is not pooled
+
+
+def _column_order(names: Sequence[str]) -> list[str]:
+    lowered = [name.strip().lower() for name in names]
+    missing = [column for column in PIN_COLUMNS if column not in lowered]
+    extra = [name for name in lowered if name not in PIN_COLUMNS]
+    if missing or extra or len(set(lowered)) != len(lowered):
+        problems = []
+        if missing:
+            problems.append(f"lacks the column(s) {', '.join(missing)}")
+        if extra:
+            problems.append(f"has other column(s) {', '.join(repr(n[:40]) for n in extra[:5])}")
+        if not problems:
+            problems.append("names a column twice")
+        raise InputError(
+            f"the HR query {' and '.join(problems)}: it must return exactly "
+            f"{', '.join(PIN_COLUMNS)} (rename with AS)"
+        )
+    return lowered
+
+
+def rows_from_sql(url: str, query: str, *, limit: int = 1_000_000) -> list[dict[str, str]]:
+    """Run the HR query and return its rows as text (None becomes "").
+
+    Read-only: the query runs in a transaction that is never committed, READ ONLY on
+    PostgreSQL and query_only on SQLite. Connection problems raise StoreError, a bad
+    URL or driver ConfigError, the wrong columns or too many rows InputError; no
+    message holds a credential (the URL cannot hold one)."""
+    url, query = check_sql_url(url), check_sql_query(query)
+    if not url or not query:
+        raise ConfigError("the HR database URL and query must both be set")
+    parsed: URL = make_url(url)
+    where = parsed.render_as_string(hide_password=True)
+    backend = parsed.get_backend_name()
+    connect_args: dict[str, Any] = {}
+    if backend == "postgresql":
+        # An HR server that does not answer must fail the import, not hang it.
+        connect_args["connect_timeout"] = _CONNECT_TIMEOUT_SECONDS
+    try:
+        engine = create_engine(parsed, poolclass=NullPool, connect_args=connect_args)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:  # unknown dialect, no driver
+        raise ConfigError(f"cannot use the HR database URL {where}: {exc}") from None
+    try:
+        try:
+            connection = engine.connect()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot connect to the HR database {where}: {_reason(exc)}") from None
+        with connection:
+            rows: list[dict[str, str]] = []
+            try:
+                with connection.begin() as transaction:
+                    _read_only(connection, backend)
+                    # no_parameters: the DBAPI gets the text as is ('%' and ':x' are not
+                    # placeholders); stream_results: a big HR table is not buffered twice.
+                    result = connection.execution_options(
+                        no_parameters=True, stream_results=True
+                    ).exec_driver_sql(query)
+                    if not result.returns_rows:
+                        raise InputError("the HR query does not return rows: it must be a SELECT")
+                    columns = _column_order(list(result.keys()))
+                    for row in result:
+                        if len(rows) >= limit:
+                            raise InputError(f"the HR query returns more than {limit} rows")
+                        rows.append(dict(zip(columns, map(_cell, row), strict=True)))
+                    result.close()
+                    transaction.rollback()  # nothing to keep: a reader never commits
+            except SQLAlchemyError as exc:
+                raise StoreError(f"the HR query failed on {where}: {_reason(exc)}") from None
+        return rows
+    finally:
+        engine.dispose()
 
 
 # -- logon -----------------------------------------------------------------------------------

@@ -296,14 +296,33 @@ def directory_sync(home: HomeOption = None) -> None:
 @pins_app.command("import")
 @handle_errors
 def pins_import(
-    file: Annotated[Path, typer.Argument(help="CSV: employee_id,mail,name,pin")],
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="CSV: employee_id,mail,name,pin (or use --from-sql).", show_default=False
+        ),
+    ] = None,
+    from_sql: Annotated[
+        bool,
+        typer.Option(
+            "--from-sql",
+            help="Read the rows from the HR database (settings pins.sql_url, pins.sql_query).",
+        ),
+    ] = False,
     home: HomeOption = None,
 ) -> None:
     """Import one-time PINs from HR (hashed with argon2 on import; the file is yours to delete)."""
-    data = read_input(file, "PIN list", MAX_IMPORT_BYTES)
+    if from_sql and file is not None:
+        raise InputError("give either a PIN file or --from-sql, not both")
+    if not from_sql and file is None:
+        raise InputError("give a PIN file (CSV: employee_id,mail,name,pin) or --from-sql")
+    data = read_input(file, "PIN list", MAX_IMPORT_BYTES) if file is not None else b""
     instance = open_instance(home)
     try:
-        report = ops.import_hr_pins(instance, data, actor=cli_actor())
+        if from_sql:
+            report = ops.import_hr_pins_from_sql(instance, actor=cli_actor())
+        else:
+            report = ops.import_hr_pins(instance, data, actor=cli_actor())
     finally:
         instance.close()
     for error in report.errors:

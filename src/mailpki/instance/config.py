@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mailpki.auth.pins import check_sql_query, check_sql_url
 from mailpki.base.settings import (
     Setting,
     SettingsFile,
@@ -22,6 +24,7 @@ from mailpki.base.settings import (
     optional_text,
     text,
 )
+from mailpki.errors import ConfigError
 from mailpki.keystore.keys import CA_KEY_TYPES, KEY_TYPES
 from mailpki.recovery.config import role_arc
 
@@ -51,6 +54,18 @@ def _org_id(value: str) -> str:
     return value
 
 
+def _checked(check: Callable[[str], str]) -> Callable[[str], str]:
+    """A check that raises ConfigError, as a setting parser (those raise ValueError)."""
+
+    def parse(value: str) -> str:
+        try:
+            return check(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    return parse
+
+
 SCHEMA: dict[str, Setting] = {
     "instance.org": Setting(text, None, "organisation name, used in CA names"),
     "instance.domain": Setting(text, None, "main mail domain"),
@@ -71,6 +86,11 @@ SCHEMA: dict[str, Setting] = {
         optional_http_url,
         "",
         "URL for CDP and AIA if not derived from web.base_url (must be http://)",
+    ),
+    "web.certdir_rate_per_minute": Setting(
+        int_range(0, 100_000),
+        30,
+        "certificate directory lookups per minute per client address (0 turns it off)",
     ),
     "keys.backend": Setting(choice("file", "pkcs11"), "file", "where CA keys live"),
     "keys.passphrase_file": Setting(
@@ -142,6 +162,17 @@ SCHEMA: dict[str, Setting] = {
     "auth.lockout_minutes": Setting(int_range(1, 10_080), 15, "how long a lockout lasts"),
     "pins.validity_days": Setting(int_range(1, 365), 30, "how long an imported PIN is valid"),
     "pins.max_attempts": Setting(int_range(1, 100), 5, "wrong tries before a PIN is void"),
+    "pins.sql_url": Setting(
+        _checked(check_sql_url),
+        "",
+        "SQLAlchemy URL of the HR database for 'pins import --from-sql', e.g. "
+        "postgresql+psycopg://hr_reader@db/hr; no password here: use ~/.pgpass or PGPASSFILE",
+    ),
+    "pins.sql_query": Setting(
+        _checked(check_sql_query),
+        "",
+        "one SELECT (no ';') returning employee_id, mail, name, pin; it runs read-only",
+    ),
     "directory.publish": Setting(
         choice("true", "false"), "true", "publish issued certificates to the directory"
     ),

@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Literal
 
 from mailpki.auth.identity import Identity
-from mailpki.auth.pins import PinImportReport, import_pins
+from mailpki.auth.pins import PinImportReport, import_pin_rows, import_pins, rows_from_sql
 from mailpki.directory.embedded import ImportReport, import_people
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.directory.publisher import PublishReport
 from mailpki.directory.registry import DirectorySettings, open_directory
 from mailpki.enrollment.requests import RequestView
-from mailpki.errors import DirectoryError, InputError, NotFoundError
+from mailpki.errors import ConfigError, DirectoryError, InputError, NotFoundError
 from mailpki.instance.enrollments import EnrollOutcome, enroll_one
 from mailpki.instance.instance import Instance
 from mailpki.keystore.keys import parse_key_type
@@ -110,6 +110,34 @@ def import_hr_pins(instance: Instance, data: bytes, *, actor: str) -> PinImportR
             actor=actor,
             data={"added": report.added, "replaced": report.replaced, "errors": len(report.errors)},
         )
+    return report
+
+
+def import_hr_pins_from_sql(instance: Instance, *, actor: str) -> PinImportReport:
+    """Import the PINs the configured HR query returns (pins.sql_url, pins.sql_query)."""
+    from datetime import timedelta
+
+    url = str(instance.config.get("pins.sql_url"))
+    query = str(instance.config.get("pins.sql_query"))
+    unset = [key for key, value in (("pins.sql_url", url), ("pins.sql_query", query)) if not value]
+    if unset:
+        raise ConfigError(
+            f"{' and '.join(unset)} not set ('mailpki config set KEY VALUE'): the HR "
+            "database URL, and a query returning employee_id, mail, name, pin"
+        )
+    rows = rows_from_sql(url, query)
+    report = import_pin_rows(
+        instance.db, rows, validity=timedelta(days=int(instance.config.get("pins.validity_days")))
+    )
+    del rows  # the clear PINs: not kept longer than the hashing needs them
+    with instance.db.transaction() as session:
+        instance.audit.append(
+            session,
+            "pins.imported",
+            actor=actor,
+            data={"added": report.added, "replaced": report.replaced, "errors": len(report.errors),
+                  "source": "sql"},
+        )  # fmt: skip
     return report
 
 
