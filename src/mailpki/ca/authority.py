@@ -39,6 +39,7 @@ from mailpki.policy.certificate import build_certificate
 from mailpki.policy.keys import check_public_key
 from mailpki.policy.person import Person
 from mailpki.policy.profile import Profile, load_profile
+from mailpki.policy.roles import ADMIN_PROFILE
 from mailpki.store.db import Database
 from mailpki.store.models import CertificateRecord, CRLRecord, SerialReservation
 
@@ -398,6 +399,27 @@ class CertificateAuthority:
         with self.db.session() as session:
             total = session.scalar(count) or 0
             return [CertificateInfo.from_record(r, now) for r in session.scalars(query)], total
+
+    def valid_certificates(self, email: str) -> list[bytes]:
+        """DER of the unrevoked, unexpired subscriber certificates of a mail address in
+        any case, newest first: what the public certificate directory may publish.
+
+        Admin certificates are left out: their policy OIDs name recovery roles.
+        """
+        # The local part is stored as given: match lower(email), which has an index.
+        query = (
+            select(CertificateRecord.der)
+            .where(
+                func.lower(CertificateRecord.email) == email.lower(),
+                CertificateRecord.issuer == ISSUING,
+                CertificateRecord.profile.not_in((OCSP_PROFILE, ADMIN_PROFILE)),
+                CertificateRecord.status == "valid",
+                CertificateRecord.not_after > datetime.now(UTC),
+            )
+            .order_by(CertificateRecord.id.desc())
+        )
+        with self.db.session() as session:
+            return list(session.scalars(query))
 
     # -- revocation ---------------------------------------------------------------------
 

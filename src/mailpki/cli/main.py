@@ -151,7 +151,7 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 1,
     home: HomeOption = None,
 ) -> None:
-    """Serve CRLs, OCSP and CA certificates over HTTP."""
+    """Serve CRLs, OCSP, CA certificates and the public certificate directory over HTTP."""
     from mailpki.web.server import run_server
 
     instance = open_instance(home)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -62,6 +63,9 @@ class CertificateRecord(Base):
     __table_args__ = (
         Index("ix_certificates_partition_revoked", "crl_partition", "status", "revoked_at"),
         Index("ix_certificates_issuer_revoked", "issuer", "status", "revoked_at"),
+        # Mail addresses keep their case (the local part may be case-sensitive); lookups
+        # by address ignore it, through this expression index.
+        Index("ix_certificates_email_lower", func.lower(email)),
     )
 
 

@@ -19,9 +19,12 @@ from typing import Protocol, TypeVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+
+from mailpki.web.certdir import CertificateDirectorySource, SecurityHeaders, certdir_routes
 
 __all__ = ["MAX_OCSP_GET_PATH", "MAX_OCSP_REQUEST", "PKISource", "create_pki_app"]
 
@@ -46,8 +49,11 @@ _OCSP_REQUEST = "application/ocsp-request"
 _OCSP_INTERNAL_ERROR = bytes.fromhex("30030a0102")
 
 
-class PKISource(Protocol):
-    """Where the PKI endpoints get their bytes from (CA component, cache, files)."""
+class PKISource(CertificateDirectorySource, Protocol):
+    """Where the PKI endpoints get their bytes from (CA component, cache, files).
+
+    Also the certificate directory's source: valid_certificates(mail) (web/certdir.py).
+    """
 
     def crl(self, name: str) -> bytes | None:
         """DER CRL for a name like "issuing.crl", "issuing-3.crl"; None if there is none."""
@@ -104,6 +110,7 @@ def create_pki_app(
     ca_max_age: int = 86_400,
     blocking_source: bool = False,
     inline_ocsp: bool = False,
+    certdir_rate_per_minute: int = 30,
 ) -> Starlette:
     """Build the Starlette app for the public PKI endpoints.
 
@@ -114,7 +121,8 @@ def create_pki_app(
     cached OCSP answer (~50 µs vs a few µs). ``inline_ocsp=True`` answers OCSP on
     the event loop even then: one indexed lookup (~0.1 ms) costs less than the thread
     hop and the GIL hand-off between loop and pool, which capped signed responses
-    at ~1,000/s.
+    at ~1,000/s. ``certdir_rate_per_minute`` limits directory lookups per client address
+    (burst 10); 0 leaves the certificate directory out.
     """
 
     async def call(fn: Callable[[_A], _R], arg: _A) -> _R:
@@ -211,7 +219,11 @@ def create_pki_app(
         Route("/ocsp/", post_ocsp, methods=["POST"]),  # some clients POST to the GET base
         Route("/ocsp/{b64:path}", get_ocsp, methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
+    if certdir_rate_per_minute > 0:
+        routes += certdir_routes(
+            source, rate_per_minute=certdir_rate_per_minute, blocking_source=blocking_source
+        )
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
     # A strict API: "/crl/x.crl/" is not found rather than redirected.
     app.router.redirect_slashes = False
     return app

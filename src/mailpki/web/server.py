@@ -94,10 +94,18 @@ class InstancePKISource:
     def ocsp(self, request_der: bytes) -> bytes:
         return self.ca.responder().respond(request_der)
 
+    def valid_certificates(self, mail: str) -> list[bytes]:
+        return self.ca.valid_certificates(mail)
+
 
 def create_app(home: Path) -> Starlette:
     instance = Instance.open(home)
-    app = create_pki_app(InstancePKISource(instance), blocking_source=True, inline_ocsp=True)
+    app = create_pki_app(
+        InstancePKISource(instance),
+        blocking_source=True,
+        inline_ocsp=True,
+        certdir_rate_per_minute=int(instance.config.get("web.certdir_rate_per_minute")),
+    )
     Housekeeping(instance).start()  # a daemon thread: it ends with the process
     return app
 
