@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -83,3 +85,18 @@ def test_housekeeping_revokes_lost_deliveries_sends_mail_and_fills_pool(
         instance.close()
     assert list((home / "outbox").glob("*.eml"))
     assert mailpki("audit", "verify", "--home", home).code == 0
+
+
+def test_a_running_server_fills_the_key_pool(sqlite_home: Path, serve: Callable[[], str]) -> None:
+    """`mailpki serve` runs the housekeeping in the background: the pool gets filled."""
+    for key, value in (("keymanager.key_type", "p256"), ("keymanager.pool_size", "2")):
+        assert mailpki("config", "set", "--home", sqlite_home, key, value).code == 0
+    serve()
+    instance = Instance.open(sqlite_home)
+    try:
+        deadline = time.monotonic() + 60
+        while instance.key_manager.pool_size("p256") < 2:
+            assert time.monotonic() < deadline, "the server did not fill the key pool"
+            time.sleep(0.2)
+    finally:
+        instance.close()

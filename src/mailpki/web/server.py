@@ -98,7 +98,9 @@ class InstancePKISource:
         return self.ca.valid_certificates(mail)
 
 
-def create_app(home: Path) -> Starlette:
+def create_app(home: Path, *, housekeeping: bool = False) -> Starlette:
+    """The app of one instance; `housekeeping` starts the server's background chores
+    (a daemon thread), which the real server wants and an embedding test does not."""
     instance = Instance.open(home)
     app = create_pki_app(
         InstancePKISource(instance),
@@ -106,13 +108,14 @@ def create_app(home: Path) -> Starlette:
         inline_ocsp=True,
         certdir_rate_per_minute=int(instance.config.get("web.certdir_rate_per_minute")),
     )
-    Housekeeping(instance).start()  # a daemon thread: it ends with the process
+    if housekeeping:
+        Housekeeping(instance).start()
     return app
 
 
 def create_app_from_env() -> Starlette:
     """Factory for uvicorn worker processes (each opens the instance itself)."""
-    return create_app(Path(os.environ[HOME_ENV]))
+    return create_app(Path(os.environ[HOME_ENV]), housekeeping=True)
 
 
 class NoDelayH11Protocol(H11Protocol):
@@ -138,7 +141,7 @@ def run_server(home: Path, *, host: str, port: int, workers: int = 1) -> None:
         os.environ[HOME_ENV] = str(home.resolve())
         app: Starlette | str = "mailpki.web.server:create_app_from_env"
     else:
-        app = create_app(home)
+        app = create_app(home, housekeeping=True)
     uvicorn.run(
         app,
         factory=workers > 1,
