@@ -14,7 +14,9 @@ from sqlalchemy import delete, select
 from mailpki.auth.identity import Identity
 from mailpki.auth.limiter import LoginLimiter
 from mailpki.auth.pins import WRONG_PIN, PinAuthenticator, import_pins
-from mailpki.directory.embedded import EmbeddedDirectory, embedded_dn, import_people
+from mailpki.directory.embedded import EmbeddedDirectory
+from mailpki.directory.people_import import import_people
+from mailpki.directory.validation import embedded_dn
 from mailpki.errors import AuthenticationError
 from mailpki.store.db import Database
 from mailpki.store.models import AuthFailure, HRPin

@@ -29,14 +29,9 @@ from sqlalchemy.pool import NullPool
 
 from mailpki.auth.identity import Identity
 from mailpki.auth.limiter import LoginLimiter, limiter_keys
-from mailpki.directory.embedded import (
-    MAX_REPORTED_ERRORS,
-    CsvRecord,
-    check_mail,
-    check_text,
-    read_csv,
-)
 from mailpki.directory.entry import DirectoryEntry
+from mailpki.directory.people_import import CsvRecord, read_csv
+from mailpki.directory.validation import MAX_REPORTED_ERRORS, check_mail, check_text
 from mailpki.errors import AuthenticationError, ConfigError, InputError, StoreError
 from mailpki.store.db import Database
 from mailpki.store.models import HRPin

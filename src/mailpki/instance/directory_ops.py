@@ -7,8 +7,8 @@ from typing import Literal
 
 from mailpki.auth.identity import Identity
 from mailpki.auth.pins import PinImportReport, import_pin_rows, import_pins, rows_from_sql
-from mailpki.directory.embedded import ImportReport, import_people
 from mailpki.directory.entry import DirectoryEntry
+from mailpki.directory.people_import import ImportReport, import_people
 from mailpki.directory.publisher import PublishReport
 from mailpki.directory.registry import DirectorySettings, open_directory
 from mailpki.enrollment.requests import RequestView

@@ -12,14 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-import mailpki.directory.embedded as embedded_module
-from mailpki.directory.embedded import (
-    MAX_IMPORT_BYTES,
-    EmbeddedDirectory,
-    check_mail,
-    embedded_dn,
-    import_people,
-)
+import mailpki.directory.people_import as import_module
+from mailpki.directory.embedded import EmbeddedDirectory
+from mailpki.directory.people_import import import_people
+from mailpki.directory.validation import MAX_IMPORT_BYTES, check_mail, embedded_dn
 from mailpki.errors import DirectoryError, InputError
 from mailpki.store.db import Database
 from mailpki.store.models import EmbeddedCertificate, EmbeddedEntry
@@ -419,7 +415,7 @@ def test_a_crash_during_the_import_leaves_nothing(
         raise RuntimeError("power cut")
 
     # The update of lia is executed first, then the inserts crash: all must roll back.
-    monkeypatch.setattr(embedded_module, "insert", crash)
+    monkeypatch.setattr(import_module, "insert", crash)
     with pytest.raises(RuntimeError):
         csv_import(db, "login,mail,name\nlia,lia@example.com,Lia Changed\nmo,mo@example.com,Mo\n")
     assert snapshot(db) == before
