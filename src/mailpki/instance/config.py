@@ -173,6 +173,12 @@ SCHEMA: dict[str, Setting] = {
         "",
         "one SELECT (no ';') returning employee_id, mail, name, pin; it runs read-only",
     ),
+    "invitations.validity_days": Setting(
+        int_range(1, 90), 14, "how long an enrollment invitation link is valid"
+    ),
+    "invitations.reminder_days": Setting(
+        int_range(1, 60), 5, "days after an unused invitation before one reminder is sent"
+    ),
     "directory.publish": Setting(
         choice("true", "false"), "true", "publish issued certificates to the directory"
     ),

@@ -1,0 +1,412 @@
+"""Enrollment invitations: signed, expiring, one-time links mailed to people.
+
+A link is ``{base_url}/enroll/{token}`` with a random 32-byte token. Only the token's
+SHA-256 is stored, so a copy of the database opens no link; looking a token up by its
+hash is what makes the comparison constant-time. The invitation row, its mail (in the
+outbox) and its audit record are written in one transaction.
+
+The mail is plain text (the outbox carries a text body only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import string
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from mailpki.audit import AuditLog
+from mailpki.directory.entry import DirectoryEntry
+from mailpki.errors import ConfigError, InputError, MailPKIError
+from mailpki.notify.mail import is_plain_address, queue
+from mailpki.store.db import Database
+from mailpki.store.models import Invitation
+
+__all__ = [
+    "TEMPLATE_NAMES",
+    "InvitationExpired",
+    "InvitationInvalid",
+    "InvitationSuperseded",
+    "InvitationUsed",
+    "InviteReport",
+    "check_token",
+    "hash_token",
+    "invite",
+    "load_template",
+    "redeem",
+    "remind",
+]
+
+TOKEN_BYTES = 32
+# secrets.token_urlsafe(32): 43 characters of the URL-safe base64 alphabet, no padding.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+TEMPLATE_NAMES = ("invitation.txt", "reminder.txt")
+MAX_TEMPLATE_BYTES = 64 * 1024
+_ORG_IN_SUBJECT_MAX = 120
+
+
+class InvitationInvalid(InputError):
+    """The link's token is malformed or unknown."""
+
+
+class InvitationExpired(InputError):
+    """The invitation is past its expiry."""
+
+
+class InvitationSuperseded(InputError):
+    """A newer invitation (resend or reminder) replaced this one."""
+
+
+class InvitationUsed(InputError):
+    """The invitation was already redeemed."""
+
+
+@dataclass
+class InviteReport:
+    """Who was invited (logins), who was skipped and why, and what failed."""
+
+    sent: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# -- tokens ----------------------------------------------------------------------------
+
+
+def check_token(token: object) -> str:
+    """The token if it has the shape of one of ours; refused before any hashing or lookup."""
+    if not isinstance(token, str) or _TOKEN_RE.fullmatch(token) is None:
+        raise InvitationInvalid("this invitation link is not valid")
+    return token
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def _link(base_url: str, token: str) -> str:
+    return f"{base_url.rstrip('/')}/enroll/{token}"
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _utc_now(now: datetime | None) -> datetime:
+    when = now or datetime.now(UTC)
+    if when.tzinfo is None:
+        raise InputError("the invitation clock must carry a time zone")
+    return when.astimezone(UTC)
+
+
+# -- templates -------------------------------------------------------------------------
+
+
+def load_template(name: str, theme: Path | None = None) -> string.Template:
+    """A mail template: ``theme/name`` if that file exists, else the built-in one."""
+    if "/" in name or "\\" in name or ".." in name or name not in TEMPLATE_NAMES:
+        raise InputError(f"{name!r} is not a mail template name ({', '.join(TEMPLATE_NAMES)})")
+    if theme is not None:
+        path = Path(theme) / name
+        if path.is_file():
+            try:
+                data = path.read_bytes()
+                if len(data) > MAX_TEMPLATE_BYTES:
+                    raise ConfigError(f"the theme template {path} is larger than 64 KiB")
+                return string.Template(data.decode("utf-8"))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"cannot read the theme template {path}: {exc}") from None
+    text = resources.files("mailpki.enrollment").joinpath("templates", name).read_text("utf-8")
+    return string.Template(text)
+
+
+def _render(name: str, theme: Path | None, values: dict[str, str]) -> str:
+    template = load_template(name, theme)
+    try:
+        return template.substitute(values)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"the mail template {name} has an unknown or malformed placeholder ({exc}); "
+            "known: $name, $link, $expires, $org"
+        ) from None
+
+
+def _expires_text(when: datetime) -> str:
+    return _aware(when).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _subject(org: str, *, reminder: bool) -> str:
+    who = " ".join(org.split())[:_ORG_IN_SUBJECT_MAX] or "Your organisation"
+    text = f"{who}: get your e-mail certificate"
+    return f"Reminder - {text}" if reminder else text
+
+
+# -- inviting --------------------------------------------------------------------------
+
+
+def _open_invitations(
+    session: Session, login: str, directory: str, now: datetime
+) -> list[Invitation]:
+    rows = session.scalars(
+        select(Invitation).where(
+            Invitation.login == login,
+            Invitation.directory == directory,
+            Invitation.used_at.is_(None),
+            Invitation.revoked_at.is_(None),
+        )
+    )
+    return [row for row in rows if _aware(row.expires_at) > now]
+
+
+def _revoke(session: Session, invitation_id: int, now: datetime) -> bool:
+    """Revoke one open invitation; False if it was redeemed or revoked meanwhile."""
+    result = session.execute(
+        update(Invitation)
+        .where(
+            Invitation.id == invitation_id,
+            Invitation.used_at.is_(None),
+            Invitation.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def invite(
+    db: Database,
+    audit: AuditLog,
+    entries: list[DirectoryEntry],
+    *,
+    base_url: str,
+    validity: timedelta,
+    actor: str,
+    resend: bool = False,
+    org: str = "",
+    theme: Path | None = None,
+    now: datetime | None = None,
+) -> InviteReport:
+    """Invite each person: a fresh token, its hash stored, the link mailed (queued).
+
+    A person with an open invitation is skipped unless ``resend``, which revokes it
+    and sends a new link. One person's failure does not stop the others.
+    """
+    if validity <= timedelta(0):
+        raise InputError("the invitation validity must be positive")
+    when = _utc_now(now)
+    report = InviteReport()
+    seen: set[tuple[str, str]] = set()
+    for entry in entries:
+        key = (entry.directory, entry.login)
+        if key in seen:
+            continue
+        seen.add(key)
+        if not entry.enabled:
+            report.skipped.append(f"{entry.login}: disabled in the directory")
+            continue
+        mail = (entry.mail or "").strip().lower()
+        if not mail:
+            report.skipped.append(f"{entry.login}: no mail address in the directory")
+            continue
+        if not is_plain_address(mail):
+            report.skipped.append(f"{entry.login}: {mail!r} is not a plain mail address")
+            continue
+        try:
+            with db.transaction() as session:
+                previous = _open_invitations(session, entry.login, entry.directory, when)
+                if previous and not resend:
+                    until = _expires_text(max(_aware(p.expires_at) for p in previous))
+                    report.skipped.append(
+                        f"{entry.login}: already invited (link valid until {until}); "
+                        "use --resend for a new link"
+                    )
+                    continue
+                revoked = sum(_revoke(session, p.id, when) for p in previous)
+                token = _new_token()
+                expires = when + validity
+                row = Invitation(
+                    login=entry.login,
+                    directory=entry.directory,
+                    mail=mail,
+                    token_sha256=hash_token(token),
+                    created_at=when,
+                    expires_at=expires,
+                    sent_at=when,
+                    reminded_at=None,
+                    used_at=None,
+                    revoked_at=None,
+                )
+                session.add(row)
+                session.flush()
+                body = _render(
+                    "invitation.txt",
+                    theme,
+                    {
+                        "name": entry.display_name or entry.login,
+                        "link": _link(base_url, token),
+                        "expires": _expires_text(expires),
+                        "org": org,
+                    },
+                )
+                queue(
+                    session,
+                    kind="invitation",
+                    to=mail,
+                    subject=_subject(org, reminder=False),
+                    body=body,
+                    now=when,
+                )
+                audit.append(
+                    session,
+                    "invitation.sent",
+                    actor=actor,
+                    data={
+                        "invitation": row.id,
+                        "login": entry.login,
+                        "directory": entry.directory,
+                        "mail": mail,
+                        "expires_at": expires.isoformat(),
+                        "replaced": revoked,
+                    },
+                )
+        except MailPKIError as exc:
+            report.errors.append(f"{entry.login}: {exc}")
+            continue
+        report.sent.append(entry.login)
+    return report
+
+
+# -- redeeming -------------------------------------------------------------------------
+
+
+def redeem(db: Database, token: str, *, now: datetime | None = None) -> Invitation:
+    """Use an invitation link once; refuses unknown, expired, superseded and used links.
+
+    The final step is a conditional UPDATE (``used_at IS NULL``): of two concurrent
+    redeems of one link exactly one wins.
+    """
+    digest = hash_token(check_token(token))
+    when = _utc_now(now)
+    with db.transaction() as session:
+        row = session.scalar(select(Invitation).where(Invitation.token_sha256 == digest))
+        if row is None:
+            raise InvitationInvalid("this invitation link is not valid")
+        if row.used_at is not None:
+            raise InvitationUsed("this invitation link was already used")
+        if row.revoked_at is not None:
+            raise InvitationSuperseded(
+                "this invitation link was replaced by a newer one: use the link in the latest mail"
+            )
+        if _aware(row.expires_at) <= when:
+            raise InvitationExpired("this invitation link has expired: ask for a new one")
+        result = session.execute(
+            update(Invitation)
+            .where(
+                Invitation.id == row.id,
+                Invitation.used_at.is_(None),
+                Invitation.revoked_at.is_(None),
+            )
+            .values(used_at=when)
+            .execution_options(synchronize_session=False)
+        )
+        if int(result.rowcount) != 1:  # type: ignore[attr-defined]
+            raise InvitationUsed("this invitation link was already used")
+        row.used_at = when
+        session.expunge(row)
+    return row
+
+
+# -- reminding -------------------------------------------------------------------------
+
+
+def remind(
+    db: Database,
+    audit: AuditLog,
+    *,
+    older_than: timedelta,
+    base_url: str,
+    now: datetime | None = None,
+    actor: str = "system:invitations",
+    org: str = "",
+    theme: Path | None = None,
+) -> int:
+    """One reminder per open invitation sent more than ``older_than`` ago: a fresh link
+    (same expiry; the old link is revoked). Returns how many reminders were queued."""
+    when = _utc_now(now)
+    cutoff = when - older_than
+    with db.session() as session:
+        candidates = [
+            (row.id, row.login, row.directory, row.mail, _aware(row.expires_at))
+            for row in session.scalars(
+                select(Invitation)
+                .where(
+                    Invitation.used_at.is_(None),
+                    Invitation.revoked_at.is_(None),
+                    Invitation.reminded_at.is_(None),
+                    Invitation.sent_at <= cutoff,
+                )
+                .order_by(Invitation.id)
+            )
+        ]
+    count = 0
+    for invitation_id, login, directory, mail, expires in candidates:
+        if expires <= when:
+            continue
+        with db.transaction() as session:
+            if not _revoke(session, invitation_id, when):
+                continue  # redeemed or replaced since we looked
+            token = _new_token()
+            row = Invitation(
+                login=login,
+                directory=directory,
+                mail=mail,
+                token_sha256=hash_token(token),
+                created_at=when,
+                expires_at=expires,
+                sent_at=when,
+                reminded_at=when,
+                used_at=None,
+                revoked_at=None,
+            )
+            session.add(row)
+            session.flush()
+            body = _render(
+                "reminder.txt",
+                theme,
+                {
+                    "name": login,
+                    "link": _link(base_url, token),
+                    "expires": _expires_text(expires),
+                    "org": org,
+                },
+            )
+            queue(
+                session,
+                kind="invitation.reminder",
+                to=mail,
+                subject=_subject(org, reminder=True),
+                body=body,
+                now=when,
+            )
+            audit.append(
+                session,
+                "invitation.reminded",
+                actor=actor,
+                data={"invitation": row.id, "replaced": invitation_id, "login": login,
+                      "directory": directory, "mail": mail},
+            )  # fmt: skip
+        count += 1
+    return count
