@@ -73,6 +73,10 @@ def test_invite_mails_one_time_links(
         "bob@example.com",
     ]
     (token,) = links(smtp_server, "alice@example.com")
+    # Text and HTML, and the HTML button carries the same link.
+    [received] = [m for m in smtp_server.messages if "alice@example.com" in m.rcpt_tos]
+    html_part = received.message.get_body(preferencelist=("html",))
+    assert html_part is not None and f"/enroll/{token}" in html_part.get_content()
     db = open_db(sqlite_home)
     try:
         assert redeem(db, token).login == "alice"

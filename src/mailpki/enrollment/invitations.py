@@ -11,6 +11,7 @@ The mail is plain text (the outbox carries a text body only).
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 import secrets
 import string
@@ -47,7 +48,7 @@ __all__ = [
 TOKEN_BYTES = 32
 # secrets.token_urlsafe(32): 43 characters of the URL-safe base64 alphabet, no padding.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
-TEMPLATE_NAMES = ("invitation.txt", "reminder.txt")
+TEMPLATE_NAMES = ("invitation.txt", "reminder.txt", "invitation.html", "reminder.html")
 MAX_TEMPLATE_BYTES = 64 * 1024
 _ORG_IN_SUBJECT_MAX = 120
 
@@ -135,6 +136,9 @@ def load_template(name: str, theme: Path | None = None) -> string.Template:
 
 def _render(name: str, theme: Path | None, values: dict[str, str]) -> str:
     template = load_template(name, theme)
+    if name.endswith(".html"):
+        # Names come from the directory: `<script>` there must stay text in the mail.
+        values = {key: html.escape(value, quote=True) for key, value in values.items()}
     try:
         return template.substitute(values)
     except (KeyError, ValueError) as exc:
@@ -251,22 +255,19 @@ def invite(
                 )
                 session.add(row)
                 session.flush()
-                body = _render(
-                    "invitation.txt",
-                    theme,
-                    {
-                        "name": entry.display_name or entry.login,
-                        "link": _link(base_url, token),
-                        "expires": _expires_text(expires),
-                        "org": org,
-                    },
-                )
+                values = {
+                    "name": entry.display_name or entry.login,
+                    "link": _link(base_url, token),
+                    "expires": _expires_text(expires),
+                    "org": org,
+                }
                 queue(
                     session,
                     kind="invitation",
                     to=mail,
                     subject=_subject(org, reminder=False),
-                    body=body,
+                    body=_render("invitation.txt", theme, values),
+                    html=_render("invitation.html", theme, values),
                     now=when,
                 )
                 audit.append(
@@ -383,22 +384,19 @@ def remind(
             )
             session.add(row)
             session.flush()
-            body = _render(
-                "reminder.txt",
-                theme,
-                {
-                    "name": login,
-                    "link": _link(base_url, token),
-                    "expires": _expires_text(expires),
-                    "org": org,
-                },
-            )
+            values = {
+                "name": login,
+                "link": _link(base_url, token),
+                "expires": _expires_text(expires),
+                "org": org,
+            }
             queue(
                 session,
                 kind="invitation.reminder",
                 to=mail,
                 subject=_subject(org, reminder=True),
-                body=body,
+                body=_render("reminder.txt", theme, values),
+                html=_render("reminder.html", theme, values),
                 now=when,
             )
             audit.append(

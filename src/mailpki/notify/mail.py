@@ -121,8 +121,12 @@ def queue(
     subject: str,
     body: str,
     now: datetime | None = None,
+    html: str | None = None,
 ) -> OutboxMessage:
     """Add a mail to the outbox in the caller's session (the caller commits it).
+
+    `html`, if given, is sent as an alternative to the text `body` (which every mail
+    keeps: it is what plain-text clients and screen readers get).
 
     Nothing is sent here; ``deliver_pending`` does that after the commit.
     """
@@ -138,6 +142,8 @@ def queue(
         raise InputError(f"mail subject is {len(subject)} characters; at most {_SUBJECT_MAX}")
     if not isinstance(body, str):
         raise InputError("mail body must be text")
+    if html is not None and not isinstance(html, str):
+        raise InputError("the HTML alternative must be text")
     when = now or datetime.now(UTC)
     if when.tzinfo is None:
         raise InputError("the queue time must carry a time zone")
@@ -146,6 +152,7 @@ def queue(
         recipient=to,
         subject=subject,
         body=body,
+        html_body=html,
         created_at=when,
         sent_at=None,
         attempts=0,
@@ -160,7 +167,8 @@ def queue(
 
 
 def build_message(row: OutboxMessage, sender: str, *, now: datetime | None = None) -> EmailMessage:
-    """The RFC 5322 message for an outbox row: plain text, UTF-8.
+    """The RFC 5322 message for an outbox row: plain text, UTF-8 (and, when the row
+    has one, an HTML alternative: multipart/alternative).
 
     ``Date`` is the time of sending, not of queueing: a mail that waited for a dead
     server would otherwise look back-dated to spam filters.
@@ -175,6 +183,10 @@ def build_message(row: OutboxMessage, sender: str, *, now: datetime | None = Non
     message["Auto-Submitted"] = "auto-generated"
     # Quoted-printable keeps the body 7-bit clean for servers without 8BITMIME.
     message.set_content(row.body, charset="utf-8", cte="quoted-printable")
+    if row.html_body:
+        message.add_alternative(
+            row.html_body, subtype="html", charset="utf-8", cte="quoted-printable"
+        )
     return message
 
 

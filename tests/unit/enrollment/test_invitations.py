@@ -233,3 +233,21 @@ def test_builtin_templates_load() -> None:
     for name in invitations.TEMPLATE_NAMES:
         text = load_template(name).template
         assert "$link" in text and "$expires" in text
+
+
+def test_html_alternative_escapes_directory_names(db: Database, audit: AuditLog) -> None:
+    from mailpki.notify.mail import build_message
+
+    evil = person("mallory", display_name='<script>alert("x")</script> & Co')
+    send(db, audit, evil)
+    [row] = mails(db)
+    assert row.html_body is not None
+    assert "<script>" not in row.html_body
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; Co" in row.html_body
+    assert '<script>alert("x")</script>' in row.body  # the text part is plain text
+    [token] = LINK_RE.findall(row.body)
+    assert f'href="{BASE}/enroll/{token}"' in row.html_body
+    message = build_message(row, "pki@example.com")
+    assert message.get_content_type() == "multipart/alternative"
+    kinds = [part.get_content_type() for part in message.iter_parts()]
+    assert kinds == ["text/plain", "text/html"]

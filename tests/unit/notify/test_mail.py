@@ -339,3 +339,17 @@ def test_settings_valid(tmp_path: Path) -> None:
 def test_settings_invalid(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         MailSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_row_without_html_stays_single_part_plain_text(db: Database) -> None:
+    enqueue(db, 1)
+    [row] = rows(db)
+    assert row.html_body is None
+    message = build_message(row, "pki@example.com")
+    assert message.get_content_type() == "text/plain"
+
+
+def test_queue_refuses_a_non_text_html_alternative(db: Database) -> None:
+    with db.transaction() as session, pytest.raises(InputError):
+        queue(session, kind="notice", to="a@example.com", subject="s", body="b", html=b"<p>")  # type: ignore[arg-type]
+    assert rows(db) == []
