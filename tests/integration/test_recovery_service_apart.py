@@ -213,8 +213,7 @@ def _fetch(home: Path, admins: dict[str, Path], request_id: str, out: Path) -> R
 def _escrow_target(home: Path, user: str) -> tuple[str, str]:
     instance = Instance.open(home)
     try:
-        with instance.db.session() as session:
-            _, block = instance.key_manager.block_for(session, email=f"{user}@example.com")
+        _, block = instance.key_manager.block_for(email=f"{user}@example.com")
         return block.krs_key_id, block.oaep_hash
     finally:
         instance.close()

@@ -228,8 +228,7 @@ def keys_list(
     """Escrowed keys: serial, owner, key type, delivery state."""
     instance = open_instance(home)
     try:
-        with instance.db.session() as session:
-            rows = instance.key_manager.escrowed(session, email=email)
+        rows = instance.key_manager.escrowed(email=email)
     finally:
         instance.close()
     if as_json:

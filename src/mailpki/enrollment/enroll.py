@@ -23,7 +23,7 @@ from mailpki.ca.authority import CertificateAuthority
 from mailpki.ca.csr import load_csr
 from mailpki.errors import InputError, MailPKIError, RevocationError
 from mailpki.keymanager.manager import KeyManager
-from mailpki.keymanager.pkcs12 import build_pkcs12, generate_password
+from mailpki.keymanager.pkcs12 import package
 from mailpki.keystore.keys import KeyType
 from mailpki.notify.mail import queue
 from mailpki.policy.person import Person
@@ -127,19 +127,13 @@ class Enroller:
         )
         self.on_step("certified")
         # 5. The PKCS#12, only now that the block is durably stored.
-        generated = None
-        password = request.password
-        if password is None:
-            generated = generate_password()
-            password = generated.encode()
-        pkcs12 = build_pkcs12(
+        pkcs12, generated = package(
             pair.private_key,
             issued.certificate,
             self.chain,
-            password,
+            request.password,
             friendly_name=f"{person.name or person.email} (S/MIME {issued.serial})",
             legacy=request.legacy_p12,
-            generated_password=generated is not None,
         )
         self.on_step("packaged")
         # 6. Hand it over, then record the delivery.

@@ -27,9 +27,8 @@ from mailpki.errors import EscrowError, InputError, MailPKIError, NotFoundError,
 from mailpki.instance.enrollments import enroller, flush_mail, p12_name
 from mailpki.instance.instance import Instance
 from mailpki.instance.operations import person_for
-from mailpki.keymanager.pkcs12 import LoadedPKCS12, build_pkcs12, generate_password, load_pkcs12
-from mailpki.keystore.keys import generate_private_key, parse_key_type
-from mailpki.keystore.recovery_block import oaep, open_block
+from mailpki.keymanager.pkcs12 import LoadedPKCS12, load_pkcs12, package
+from mailpki.keystore.keys import parse_key_type
 from mailpki.notify.mail import queue
 from mailpki.policy.roles import ADMIN_PROFILE, Role, role_oid
 from mailpki.recovery.admission import ocsp_nonce
@@ -80,8 +79,7 @@ def add_admin(
     if out.exists():
         raise InputError(f"{out} exists; refusing to overwrite a PKCS#12")
     person = person_for(instance, name=name, email=email, profile=ADMIN_PROFILE)
-    key = generate_private_key("rsa2048")
-    assert isinstance(key, rsa.RSAPrivateKey)
+    key = instance.key_manager.new_admin_key()
     issued = instance.ca.issue_for_key(
         key.public_key(),
         person,
@@ -89,17 +87,12 @@ def add_admin(
         actor=actor,
         extra_policy_oids=(role_oid(str(instance.config.get("admin.role_oid_arc")), role),),
     )
-    generated = None
-    if password is None:
-        generated = generate_password()
-        password = generated.encode()
-    data = build_pkcs12(
+    data, generated = package(
         key,
         issued.certificate,
         [instance.hierarchy.issuing, instance.hierarchy.root],
         password,
         friendly_name=f"{name} ({role})",
-        generated_password=generated is not None,
     )
     with instance.db.transaction() as session:
         instance.audit.append(
@@ -157,8 +150,7 @@ def request_recovery(
     reason: str,
     actor: str,
 ) -> dict[str, Any]:
-    with instance.db.session() as session:
-        found_serial, block = instance.key_manager.block_for(session, email=email, serial=serial)
+    found_serial, block = instance.key_manager.block_for(email=email, serial=serial)
     target = instance.ca.certificate_der(int(found_serial, 16))
     answer = _send(
         instance,
@@ -210,17 +202,15 @@ def fetch_recovery(
         approved_by = [str(x) for x in answer.get("approved_by", [])]
     except (KeyError, ValueError):
         raise RecoveryError("the recovery service's answer lacks the recovered key") from None
-    try:
-        aes_key = admin.key.decrypt(encrypted, oaep("sha256"))
-    except ValueError:
-        raise RecoveryError(
-            "the recovered key is not encrypted to this admin's certificate"
-        ) from None
     certificate = x509.load_der_x509_certificate(instance.ca.certificate_der(int(serial, 16)))
-    with instance.db.session() as session:
-        _, block = instance.key_manager.block_for(session, email=email, serial=serial)
     try:
-        key = open_block(block, aes_key, certificate.public_key())
+        key = instance.key_manager.recover(
+            email=email,
+            serial=serial,
+            certificate_public_key=certificate.public_key(),
+            encrypted_aes_key=encrypted,
+            admin_key=admin.key,
+        )
     except EscrowError as exc:
         # The service has released the AES key (and logged the recovery): record on this
         # side that the block in our store did not open, then fail.
@@ -238,18 +228,13 @@ def fetch_recovery(
                 },
             )
         raise
-    generated = None
-    if new_password is None:
-        generated = generate_password()
-        new_password = generated.encode()
-    data = build_pkcs12(
+    data, generated = package(
         key,
         certificate,
         [instance.hierarchy.issuing, instance.hierarchy.root],
         new_password,
         friendly_name=f"{email} (recovered S/MIME {serial})",
         legacy=legacy_p12,
-        generated_password=generated is not None,
     )
     with instance.db.transaction() as session:
         instance.audit.append(

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from sqlalchemy import delete, func, select, update
@@ -28,6 +29,8 @@ from mailpki.keystore.recovery_block import (
     PrivateKey,
     RecoveryBlock,
     TransportKey,
+    oaep,
+    open_block,
     seal,
     spki_sha256,
 )
@@ -201,27 +204,59 @@ class KeyManager:
             )
         )
 
-    def block_for(
-        self, session: Session, *, email: str, serial: str | None = None
-    ) -> tuple[str, RecoveryBlock]:
+    def block_for(self, *, email: str, serial: str | None = None) -> tuple[str, RecoveryBlock]:
         """(serial, block) of `email`'s newest escrowed key, or of `serial`."""
         query = select(EscrowedKey).where(EscrowedKey.owner_email == email.strip().lower())
         if serial is not None:
             query = query.where(EscrowedKey.serial == serial)
-        row = session.scalar(query.order_by(EscrowedKey.id.desc()).limit(1))
-        if row is None:
-            what = f"certificate {serial} of {email}" if serial else email
-            raise NotFoundError(f"no escrowed key for {what}")
-        return row.serial, _block_of(row)
+        with self.db.session() as session:
+            row = session.scalar(query.order_by(EscrowedKey.id.desc()).limit(1))
+            if row is None:
+                what = f"certificate {serial} of {email}" if serial else email
+                raise NotFoundError(f"no escrowed key for {what}")
+            return row.serial, _block_of(row)
 
-    def escrowed(self, session: Session, *, email: str | None = None) -> list[EscrowInfo]:
+    def escrowed(self, *, email: str | None = None) -> list[EscrowInfo]:
         query = select(EscrowedKey).order_by(EscrowedKey.id)
         if email is not None:
             query = query.where(EscrowedKey.owner_email == email.strip().lower())
-        return [
-            EscrowInfo(r.serial, r.owner_email, r.key_type, r.state, r.created_at, r.delivered_at)
-            for r in session.scalars(query)
-        ]
+        with self.db.session() as session:
+            return [
+                EscrowInfo(
+                    r.serial, r.owner_email, r.key_type, r.state, r.created_at, r.delivered_at
+                )
+                for r in session.scalars(query)
+            ]
+
+    def recover(
+        self,
+        *,
+        email: str,
+        serial: str,
+        certificate_public_key: PublicKeyTypes,
+        encrypted_aes_key: bytes,
+        admin_key: rsa.RSAPrivateKey,
+    ) -> PrivateKey:
+        """The admin side of a recovery: the AES key the Key Recovery Service released
+        (RSA-OAEP to the admin's certificate) opens the stored block. EscrowError if the
+        key was not for this admin, or the block was tampered with or swapped."""
+        try:
+            aes_key = admin_key.decrypt(encrypted_aes_key, oaep("sha256"))
+        except ValueError:
+            raise EscrowError(
+                "the recovered key is not encrypted to this admin's certificate"
+            ) from None
+        _, block = self.block_for(email=email, serial=serial)
+        return open_block(block, aes_key, certificate_public_key)
+
+    @staticmethod
+    def new_admin_key() -> rsa.RSAPrivateKey:
+        """An administrator's key (RSA: the recovery service encrypts to it). Never
+        escrowed: an admin key other admins could recover would let them act as that
+        admin; a lost one is revoked and replaced."""
+        key = generate_private_key("rsa2048")
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key
 
     # -- the pool -----------------------------------------------------------------------
 

@@ -138,6 +138,30 @@ def build_pkcs12(
     )
 
 
+def package(
+    key: PKCS12Key,
+    certificate: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    password: bytes | None,
+    *,
+    friendly_name: str,
+    legacy: bool = False,
+) -> tuple[bytes, str | None]:
+    """(PKCS#12, the generated password or None): with no `password` one is generated,
+    to be shown once and never stored."""
+    generated = generate_password() if password is None else None
+    data = build_pkcs12(
+        key,
+        certificate,
+        chain,
+        generated.encode() if generated is not None else password or b"",
+        friendly_name=friendly_name,
+        legacy=legacy,
+        generated_password=generated is not None,
+    )
+    return data, generated
+
+
 def load_pkcs12(data: bytes, password: bytes) -> LoadedPKCS12:
     """Open a PKCS#12 file a person gave us; PKCS12Error (one line) if it is unusable."""
     if not isinstance(data, bytes | bytearray | memoryview):

@@ -223,21 +223,18 @@ def test_record_refuses_a_block_for_another_recovery_key(
         manager.db.transaction() as session,
     ):
         manager.record(session, foreign, serial="A1", owner_email="alice@example.com")
-    with manager.db.session() as session:
-        assert manager.escrowed(session) == []
+    assert manager.escrowed() == []
 
 
 def test_record_then_deliver_once(manager: KeyManager) -> None:
     block = record(manager, "B1")
     assert state_of(manager.db, "B1") == PENDING
-    with manager.db.session() as session:
-        serial, stored = manager.block_for(session, email="ALICE@example.com")
+    serial, stored = manager.block_for(email="ALICE@example.com")
     assert serial == "B1" and stored == block
     with manager.db.transaction() as session:
         manager.mark_delivered(session, "B1")
     assert state_of(manager.db, "B1") == DELIVERED
-    with manager.db.session() as session:
-        [info] = manager.escrowed(session, email="alice@example.com")
+    [info] = manager.escrowed(email="alice@example.com")
     assert info.state == DELIVERED and info.delivered_at is not None
     with pytest.raises(EscrowError, match="no longer pending"), manager.db.transaction() as session:
         manager.mark_delivered(session, "B1")
@@ -272,12 +269,11 @@ def test_a_serial_or_key_is_escrowed_once(manager: KeyManager) -> None:
         manager.db.transaction() as session,
     ):  # another key under the same serial
         manager.record(session, another, serial="D1", owner_email="alice@example.com")
-    with manager.db.session() as session:
-        assert [i.serial for i in manager.escrowed(session)] == ["D1"]
-        with pytest.raises(NotFoundError):
-            manager.block_for(session, email="alice@example.com", serial="D2")
-        with pytest.raises(NotFoundError):
-            manager.block_for(session, email="bob@example.com")
+    assert [i.serial for i in manager.escrowed()] == ["D1"]
+    with pytest.raises(NotFoundError):
+        manager.block_for(email="alice@example.com", serial="D2")
+    with pytest.raises(NotFoundError):
+        manager.block_for(email="bob@example.com")
 
 
 def test_undelivered_respects_the_lease(manager: KeyManager) -> None:
@@ -308,3 +304,27 @@ def test_a_zero_lease_is_due_at_once(db: Database, transport: TransportKey) -> N
     record(manager, "F1")
     with manager.db.session() as session:
         assert manager.undelivered(session, older_than=datetime.now(UTC)) == ["F1"]
+
+
+def test_recover_opens_only_with_the_key_released_to_this_admin(
+    manager: KeyManager, transport_private: rsa.RSAPrivateKey
+) -> None:
+    from mailpki.keystore.recovery_block import oaep, split_unwrapped
+
+    pair = manager.new_key_pair("p256")
+    add_certificate(manager.db, "E1")
+    with manager.db.transaction() as session:
+        manager.record(session, pair.block, serial="E1", owner_email="erin@example.com")
+    # What the recovery service does: unwrap, then encrypt the AES key to the admin.
+    aes_key, _ = split_unwrapped(
+        transport_private.decrypt(pair.block.wrapped_key, oaep(pair.block.oaep_hash))
+    )
+    admin = KeyManager.new_admin_key()
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    released = admin.public_key().encrypt(aes_key, oaep("sha256"))
+    public = pair.private_key.public_key()
+    kwargs = {"email": "erin@example.com", "serial": "E1", "certificate_public_key": public}
+    key = manager.recover(encrypted_aes_key=released, admin_key=admin, **kwargs)  # type: ignore[arg-type]
+    assert public_der(key) == public_der(pair.private_key)
+    with pytest.raises(EscrowError, match="not encrypted to this admin"):
+        manager.recover(encrypted_aes_key=released, admin_key=other, **kwargs)  # type: ignore[arg-type]
