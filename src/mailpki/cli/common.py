@@ -113,3 +113,12 @@ def read_password_file(path: Path, what: str = "password") -> bytes:
     if not line.strip():
         raise InputError(f"the {what} file {path} is empty")
     return line
+
+
+def report_outcome(summary: str, errors: list[str], *, failed: bool, limit: int = 1000) -> None:
+    """Print each error (stderr), then the one-line summary; exit 1 if anything failed."""
+    for error in errors[:limit]:
+        err_console.print(error, highlight=False, markup=False)
+    console.print(summary, highlight=False)
+    if failed:
+        raise typer.Exit(1)

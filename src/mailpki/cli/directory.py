@@ -11,12 +11,12 @@ import typer
 from mailpki.cli.common import (
     HomeOption,
     console,
-    err_console,
     handle_errors,
     open_instance,
     print_json,
     read_input,
     read_password_file,
+    report_outcome,
 )
 from mailpki.directory.entry import MAPPINGS, DirectoryEntry
 from mailpki.directory.registry import DirectorySettings
@@ -193,14 +193,11 @@ def directory_import(
         report = ops.import_embedded(instance, data, kind, actor=cli_actor())  # type: ignore[arg-type]
     finally:
         instance.close()
-    for error in report.errors:
-        err_console.print(error, highlight=False, markup=False)
-    console.print(
+    report_outcome(
         f"{report.added} added, {report.updated} updated, {len(report.errors)} refused",
-        highlight=False,
+        report.errors,
+        failed=bool(report.errors),
     )
-    if report.errors:
-        raise typer.Exit(1)
 
 
 @directory_app.command("search")
@@ -283,14 +280,13 @@ def directory_sync(home: HomeOption = None) -> None:
         report = ops.sync(instance, actor=cli_actor())
     finally:
         instance.close()
-    for error in report.errors[:20]:
-        err_console.print(error, highlight=False, markup=False)
-    console.print(
-        f"{report.published} published, {report.unpublished} removed, {report.skipped} without entry, {report.failed} failed",
-        highlight=False,
+    report_outcome(
+        f"{report.published} published, {report.unpublished} removed, "
+        f"{report.skipped} without entry, {report.failed} failed",
+        report.errors,
+        failed=bool(report.failed),
+        limit=20,
     )
-    if report.failed:
-        raise typer.Exit(1)
 
 
 @pins_app.command("import")
@@ -325,14 +321,11 @@ def pins_import(
             report = ops.import_hr_pins(instance, data, actor=cli_actor())
     finally:
         instance.close()
-    for error in report.errors:
-        err_console.print(error, highlight=False, markup=False)
-    console.print(
+    report_outcome(
         f"{report.added} PINs added, {report.replaced} replaced, {len(report.errors)} refused",
-        highlight=False,
+        report.errors,
+        failed=bool(report.errors),
     )
-    if report.errors:
-        raise typer.Exit(1)
 
 
 @requests_app.command("list")

@@ -18,6 +18,7 @@ from mailpki.cli.common import (
     print_json,
     read_input,
     read_password_file,
+    report_outcome,
 )
 from mailpki.errors import InputError
 from mailpki.instance.directory_ops import enroll_user
@@ -341,8 +342,6 @@ def mail_flush(home: HomeOption = None) -> None:
         report = deliver_pending(instance.db, instance.mail_settings)
     finally:
         instance.close()
-    console.print(f"{report.sent} sent, {report.failed} failed", highlight=False)
-    for error in report.errors:
-        err_console.print(error, highlight=False, markup=False)
-    if report.failed:
-        raise typer.Exit(1)
+    report_outcome(
+        f"{report.sent} sent, {report.failed} failed", report.errors, failed=bool(report.failed)
+    )

@@ -239,36 +239,19 @@ def invite(
                     )
                     continue
                 revoked = sum(_revoke(session, p.id, when) for p in previous)
-                token = _new_token()
                 expires = when + validity
-                row = Invitation(
+                row = _send_link(
+                    session,
                     login=entry.login,
                     directory=entry.directory,
                     mail=mail,
-                    token_sha256=hash_token(token),
-                    created_at=when,
-                    expires_at=expires,
-                    sent_at=when,
-                    reminded_at=None,
-                    used_at=None,
-                    revoked_at=None,
-                )
-                session.add(row)
-                session.flush()
-                values = {
-                    "name": entry.display_name or entry.login,
-                    "link": _link(base_url, token),
-                    "expires": _expires_text(expires),
-                    "org": org,
-                }
-                queue(
-                    session,
-                    kind="invitation",
-                    to=mail,
-                    subject=_subject(org, reminder=False),
-                    body=_render("invitation.txt", theme, values),
-                    html=_render("invitation.html", theme, values),
-                    now=when,
+                    name=entry.display_name or entry.login,
+                    expires=expires,
+                    when=when,
+                    reminder=False,
+                    base_url=base_url,
+                    org=org,
+                    theme=theme,
                 )
                 audit.append(
                     session,
@@ -288,6 +271,52 @@ def invite(
             continue
         report.sent.append(entry.login)
     return report
+
+
+def _send_link(
+    session: Session,
+    *,
+    login: str,
+    directory: str,
+    mail: str,
+    name: str,
+    expires: datetime,
+    when: datetime,
+    reminder: bool,
+    base_url: str,
+    org: str,
+    theme: Path | None,
+) -> Invitation:
+    """A new invitation row (only its token's hash) and its mail, in the caller's
+    transaction: the first invitation and a reminder differ only in wording."""
+    token = _new_token()
+    row = Invitation(
+        login=login,
+        directory=directory,
+        mail=mail,
+        token_sha256=hash_token(token),
+        created_at=when,
+        expires_at=expires,
+        sent_at=when,
+        reminded_at=when if reminder else None,
+        used_at=None,
+        revoked_at=None,
+    )
+    session.add(row)
+    session.flush()
+    values = {"name": name, "link": _link(base_url, token), "expires": _expires_text(expires),
+              "org": org}  # fmt: skip
+    template = "reminder" if reminder else "invitation"
+    queue(
+        session,
+        kind="invitation.reminder" if reminder else "invitation",
+        to=mail,
+        subject=_subject(org, reminder=reminder),
+        body=_render(f"{template}.txt", theme, values),
+        html=_render(f"{template}.html", theme, values),
+        now=when,
+    )
+    return row
 
 
 # -- redeeming -------------------------------------------------------------------------
@@ -369,35 +398,18 @@ def remind(
         with db.transaction() as session:
             if not _revoke(session, invitation_id, when):
                 continue  # redeemed or replaced since we looked
-            token = _new_token()
-            row = Invitation(
+            row = _send_link(
+                session,
                 login=login,
                 directory=directory,
                 mail=mail,
-                token_sha256=hash_token(token),
-                created_at=when,
-                expires_at=expires,
-                sent_at=when,
-                reminded_at=when,
-                used_at=None,
-                revoked_at=None,
-            )
-            session.add(row)
-            session.flush()
-            values = {
-                "name": login,
-                "link": _link(base_url, token),
-                "expires": _expires_text(expires),
-                "org": org,
-            }
-            queue(
-                session,
-                kind="invitation.reminder",
-                to=mail,
-                subject=_subject(org, reminder=True),
-                body=_render("reminder.txt", theme, values),
-                html=_render("reminder.html", theme, values),
-                now=when,
+                name=login,
+                expires=expires,
+                when=when,
+                reminder=True,
+                base_url=base_url,
+                org=org,
+                theme=theme,
             )
             audit.append(
                 session,
