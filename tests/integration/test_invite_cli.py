@@ -39,9 +39,8 @@ def setup(home: Path, tmp_path: Path, smtp: SMTPServer) -> None:
     assert result.code == 0, result.err
     for key, value in [
         ("web.base_url", BASE),
-        ("mail.transport", "smtp"),
-        ("mail.smtp_host", smtp.host),
-        ("mail.smtp_port", str(smtp.port)),
+        ("smtp.host", smtp.host),
+        ("smtp.port", str(smtp.port)),
     ]:
         result = mailpki("config", "set", "--home", home, key, value)
         assert result.code == 0, result.err

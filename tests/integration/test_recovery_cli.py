@@ -1026,9 +1026,8 @@ def alerting_team(home: Path, folder: Path, smtp: SMTPServer, hold: bool) -> Tea
         "alerts.contacts": "sec@example.com,carol@example.com",
         "alerts.per_admin_hour": "1",
         "alerts.hold": "true" if hold else "false",
-        "mail.transport": "smtp",
-        "mail.smtp_host": smtp.host,
-        "mail.smtp_port": str(smtp.port),
+        "smtp.host": smtp.host,
+        "smtp.port": str(smtp.port),
     }
     for key, value in settings.items():
         ok(mailpki("recovery-service", "config", "set", "--home", home / "krs", key, value))

@@ -94,6 +94,9 @@ class SettingsFile:
     schema: ClassVar[dict[str, Setting]] = {}
     file_name: ClassVar[str] = "config.toml"
     missing_hint: ClassVar[str] = ""
+    # Settings renamed since files were written: old key -> new key (None: dropped,
+    # its meaning now follows from other settings). Old files still load.
+    renamed: ClassVar[dict[str, str | None]] = {}
 
     def __init__(self, values: dict[str, Any], path: Path) -> None:
         self._values = values
@@ -173,6 +176,11 @@ class SettingsFile:
                 raise ConfigError(f"{path}: '{section}' must be a [section]")
             for name, value in table.items():
                 key = f"{section}.{name}"
+                if key in cls.renamed:
+                    new_key = cls.renamed[key]
+                    if new_key is None or new_key in table_keys(raw, new_key):
+                        continue
+                    key = new_key
                 if key not in cls.schema:
                     raise ConfigError(f"{path}: unknown setting '{key}'")
                 text = str(value).lower() if isinstance(value, bool) else str(value)
@@ -181,3 +189,10 @@ class SettingsFile:
                 except ValueError as exc:
                     raise ConfigError(f"{path}: invalid value for '{key}': {exc}") from None
         return cls(values, path)
+
+
+def table_keys(raw: dict[str, Any], key: str) -> set[str]:
+    """{key} if the parsed TOML sets `key` itself (a new name wins over its old one)."""
+    section, name = key.split(".", 1)
+    table = raw.get(section)
+    return {key} if isinstance(table, dict) and name in table else set()

@@ -179,7 +179,7 @@ def _create_embedded_recovery(instance: Instance, options: InitOptions, *, actor
     config = instance.config
     settings = {
         "transport.oaep_hash": options.recovery_oaep_hash,
-        "mail.sender": f"krs@{options.domain}",
+        "smtp.from": f"krs@{options.domain}",
         "trust.role_oid_arc": str(config.get("admin.role_oid_arc")),
     }
     if options.recovery_alert_contacts:

@@ -26,6 +26,7 @@ from mailpki.base.settings import (
 )
 from mailpki.errors import ConfigError
 from mailpki.keystore.keys import CA_KEY_TYPES, KEY_TYPES
+from mailpki.notify.mail import SMTP_RENAMED
 from mailpki.recovery.config import role_arc
 
 CONFIG_FILE = "config.toml"
@@ -182,14 +183,18 @@ SCHEMA: dict[str, Setting] = {
     "directory.publish": Setting(
         choice("true", "false"), "true", "publish issued certificates to the directory"
     ),
-    "mail.transport": Setting(choice("folder", "smtp"), "folder", "how notices are sent"),
-    "mail.folder": Setting(text, "outbox", "folder of the folder transport (relative to the home)"),
-    "mail.sender": Setting(optional_text, "", "From of notices (default pki@<domain>)"),
-    "mail.smtp_host": Setting(optional_text, "", "SMTP server"),
-    "mail.smtp_port": Setting(int_range(1, 65535), 25, "SMTP port"),
-    "mail.starttls": Setting(choice("true", "false"), "false", "use STARTTLS"),
-    "mail.username": Setting(optional_text, "", "SMTP login"),
-    "mail.password_file": Setting(optional_text, "", "file holding the SMTP password"),
+    "smtp.host": Setting(
+        optional_text, "", "SMTP server; empty: each mail is an .eml file in the outbox/ folder"
+    ),
+    "smtp.port": Setting(int_range(1, 65535), 25, "SMTP port"),
+    "smtp.from": Setting(
+        optional_text, "", "From of notices and invitations (default pki@<instance.domain>)"
+    ),
+    "smtp.starttls": Setting(choice("true", "false"), "false", "use STARTTLS"),
+    "smtp.username": Setting(optional_text, "", "SMTP login (empty: no login)"),
+    "smtp.password_file": Setting(
+        optional_text, "", "file holding the SMTP password (relative to the home)"
+    ),
 }
 
 
@@ -199,6 +204,7 @@ class Config(SettingsFile):
     schema = SCHEMA
     file_name = CONFIG_FILE
     missing_hint = "no mailpki instance (run 'mailpki init' first)"
+    renamed = SMTP_RENAMED
 
 
 def resolve_home(home: Path | None) -> Path:

@@ -484,23 +484,39 @@ def pending_count(db: Database) -> int:
     return int(count or 0)
 
 
+# Before the portal these settings were mail.*; files that still use the old names load.
+SMTP_RENAMED: dict[str, str | None] = {
+    "mail.smtp_host": "smtp.host",
+    "mail.smtp_port": "smtp.port",
+    "mail.sender": "smtp.from",
+    "mail.starttls": "smtp.starttls",
+    "mail.username": "smtp.username",
+    "mail.password_file": "smtp.password_file",
+    "mail.transport": None,  # now: SMTP when smtp.host is set, else .eml files in outbox/
+    "mail.folder": None,
+}
+OUTBOX_FOLDER = "outbox"
+
+
 def mail_settings_from(config: SettingsFile, *, default_sender: str) -> MailSettings:
-    """MailSettings from the `mail.*` settings of an instance or recovery service file."""
+    """MailSettings from the `smtp.*` settings of an instance or recovery service file:
+    SMTP when `smtp.host` is set, else each mail is an .eml file in the home's outbox/."""
     get = config.get
     password = ""
-    if get("mail.password_file"):
-        path = config.path_of("mail.password_file")
+    if get("smtp.password_file"):
+        path = config.path_of("smtp.password_file")
         try:
             password = path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read the SMTP password file {path}: {exc}") from None
+    host = str(get("smtp.host")).strip()
     return MailSettings(
-        transport=get("mail.transport"),
-        sender=str(get("mail.sender")) or default_sender,
-        folder=config.path_of("mail.folder"),
-        smtp_host=str(get("mail.smtp_host")),
-        smtp_port=int(get("mail.smtp_port")),
-        starttls=get("mail.starttls") == "true",
-        username=str(get("mail.username")),
+        transport="smtp" if host else "folder",
+        sender=str(get("smtp.from")) or default_sender,
+        folder=config.home / OUTBOX_FOLDER,
+        smtp_host=host,
+        smtp_port=int(get("smtp.port")),
+        starttls=get("smtp.starttls") == "true",
+        username=str(get("smtp.username")),
         password=password,
     )

@@ -13,6 +13,7 @@ from mailpki.base.settings import (
     optional_text,
     text,
 )
+from mailpki.notify.mail import SMTP_RENAMED
 
 SERVICE_FILE = "service.toml"
 _MAIL_RE = re.compile(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+")
@@ -107,14 +108,16 @@ SCHEMA: dict[str, Setting] = {
     "alerts.hold": Setting(
         choice("true", "false"), "true", "hold further recoveries until the contact confirms"
     ),
-    "mail.transport": Setting(choice("folder", "smtp"), "folder", "how alerts are sent"),
-    "mail.folder": Setting(text, "outbox", "folder for the folder transport"),
-    "mail.sender": Setting(text, "krs@localhost.localdomain", "From of alerts"),
-    "mail.smtp_host": Setting(optional_text, "", "SMTP server"),
-    "mail.smtp_port": Setting(int_range(1, 65535), 25, "SMTP port"),
-    "mail.starttls": Setting(choice("true", "false"), "false", "use STARTTLS"),
-    "mail.username": Setting(optional_text, "", "SMTP login"),
-    "mail.password_file": Setting(optional_text, "", "file holding the SMTP password"),
+    "smtp.host": Setting(
+        optional_text, "", "SMTP server; empty: each mail is an .eml file in the outbox/ folder"
+    ),
+    "smtp.port": Setting(int_range(1, 65535), 25, "SMTP port"),
+    "smtp.from": Setting(optional_text, "krs@localhost.localdomain", "From of alerts"),
+    "smtp.starttls": Setting(choice("true", "false"), "false", "use STARTTLS"),
+    "smtp.username": Setting(optional_text, "", "SMTP login (empty: no login)"),
+    "smtp.password_file": Setting(
+        optional_text, "", "file holding the SMTP password (relative to the home)"
+    ),
     "audit.checkpoint_every": Setting(int_range(1, 1_000_000), 20, "records between checkpoints"),
 }
 
@@ -123,3 +126,4 @@ class ServiceConfig(SettingsFile):
     schema = SCHEMA
     file_name = SERVICE_FILE
     missing_hint = "no key recovery service (run 'mailpki recovery-service init' first)"
+    renamed = SMTP_RENAMED
