@@ -48,6 +48,7 @@ class EnrollmentRequest:
 @dataclass(frozen=True)
 class Enrolled:
     serial: str
+    email: str  # as policy normalised it
     certificate: x509.Certificate
     pkcs12: bytes
     generated_password: str | None
@@ -154,6 +155,7 @@ class Enroller:
         self.on_step("delivered")
         return Enrolled(
             serial=issued.serial,
+            email=person.email,
             certificate=issued.certificate,
             pkcs12=pkcs12,
             generated_password=generated,

@@ -41,6 +41,7 @@ __all__ = [
     "hash_token",
     "invite",
     "load_template",
+    "peek",
     "redeem",
     "remind",
 ]
@@ -322,6 +323,31 @@ def _send_link(
 # -- redeeming -------------------------------------------------------------------------
 
 
+def _usable(session: Session, digest: str, when: datetime) -> Invitation:
+    row = session.scalar(select(Invitation).where(Invitation.token_sha256 == digest))
+    if row is None:
+        raise InvitationInvalid("this invitation link is not valid")
+    if row.used_at is not None:
+        raise InvitationUsed("this invitation link was already used")
+    if row.revoked_at is not None:
+        raise InvitationSuperseded(
+            "this invitation link was replaced by a newer one: use the link in the latest mail"
+        )
+    if _aware(row.expires_at) <= when:
+        raise InvitationExpired("this invitation link has expired: ask for a new one")
+    return row
+
+
+def peek(db: Database, token: str, *, now: datetime | None = None) -> Invitation:
+    """The invitation behind a link if it could be redeemed now, without using it up
+    (opening the link must not spend it: mail scanners fetch links too)."""
+    digest = hash_token(check_token(token))
+    with db.session() as session:
+        row = _usable(session, digest, _utc_now(now))
+        session.expunge(row)
+    return row
+
+
 def redeem(db: Database, token: str, *, now: datetime | None = None) -> Invitation:
     """Use an invitation link once; refuses unknown, expired, superseded and used links.
 
@@ -331,17 +357,7 @@ def redeem(db: Database, token: str, *, now: datetime | None = None) -> Invitati
     digest = hash_token(check_token(token))
     when = _utc_now(now)
     with db.transaction() as session:
-        row = session.scalar(select(Invitation).where(Invitation.token_sha256 == digest))
-        if row is None:
-            raise InvitationInvalid("this invitation link is not valid")
-        if row.used_at is not None:
-            raise InvitationUsed("this invitation link was already used")
-        if row.revoked_at is not None:
-            raise InvitationSuperseded(
-                "this invitation link was replaced by a newer one: use the link in the latest mail"
-            )
-        if _aware(row.expires_at) <= when:
-            raise InvitationExpired("this invitation link has expired: ask for a new one")
+        row = _usable(session, digest, when)
         result = session.execute(
             update(Invitation)
             .where(

@@ -93,6 +93,33 @@ SCHEMA: dict[str, Setting] = {
         30,
         "certificate directory lookups per minute per client address (0 turns it off)",
     ),
+    "portal.logon": Setting(
+        choice("directory,pin", "directory", "pin"),
+        "directory,pin",
+        "how people log on to the enrollment portal: directory password, HR PIN, or both",
+    ),
+    "portal.dual_key": Setting(
+        choice("true", "false"),
+        "true",
+        "offer dual-key enrollment (a signing key never escrowed + an escrowed encryption key)",
+    ),
+    "portal.session_idle_minutes": Setting(
+        int_range(1, 240), 15, "a portal session ends after this long without a request"
+    ),
+    "portal.session_hours": Setting(int_range(1, 24), 2, "a portal session ends after this long"),
+    "portal.download_minutes": Setting(
+        int_range(1, 1440),
+        15,
+        "a PKCS#12 download link works once and this long; an unused one's certificate is revoked",
+    ),
+    "portal.min_password_length": Setting(
+        int_range(8, 128), 12, "shortest PKCS#12 password a person may choose"
+    ),
+    "portal.secure_cookies": Setting(
+        choice("auto", "true", "false"),
+        "auto",
+        "Secure flag on the session cookie (auto: when web.base_url is https)",
+    ),
     "keys.backend": Setting(choice("file", "pkcs11"), "file", "where CA keys live"),
     "keys.passphrase_file": Setting(
         optional_text,

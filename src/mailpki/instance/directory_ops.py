@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from mailpki.auth.identity import Identity
+from mailpki.auth.identity import Authenticator, Identity
 from mailpki.auth.pins import PinImportReport, import_pin_rows, import_pins, rows_from_sql
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.directory.people_import import ImportReport, import_people
@@ -65,23 +65,46 @@ def show(instance: Instance, login: str) -> DirectoryEntry:
     return entry
 
 
-def authenticate(instance: Instance, login: str, password: str, *, actor: str) -> Identity:
-    """A directory logon, as the portal does it (lockout included); audited either way."""
+def audited_logon(
+    instance: Instance,
+    authenticator: Authenticator,
+    *,
+    method: str,
+    login: str,
+    secret: str,
+    source: str,
+    actor: str,
+) -> Identity:
+    """A logon through `authenticator` (lockout included), audited either way; the
+    secret is never part of the record."""
     try:
-        identity = instance.directory_logon.authenticate(login, password, source="cli")
+        identity = authenticator.authenticate(login, secret, source=source)
     except Exception as exc:
         with instance.db.transaction() as session:
             instance.audit.append(
                 session, "logon.refused", actor=actor,
-                data={"login": login[:256], "method": "directory", "reason": str(exc)[:300]},
+                data={"login": login[:256], "method": method, "reason": str(exc)[:300]},
             )  # fmt: skip
         raise
     with instance.db.transaction() as session:
         instance.audit.append(
             session, "logon.succeeded", actor=actor,
-            data={"login": login[:256], "method": "directory", "dn": identity.entry.dn},
+            data={"login": login[:256], "method": method, "dn": identity.entry.dn},
         )  # fmt: skip
     return identity
+
+
+def authenticate(instance: Instance, login: str, password: str, *, actor: str) -> Identity:
+    """A directory logon, as the portal does it (lockout included); audited either way."""
+    return audited_logon(
+        instance,
+        instance.directory_logon,
+        method="directory",
+        login=login,
+        secret=password,
+        source="cli",
+        actor=actor,
+    )
 
 
 def sync(instance: Instance, *, actor: str) -> PublishReport:

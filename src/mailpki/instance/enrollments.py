@@ -15,6 +15,7 @@ from cryptography import x509
 
 from mailpki.base.files import write_atomically
 from mailpki.enrollment.enroll import (
+    Enrolled,
     Enroller,
     EnrollmentRequest,
     ReconcileResult,
@@ -51,13 +52,13 @@ class EnrollOutcome:
     from_pool: bool
 
 
-def enroll_one(
+def enroll_with(
     instance: Instance,
     *,
     email: str,
     name: str,
-    out: Path,
     actor: str,
+    hand_over: Callable[[bytes], None],
     password: bytes | None = None,
     legacy_p12: bool = False,
     signing_csr: bytes | None = None,
@@ -67,9 +68,8 @@ def enroll_one(
     organisation: str | None = None,
     site: str | None = None,
     on_step: Callable[[str], None] | None = None,
-    send_mail: bool = True,
-) -> EnrollOutcome:
-    """Enroll one person and write the PKCS#12 to `out` (atomically, mode 600)."""
+) -> Enrolled:
+    """Enroll one person; `hand_over(pkcs12)` delivers the file (to disk, to a download)."""
     run = enroller(instance, on_step)
     profile = run.choose_profile(profile=None, dual_key=signing_csr is not None)
     person = person_for(
@@ -90,10 +90,45 @@ def enroll_one(
         password=password,
         legacy_p12=legacy_p12,
     )
+    return run.enroll(request, actor=actor, hand_over=hand_over)
+
+
+def enroll_one(
+    instance: Instance,
+    *,
+    email: str,
+    name: str,
+    out: Path,
+    actor: str,
+    password: bytes | None = None,
+    legacy_p12: bool = False,
+    signing_csr: bytes | None = None,
+    key_type: str | None = None,
+    given_name: str | None = None,
+    surname: str | None = None,
+    organisation: str | None = None,
+    site: str | None = None,
+    on_step: Callable[[str], None] | None = None,
+    send_mail: bool = True,
+) -> EnrollOutcome:
+    """Enroll one person and write the PKCS#12 to `out` (atomically, mode 600)."""
     if out.exists():
         raise InputError(f"{out} exists; refusing to overwrite a PKCS#12")
-    enrolled = run.enroll(
-        request, actor=actor, hand_over=lambda data: write_atomically(out, data, private=True)
+    enrolled = enroll_with(
+        instance,
+        email=email,
+        name=name,
+        actor=actor,
+        hand_over=lambda data: write_atomically(out, data, private=True),
+        password=password,
+        legacy_p12=legacy_p12,
+        signing_csr=signing_csr,
+        key_type=key_type,
+        given_name=given_name,
+        surname=surname,
+        organisation=organisation,
+        site=site,
+        on_step=on_step,
     )
     signing_path = None
     if enrolled.signing_certificate is not None:
@@ -102,7 +137,7 @@ def enroll_one(
     if send_mail:
         deliver_now(instance)
     return EnrollOutcome(
-        email=person.email,
+        email=enrolled.email,
         serial=enrolled.serial,
         path=out,
         generated_password=enrolled.generated_password,

@@ -1,4 +1,5 @@
-"""Background chores of a running server: the key pool, lost deliveries, queued mail."""
+"""Background chores of a running server: the key pool, lost deliveries and downloads,
+queued mail."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from mailpki.directory.publisher import safe_run
 from mailpki.errors import MailPKIError
 from mailpki.instance.enrollments import fill_pool, flush_mail, reconcile_deliveries
 from mailpki.instance.instance import Instance
+from mailpki.instance.portal import Portal
 
 log = logging.getLogger(__name__)
 ACTOR = "server:housekeeping"
@@ -23,8 +25,11 @@ class Housekeeping:
     With several server processes each does the same; every chore is idempotent (the
     pool target is a floor, so overshoot is small and harmless)."""
 
-    def __init__(self, instance: Instance, *, interval: float = 30.0) -> None:
+    def __init__(
+        self, instance: Instance, *, interval: float = 30.0, portal: Portal | None = None
+    ) -> None:
         self.instance = instance
+        self.portal = portal
         self.interval = interval
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -49,6 +54,13 @@ class Housekeeping:
                 )
         except MailPKIError as exc:
             log.warning("reconcile failed: %s", exc)
+        if self.portal is not None:
+            try:
+                withdrawn = self.portal.withdraw_unfetched(actor=ACTOR)
+                if withdrawn:
+                    log.warning("revoked %d certificates never downloaded", len(withdrawn))
+            except MailPKIError as exc:
+                log.warning("portal clean-up failed: %s", exc)
         flush_mail(self.instance)
         report = safe_run(self.instance.publisher)  # a directory outage: retried later
         if report is not None and report.failed:

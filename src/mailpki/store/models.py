@@ -406,3 +406,33 @@ class Invitation(Base):
     reminded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PortalSession(Base):
+    """A portal session, server side: the cookie holds a random id, only its SHA-256 is
+    stored here (a copy of the database opens no session). Any node can serve it."""
+
+    __tablename__ = "portal_sessions"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: csrf, identity, state
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+
+
+class PortalDownload(Base):
+    """A PKCS#12 waiting for its one download: encrypted with the instance's at-rest key,
+    bound to the session that made it, usable once, until it expires."""
+
+    __tablename__ = "portal_downloads"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_sha256: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    serial: Mapped[str] = mapped_column(String(64), nullable=False)
+    email: Mapped[str] = mapped_column(String(320), nullable=False)
+    filename: Mapped[str] = mapped_column(String(200), nullable=False)
+    blob: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    fetched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

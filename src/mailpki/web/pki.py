@@ -14,7 +14,7 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from starlette.applications import Starlette
@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from mailpki.web.certdir import CertificateDirectorySource, SecurityHeaders, certdir_routes
 
@@ -111,6 +111,7 @@ def create_pki_app(
     blocking_source: bool = False,
     inline_ocsp: bool = False,
     certdir_rate_per_minute: int = 30,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """Build the Starlette app for the public PKI endpoints.
 
@@ -211,7 +212,7 @@ def create_pki_app(
             return PlainTextResponse("request is not base64", status_code=400)
         return await answer_ocsp(request_der, cacheable=True)
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
         Route("/crl/{name}", get_crl, methods=["GET"]),
         Route("/ca/{name}", get_ca, methods=["GET"]),
@@ -223,6 +224,7 @@ def create_pki_app(
         routes += certdir_routes(
             source, rate_per_minute=certdir_rate_per_minute, blocking_source=blocking_source
         )
+    routes += list(extra_routes)
     app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
     # A strict API: "/crl/x.crl/" is not found rather than redirected.
     app.router.redirect_slashes = False

@@ -1,4 +1,4 @@
-"""The HTTP server of an instance: PKI endpoints backed by the instance's CA."""
+"""The HTTP server of an instance: the enrollment portal and the PKI endpoints."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ from mailpki.ca.settings import FULL_CRL, ROOT_CRL, crl_scope
 from mailpki.errors import MailPKIError
 from mailpki.instance.housekeeping import Housekeeping
 from mailpki.instance.instance import Instance
+from mailpki.instance.portal import Portal
 from mailpki.web.pki import create_pki_app
+from mailpki.web.portal.routes import portal_routes
+from mailpki.web.portal.theme import Theme
 
 HOME_ENV = "MAILPKI_HOME"
 
@@ -102,14 +105,16 @@ def create_app(home: Path, *, housekeeping: bool = False) -> Starlette:
     """The app of one instance; `housekeeping` starts the server's background chores
     (a daemon thread), which the real server wants and an embedding test does not."""
     instance = Instance.open(home)
+    portal = Portal(instance)
     app = create_pki_app(
         InstancePKISource(instance),
         blocking_source=True,
         inline_ocsp=True,
         certdir_rate_per_minute=int(instance.config.get("web.certdir_rate_per_minute")),
+        extra_routes=portal_routes(portal, Theme(instance.home)),
     )
     if housekeeping:
-        Housekeeping(instance).start()
+        Housekeeping(instance, portal=portal).start()
     return app
 
 

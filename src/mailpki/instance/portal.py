@@ -1,0 +1,354 @@
+"""The enrollment portal's use cases: logon, the pre-filled form, enrollment, download.
+
+The web layer only speaks HTTP; everything a person can do in the portal is here, with
+its checks, its audit records and its state (server-side sessions and downloads).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cached_property
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from mailpki.auth.identity import Identity
+from mailpki.directory.entry import DirectoryEntry
+from mailpki.enrollment.invitations import peek, redeem
+from mailpki.enrollment.portal_store import DownloadStore, SessionStore, StoredDownload
+from mailpki.enrollment.requests import RequestQueued
+from mailpki.errors import AuthenticationError, InputError, MailPKIError, RevocationError
+from mailpki.instance.directory_ops import audited_logon
+from mailpki.instance.enrollments import deliver_now, enroll_with, p12_name
+from mailpki.instance.instance import Instance
+from mailpki.keymanager.pkcs12 import package
+from mailpki.keystore.keys import generate_private_key, parse_key_type
+
+__all__ = ["DownloadLink", "FormView", "Portal", "PortalOutcome", "check_password"]
+
+Method = Literal["directory", "pin"]
+MAX_LOGIN = 256
+MAX_SECRET = 1024
+MAX_PASSWORD = 256
+# A few of the passwords every cracking list starts with (the rest of the check is length
+# and variety); matched after lower-casing and stripping digits and punctuation.
+_COMMON = {
+    "password", "passwort", "motdepasse", "qwerty", "qwertz", "azerty", "letmein",
+    "welcome", "willkommen", "bienvenue", "admin", "secret", "iloveyou", "monkey",
+    "dragon", "sunshine", "football", "princess", "abc", "changeme", "summer", "winter",
+}  # fmt: skip
+
+
+def check_password(
+    password: str, confirm: str, *, min_length: int, avoid: tuple[str, ...]
+) -> bytes:
+    """A chosen PKCS#12 password, checked: long enough, varied, not a name or a classic.
+    The message says what to change; nothing is stored."""
+    if password != confirm:
+        raise InputError("the two passwords differ")
+    if len(password) > MAX_PASSWORD:
+        raise InputError(f"the password is longer than {MAX_PASSWORD} characters")
+    if any(unicodedata.category(ch) == "Cc" for ch in password):
+        raise InputError("the password contains control characters")
+    if len(password) < min_length:
+        raise InputError(f"the password needs at least {min_length} characters")
+    classes = sum(
+        bool(re.search(pattern, password))
+        for pattern in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^A-Za-z0-9]")
+    )
+    if classes < 3 and len(password) < 2 * min_length:
+        raise InputError(
+            "the password needs three of: lower case, upper case, digits, other characters "
+            f"(or at least {2 * min_length} characters)"
+        )
+    if len(set(password)) < max(5, len(password) // 3):
+        raise InputError("the password repeats too few different characters")
+    lowered = password.lower()
+    core = re.sub(r"[^a-z]", "", lowered)
+    if core in _COMMON:
+        raise InputError("that password is on every attacker's list: choose another")
+    for word in avoid:
+        if len(word) >= 3 and word.lower() in lowered:
+            raise InputError("the password must not contain your name, login or mail address")
+    return password.encode("utf-8")
+
+
+@dataclass(frozen=True)
+class FormView:
+    """What the form shows: the person as the directory has them."""
+
+    login: str
+    method: Method
+    name: str
+    mail: str
+    organisation: str
+    site: str
+    dual_key_allowed: bool
+    key_type: str
+
+
+@dataclass(frozen=True)
+class DownloadLink:
+    handle: str
+    filename: str
+    what: str  # shown to the person
+
+
+@dataclass(frozen=True)
+class PortalOutcome:
+    email: str
+    queued_request: int | None = None
+    serial: str | None = None
+    downloads: list[DownloadLink] = field(default_factory=list)
+    generated_password: str | None = None
+
+
+def _entry_from(data: Mapping[str, Any]) -> DirectoryEntry:
+    values = dict(data)
+    values["groups"] = tuple(values.get("groups") or ())
+    return DirectoryEntry(**values)
+
+
+def _display_name(entry: DirectoryEntry) -> str:
+    joined = " ".join(p for p in (entry.given_name, entry.surname) if p)
+    return entry.display_name or joined or entry.login
+
+
+class Portal:
+    """The portal of one instance (one per server process; thread-safe: it holds no
+    per-request state)."""
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        config = instance.config
+        self.methods: tuple[Method, ...] = tuple(
+            m for m in ("directory", "pin") if m in str(config.get("portal.logon")).split(",")
+        )
+        self.dual_key_allowed = config.get("portal.dual_key") == "true"
+        self.min_password_length = int(config.get("portal.min_password_length"))
+        self.base_url = str(config.get("web.base_url")).rstrip("/")
+        self.org = str(config.get("instance.org"))
+        secure = str(config.get("portal.secure_cookies"))
+        self.secure_cookies = secure == "true" or (
+            secure == "auto" and urlsplit(self.base_url).scheme == "https"
+        )
+
+    @cached_property
+    def sessions(self) -> SessionStore:
+        config = self.instance.config
+        return SessionStore(
+            self.instance.db,
+            idle=timedelta(minutes=int(config.get("portal.session_idle_minutes"))),
+            absolute=timedelta(hours=int(config.get("portal.session_hours"))),
+        )
+
+    @cached_property
+    def downloads(self) -> DownloadStore:
+        minutes = int(self.instance.config.get("portal.download_minutes"))
+        return DownloadStore(self.instance.db, lifetime=timedelta(minutes=minutes))
+
+    # -- logon ---------------------------------------------------------------------------
+
+    def invitation_for(self, token: str) -> str:
+        """The mail address an invitation link was sent to, if the link can still be
+        used (InputError subclasses say why not); the link is not used up."""
+        return peek(self.instance.db, token).mail
+
+    def logon(
+        self, *, method: str, login: str, secret: str, source: str, invitation: str | None
+    ) -> dict[str, Any]:
+        """Check the credentials (and the invitation, which they use up); the identity
+        to keep in the session. AuthenticationError does not say which part was wrong."""
+        if method not in self.methods:
+            raise InputError("that way of logging on is not offered here")
+        login = login.strip()
+        if not login or len(login) > MAX_LOGIN or len(secret) > MAX_SECRET:
+            raise AuthenticationError(
+                "wrong login or password" if method == "directory" else "wrong employee id or PIN"
+            )
+        if invitation is not None:
+            peek(self.instance.db, invitation)  # a dead link fails before any password check
+        authenticator = (
+            self.instance.directory_logon if method == "directory" else self.instance.pin_logon
+        )
+        identity: Identity = audited_logon(
+            self.instance,
+            authenticator,
+            method=method,
+            login=login,
+            secret=secret,
+            source=source,
+            actor=f"portal:{source}",
+        )
+        entry = identity.entry
+        if invitation is not None:
+            invited = peek(self.instance.db, invitation)
+            if (invited.mail or "").lower() != (entry.mail or "").lower():
+                raise AuthenticationError(
+                    "this invitation was sent to someone else: log on with your own, or "
+                    "without an invitation link"
+                )
+            redeem(self.instance.db, invitation)
+        return {"entry": entry.to_dict(), "method": identity.method}
+
+    # -- the form ------------------------------------------------------------------------
+
+    def form(self, identity: Mapping[str, Any]) -> FormView:
+        entry = _entry_from(identity["entry"])
+        return FormView(
+            login=entry.login,
+            method=identity["method"],
+            name=_display_name(entry),
+            mail=entry.mail or "",
+            organisation=entry.organisation or self.org,
+            site=entry.site or "",
+            dual_key_allowed=self.dual_key_allowed,
+            key_type=str(self.instance.config.get("keymanager.key_type")),
+        )
+
+    # -- enrollment ----------------------------------------------------------------------
+
+    def enroll(
+        self,
+        session_token: str,
+        identity: Mapping[str, Any],
+        *,
+        dual_key: bool,
+        password: str | None,
+        confirm: str | None,
+        legacy: bool,
+    ) -> PortalOutcome:
+        """Approve (or queue), issue, escrow, package; the PKCS#12 files wait as one-time
+        downloads bound to this session. Bad input changes nothing."""
+        entry = _entry_from(identity["entry"])
+        if not entry.mail:
+            raise InputError(
+                "the directory has no mail address for you: ask IT to add one, then log on again"
+            )
+        if dual_key and not self.dual_key_allowed:
+            raise InputError("dual-key enrollment is not offered here")
+        chosen = None
+        if password is not None:
+            avoid = (entry.login, entry.mail.split("@")[0], *_display_name(entry).split())
+            chosen = check_password(
+                password, confirm or "", min_length=self.min_password_length, avoid=avoid
+            )
+        actor = f"portal:{entry.login}"
+        try:
+            approved_request = self.instance.approvals.authorize(entry, actor=actor)
+        except RequestQueued as queued:
+            return PortalOutcome(email=entry.mail, queued_request=queued.request_id)
+        key_type = str(self.instance.config.get("keymanager.key_type"))
+        signing_key = generate_private_key(parse_key_type(key_type)) if dual_key else None
+        links: list[DownloadLink] = []
+        base = p12_name(entry.mail).removesuffix(".p12")
+
+        def hand_over(data: bytes) -> None:
+            name = f"{base}-encryption.p12" if dual_key else f"{base}.p12"
+            what = "encryption key and certificate" if dual_key else "key and certificate"
+            handle = self.downloads.put(
+                session_token, serial="pending", email=entry.mail or "", filename=name, data=data
+            )
+            links.append(DownloadLink(handle, name, what))
+
+        enrolled = enroll_with(
+            self.instance,
+            email=entry.mail,
+            name=_display_name(entry),
+            actor=actor,
+            hand_over=hand_over,
+            password=chosen,
+            legacy_p12=legacy,
+            signing_csr=_csr_for(signing_key, entry.mail) if signing_key is not None else None,
+            given_name=entry.given_name,
+            surname=entry.surname,
+            organisation=entry.organisation,
+            site=entry.site,
+        )
+        self.downloads.set_serial(links[0].handle, enrolled.serial)
+        if signing_key is not None and enrolled.signing_certificate is not None:
+            secret = chosen or (enrolled.generated_password or "").encode()
+            data, _ = package(
+                signing_key,
+                enrolled.signing_certificate,
+                [self.instance.hierarchy.issuing, self.instance.hierarchy.root],
+                secret,
+                friendly_name=f"{_display_name(entry)} (S/MIME signing)",
+                legacy=legacy,
+            )
+            name = f"{base}-signing.p12"
+            handle = self.downloads.put(
+                session_token,
+                serial=f"{enrolled.signing_certificate.serial_number:x}",
+                email=entry.mail,
+                filename=name,
+                data=data,
+            )
+            links.append(DownloadLink(handle, name, "signing key and certificate (never escrowed)"))
+        if approved_request is not None:
+            self.instance.approvals.mark_enrolled(approved_request, enrolled.serial)
+        return PortalOutcome(
+            email=enrolled.email,
+            serial=enrolled.serial,
+            downloads=links,
+            generated_password=enrolled.generated_password,
+        )
+
+    def after_enrollment(self) -> None:
+        """Send the notices and publish the certificate (after the response: best effort,
+        both stay queued for housekeeping on failure)."""
+        deliver_now(self.instance)
+
+    def take(self, handle: str, session_token: str, *, login: str) -> StoredDownload:
+        download = self.downloads.take(handle, session_token)
+        with self.instance.db.transaction() as session:
+            self.instance.audit.append(
+                session,
+                "portal.downloaded",
+                actor=f"portal:{login}",
+                data={"serial": download.serial, "email": download.email},
+            )
+        return download
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    def withdraw_unfetched(self, *, actor: str) -> list[str]:
+        """Revoke the certificates whose download expired unused (nobody has their key
+        but the escrow), drop those downloads and old sessions."""
+        self.sessions.purge_expired()
+        serials = self.downloads.expired_unfetched()
+        withdrawn = []
+        for serial in serials:
+            try:
+                self.instance.ca.revoke(
+                    int(serial, 16), x509.ReasonFlags.cessation_of_operation, actor=actor
+                )
+                withdrawn.append(serial)
+            except RevocationError:
+                withdrawn.append(serial)  # revoked meanwhile
+            except (MailPKIError, ValueError):
+                continue
+        self.downloads.forget(withdrawn)
+        return withdrawn
+
+
+def _csr_for(key: object, mail: str) -> bytes:
+    """A CSR for a signing key the Key Manager made for the person (the CA takes the
+    names from the directory, not from the CSR)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    assert isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.EMAIL_ADDRESS, mail)]))
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(Encoding.PEM)

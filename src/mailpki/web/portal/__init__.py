@@ -1,0 +1,1 @@
+"""The enrollment portal: pages, sessions, theme."""

@@ -1,0 +1,346 @@
+"""The enrollment portal's pages.
+
+    GET  /                    logon (directory password or HR PIN)
+    GET  /enroll/{token}      logon from an invitation link (the link is used at logon)
+    POST /logon               check credentials, rotate the session
+    GET  /form, POST /form    the pre-filled form; accept -> issue, escrow, package
+    GET  /download/{handle}   the PKCS#12, once, from the session that made it
+    GET  /waiting             a request queued for an officer
+    POST /logout
+    GET  /tutorial            using the certificate (public)
+    GET  /static/{path}       CSS, logo, pictures (theme first)
+
+No page runs a script: the CSP forbids all of them, so an injected name stays text.
+Blocking work (database, directory, key generation) runs in the thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from mailpki.enrollment.invitations import check_token
+from mailpki.enrollment.portal_store import check_handle
+from mailpki.errors import AuthenticationError, InputError, MailPKIError, NotFoundError
+from mailpki.instance.portal import Portal, PortalOutcome
+from mailpki.web.certdir import RateLimiter
+from mailpki.web.portal.sessions import PortalSession, SessionCookies
+from mailpki.web.portal.theme import Theme
+
+log = logging.getLogger(__name__)
+
+MAX_FORM_BYTES = 16 * 1024
+MAX_FIELD = 1024
+LOGON_RATE_PER_MINUTE = 20  # per client address, on top of the per-login lockout
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    if not isinstance(value, str):
+        return ""
+    if len(value) > MAX_FIELD:
+        raise InputError(f"the field '{name}' is too long")
+    return value
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
+    cookies = SessionCookies(portal.sessions, secure=portal.secure_cookies)
+    logon_limiter = RateLimiter(LOGON_RATE_PER_MINUTE, LOGON_RATE_PER_MINUTE)
+
+    def page(session: PortalSession, name: str, *, status: int = 200, **context: Any) -> Response:
+        html = theme.render(
+            name,
+            org=portal.org,
+            csrf=session.csrf,
+            user=portal.form(session.identity) if session.identity else None,
+            certdir_url="/certs",
+            **context,
+        )
+        return cookies.attach(session, HTMLResponse(html, status_code=status))
+
+    def error(session: PortalSession, message: str, *, status: int) -> Response:
+        return page(session, "error.html", status=status, message=message)
+
+    async def load(request: Request) -> PortalSession:
+        return await run_in_threadpool(cookies.load, request)
+
+    async def read_form(request: Request) -> FormData | None:
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
+            return None
+        ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if ctype != "application/x-www-form-urlencoded":
+            return None
+        return await request.form(max_files=0, max_fields=20)
+
+    async def checked_post(request: Request) -> tuple[PortalSession, FormData] | Response:
+        """The session and form of a POST whose CSRF token matches, else the refusal."""
+        session = await load(request)
+        form = await read_form(request)
+        if form is None:
+            return error(session, "The form was too large or not a form.", status=400)
+        if not cookies.csrf_ok(session, form.get("csrf")):
+            return error(
+                session,
+                "This form has expired or did not come from this site. "
+                "Go back, reload the page and try again.",
+                status=403,
+            )
+        return session, form
+
+    def logon_page(
+        session: PortalSession,
+        *,
+        invitation: str | None = None,
+        invited: str | None = None,
+        message: str | None = None,
+        method: str = "directory",
+        login: str = "",
+        status: int = 200,
+    ) -> Response:
+        return page(
+            session,
+            "logon.html",
+            status=status,
+            methods=portal.methods,
+            invitation=invitation,
+            invited=invited,
+            message=message,
+            method=method,
+            login=login,
+        )
+
+    # -- pages ---------------------------------------------------------------------------
+
+    async def home(request: Request) -> Response:
+        session = await load(request)
+        if session.identity is not None:
+            return RedirectResponse("/form", status_code=303)
+        session = await run_in_threadpool(cookies.ensure, session)
+        return logon_page(session)
+
+    async def invitation(request: Request) -> Response:
+        session = await load(request)
+        token = request.path_params["token"]
+        try:
+            invited = await run_in_threadpool(portal.invitation_for, check_token(token))
+        except InputError as exc:
+            return error(session, f"{str(exc)[:1].upper()}{str(exc)[1:]}.", status=410)
+        session = await run_in_threadpool(cookies.ensure, session)
+        return logon_page(session, invitation=token, invited=invited)
+
+    async def logon(request: Request) -> Response:
+        checked = await checked_post(request)
+        if isinstance(checked, Response):
+            return checked
+        session, form = checked
+        method = _field(form, "method") or "directory"
+        login = _field(form, "login")
+        invitation = _field(form, "invitation") or None
+        source = _client(request)
+        if logon_limiter.take(source) > 0:
+            return logon_page(
+                session,
+                invitation=invitation,
+                message="Too many attempts from your address: wait a minute and try again.",
+                method=method,
+                login=login,
+                status=429,
+            )
+        try:
+            identity = await run_in_threadpool(
+                portal.logon,
+                method=method,
+                login=login,
+                secret=_field(form, "secret"),
+                source=source,
+                invitation=invitation,
+            )
+        except AuthenticationError as exc:
+            return logon_page(
+                session, invitation=invitation, message=f"{exc}.", method=method,
+                login=login, status=401,
+            )  # fmt: skip
+        except InputError as exc:
+            return logon_page(
+                session, invitation=None, message=f"{exc}.", method=method, login=login,
+                status=400,
+            )  # fmt: skip
+        session = await run_in_threadpool(cookies.log_on, session, identity)
+        return cookies.attach(session, RedirectResponse("/form", status_code=303))
+
+    async def show_form(request: Request) -> Response:
+        session = await load(request)
+        if session.identity is None:
+            return RedirectResponse("/", status_code=303)
+        if session.data.get("downloads"):
+            return RedirectResponse("/done", status_code=303)
+        if session.data.get("queued"):
+            return RedirectResponse("/waiting", status_code=303)
+        return page(session, "form.html", values={}, message=None)
+
+    async def submit_form(request: Request) -> Response:
+        checked = await checked_post(request)
+        if isinstance(checked, Response):
+            return checked
+        session, form = checked
+        if session.identity is None or session.token is None:
+            return RedirectResponse("/", status_code=303)
+        if session.data.get("downloads"):  # a second submit: the first one's files wait
+            return RedirectResponse("/done", status_code=303)
+        values = {
+            "mode": _field(form, "mode") or "single",
+            "password_choice": _field(form, "password_choice") or "generate",
+            "legacy": _field(form, "legacy") == "on",
+        }
+        try:
+            if _field(form, "accept") != "on":
+                raise InputError("please read and accept the terms to go on")
+            if values["mode"] not in ("single", "dual"):
+                raise InputError("choose single-key or dual-key")
+            if values["password_choice"] not in ("generate", "choose"):
+                raise InputError("choose how the file is protected")
+            choose = values["password_choice"] == "choose"  # noqa: S105 (a form choice)
+            outcome: PortalOutcome = await run_in_threadpool(
+                portal.enroll,
+                session.token,
+                session.identity,
+                dual_key=values["mode"] == "dual",
+                password=_field(form, "password") if choose else None,
+                confirm=_field(form, "confirm") if choose else None,
+                legacy=bool(values["legacy"]),
+            )
+        except InputError as exc:
+            return page(session, "form.html", status=400, values=values, message=f"{exc}.")
+        except MailPKIError as exc:
+            log.warning("portal enrollment failed: %s", exc)
+            return page(
+                session,
+                "form.html",
+                status=503,
+                values=values,
+                message="Your certificate could not be made just now; nothing was issued. "
+                "Please try again in a few minutes.",
+            )
+        if outcome.queued_request is not None:
+            session.data["queued"] = outcome.queued_request
+            await run_in_threadpool(cookies.save, session)
+            return RedirectResponse("/waiting", status_code=303)
+        session.data["downloads"] = [
+            {"handle": d.handle, "filename": d.filename, "what": d.what} for d in outcome.downloads
+        ]
+        session.data["serial"] = outcome.serial
+        await run_in_threadpool(cookies.save, session)
+        # Rendered here, not after a redirect: a generated password is shown once and is
+        # never stored, not even in the session.
+        response = page(
+            session,
+            "done.html",
+            downloads=session.data["downloads"],
+            serial=outcome.serial,
+            password=outcome.generated_password,
+            mail=outcome.email,
+        )
+        response.background = BackgroundTask(portal.after_enrollment)
+        return response
+
+    async def done(request: Request) -> Response:
+        session = await load(request)
+        if session.identity is None:
+            return RedirectResponse("/", status_code=303)
+        if not session.data.get("downloads"):
+            return RedirectResponse("/form", status_code=303)
+        return page(
+            session,
+            "done.html",
+            downloads=session.data["downloads"],
+            serial=session.data.get("serial"),
+            password=None,
+            mail=portal.form(session.identity).mail,
+        )
+
+    async def download(request: Request) -> Response:
+        session = await load(request)
+        handle = check_handle(request.path_params["handle"])
+        if handle is None or session.token is None or session.identity is None:
+            return error(
+                session, "This download link is not valid, was used or has expired.", status=404
+            )
+        login = portal.form(session.identity).login
+        try:
+            stored = await run_in_threadpool(portal.take, handle, session.token, login=login)
+        except NotFoundError as exc:
+            return error(session, f"{str(exc)[:1].upper()}{str(exc)[1:]}.", status=404)
+        for item in session.data.get("downloads", []):
+            if item.get("handle") == handle:
+                item["fetched"] = True
+        await run_in_threadpool(cookies.save, session)
+        return Response(
+            stored.data,
+            media_type="application/x-pkcs12",
+            headers={
+                "Content-Disposition": f'attachment; filename="{stored.filename}"',
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
+    async def waiting(request: Request) -> Response:
+        session = await load(request)
+        if session.identity is None:
+            return RedirectResponse("/", status_code=303)
+        request_id = session.data.get("queued")
+        if request_id is None:
+            return RedirectResponse("/form", status_code=303)
+        return page(session, "waiting.html", request_id=request_id)
+
+    async def logout(request: Request) -> Response:
+        checked = await checked_post(request)
+        if isinstance(checked, Response):
+            return checked
+        session, _ = checked
+        response = RedirectResponse("/", status_code=303)
+        await run_in_threadpool(cookies.end, session, response)
+        return response
+
+    async def tutorial(request: Request) -> Response:
+        session = await load(request)
+        return page(session, "tutorial.html")
+
+    async def static(request: Request) -> Response:
+        found = theme.static_file(request.path_params["path"])
+        if found is None:
+            return Response("not found", status_code=404, media_type="text/plain")
+        path, media_type = found
+        headers = {"Cache-Control": "public, max-age=86400"}
+        if media_type == "image/svg+xml":  # an SVG opened on its own runs no script
+            headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+        return FileResponse(path, media_type=media_type, headers=headers)
+
+    return [
+        Route("/", home, methods=["GET"]),
+        Route("/enroll/{token}", invitation, methods=["GET"]),
+        Route("/logon", logon, methods=["POST"]),
+        Route("/form", show_form, methods=["GET"]),
+        Route("/form", submit_form, methods=["POST"]),
+        Route("/done", done, methods=["GET"]),
+        Route("/download/{handle}", download, methods=["GET"]),
+        Route("/waiting", waiting, methods=["GET"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/tutorial", tutorial, methods=["GET"]),
+        Route("/static/{path:path}", static, methods=["GET"]),
+    ]
