@@ -16,6 +16,7 @@ from sqlalchemy import select
 from mailpki.audit import AuditLog
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.errors import InputError, NotFoundError
+from mailpki.notify.mail import queue
 from mailpki.policy.approval import ApprovalRules, Decision, Facts, decide
 from mailpki.store.db import Database
 from mailpki.store.models import EnrollmentRequestRecord
@@ -64,10 +65,13 @@ def _view(row: EnrollmentRequestRecord) -> RequestView:
 
 
 class ApprovalQueue:
-    def __init__(self, db: Database, audit: AuditLog, rules: ApprovalRules) -> None:
+    def __init__(
+        self, db: Database, audit: AuditLog, rules: ApprovalRules, *, portal_url: str = ""
+    ) -> None:
         self.db = db
         self.audit = audit
         self.rules = rules
+        self.portal_url = portal_url  # named in the mail that tells a person the decision
 
     def authorize(self, entry: DirectoryEntry, *, actor: str) -> int | None:
         """Approve `entry` for enrollment, or queue it (RequestQueued names the reasons).
@@ -162,4 +166,24 @@ class ApprovalQueue:
                 actor=actor,
                 data={"request_id": request_id, "login": row.login, "note": note},
             )
+            if row.mail:
+                subject, body = decision_notice(request_id, approve, note, self.portal_url)
+                queue(session, kind="request.decided", to=row.mail, subject=subject, body=body)
             return _view(row)
+
+
+def decision_notice(request_id: int, approved: bool, note: str, portal_url: str) -> tuple[str, str]:
+    """(subject, body) of the mail that tells a person an officer's decision."""
+    where = f" at {portal_url}" if portal_url else ""
+    if approved:
+        subject = "Your certificate request was approved"
+        body = (
+            f"Hello,\n\nyour request {request_id} for a secure mail certificate was approved.\n"
+            f"Log on to the enrollment portal{where} again: your certificate is made at once.\n"
+        )
+    else:
+        subject = "Your certificate request was declined"
+        body = f"Hello,\n\nyour request {request_id} for a secure mail certificate was declined.\n"
+    if note:
+        body += f"\nThe officer's note: {note}\n"
+    return subject, body + "\nIf you did not expect this mail, tell your IT security team.\n"

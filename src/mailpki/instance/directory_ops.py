@@ -13,7 +13,7 @@ from mailpki.directory.publisher import PublishReport
 from mailpki.directory.registry import DirectorySettings, open_directory
 from mailpki.enrollment.requests import RequestView
 from mailpki.errors import ConfigError, DirectoryError, InputError, NotFoundError
-from mailpki.instance.enrollments import EnrollOutcome, enroll_one
+from mailpki.instance.enrollments import EnrollOutcome, enroll_one, flush_mail
 from mailpki.instance.instance import Instance
 from mailpki.keystore.keys import parse_key_type
 
@@ -167,7 +167,12 @@ def import_hr_pins_from_sql(instance: Instance, *, actor: str) -> PinImportRepor
 def decide_request(
     instance: Instance, request_id: int, *, approve: bool, actor: str, note: str
 ) -> RequestView:
-    return instance.approvals.decide_manually(request_id, approve=approve, actor=actor, note=note)
+    """An officer's decision; the person is mailed it (now, or by housekeeping later)."""
+    view = instance.approvals.decide_manually(
+        request_id, approve=approve, actor=actor, note=note
+    )
+    flush_mail(instance)
+    return view
 
 
 def enroll_user(

@@ -152,7 +152,12 @@ class Instance:
 
     @cached_property
     def approvals(self) -> ApprovalQueue:
-        return ApprovalQueue(self.db, self.audit, self.approval_rules)
+        return ApprovalQueue(
+            self.db,
+            self.audit,
+            self.approval_rules,
+            portal_url=str(self.config.get("web.base_url")),
+        )
 
     @cached_property
     def login_limiter(self) -> LoginLimiter:
