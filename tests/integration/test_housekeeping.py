@@ -100,3 +100,52 @@ def test_a_running_server_fills_the_key_pool(sqlite_home: Path, serve: Callable[
             time.sleep(0.2)
     finally:
         instance.close()
+
+
+def test_housekeeping_revokes_portal_downloads_never_fetched_and_sends_reminders(
+    sqlite_home: Path, tmp_path: Path
+) -> None:
+    """A PKCS#12 left in the portal past its download window: nobody holds that key but
+    the escrow, so its certificate is revoked and the stored file dropped. Unused
+    invitations past invitations.reminder_days get their one reminder."""
+    from mailpki.instance.portal import Portal
+    from mailpki.store.models import Invitation, PortalDownload
+
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "login,mail,name,given_name,surname,enabled\n"
+        "pat,pat@example.com,Pat Doe,Pat,Doe,true\nkim,kim@example.com,Kim Lee,Kim,Lee,true\n"
+    )
+    assert mailpki("directory", "import", "--home", sqlite_home, people).code == 0
+    assert mailpki("invite", "--home", sqlite_home, "kim").code == 0
+    instance = Instance.open(sqlite_home)
+    try:
+        portal = Portal(instance)
+        entry = instance.directories.find_by_login("pat")
+        assert entry is not None
+        identity = {"entry": entry.to_dict(), "method": "pin"}
+        token = portal.sessions.create({"csrf": "x"})
+        outcome = portal.enroll(
+            token, identity, dual_key=False, password=None, confirm=None, legacy=False
+        )
+        assert outcome.serial is not None and len(outcome.downloads) == 1
+        chores = Housekeeping(instance, portal=portal)
+        chores.run_once()  # within its window: left alone
+        assert instance.ca.get(int(outcome.serial, 16)).status == "valid"
+
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        with instance.db.transaction() as session:
+            session.execute(update(PortalDownload).values(expires_at=past))
+            session.execute(
+                update(Invitation).values(sent_at=datetime.now(UTC) - timedelta(days=30))
+            )
+        chores.run_once()
+        assert instance.ca.get(int(outcome.serial, 16)).status == "revoked"
+        with instance.db.session() as session:
+            assert session.scalar(select(PortalDownload)) is None
+            invitations = session.scalars(select(Invitation)).all()
+            assert len(invitations) == 2 and invitations[0].revoked_at is not None
+        with pytest.raises(MailPKIError):
+            portal.take(outcome.downloads[0].handle, token, login="pat")
+    finally:
+        instance.close()

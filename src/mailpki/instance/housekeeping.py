@@ -10,6 +10,7 @@ from mailpki.directory.publisher import safe_run
 from mailpki.errors import MailPKIError
 from mailpki.instance.enrollments import fill_pool, flush_mail, reconcile_deliveries
 from mailpki.instance.instance import Instance
+from mailpki.instance.invitations import remind_users
 from mailpki.instance.portal import Portal
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,8 @@ ACTOR = "server:housekeeping"
 
 class Housekeeping:
     """A daemon thread that, every `interval` seconds:
-    revokes certificates whose key was escrowed but never delivered within its lease,
+    revokes certificates whose key was escrowed but never delivered within its lease
+    (or whose portal download expired unused), reminds people of unused invitations,
     retries queued notices, delivers due directory publications, and tops the key pool
     up to `keymanager.pool_size`.
 
@@ -61,6 +63,13 @@ class Housekeeping:
                     log.warning("revoked %d certificates never downloaded", len(withdrawn))
             except MailPKIError as exc:
                 log.warning("portal clean-up failed: %s", exc)
+        try:
+            # Safe on several nodes: each reminder first revokes the old link, conditionally.
+            reminded = remind_users(self.instance, ACTOR)
+            if reminded:
+                log.info("%d invitation reminders queued", reminded)
+        except MailPKIError as exc:
+            log.warning("invitation reminders failed: %s", exc)
         flush_mail(self.instance)
         report = safe_run(self.instance.publisher)  # a directory outage: retried later
         if report is not None and report.failed:
