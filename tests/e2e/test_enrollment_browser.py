@@ -277,7 +277,7 @@ def test_person_enrolls_with_an_hr_pin_and_a_chosen_password(
         clear_certificates(openldap_server)
 
 
-def test_queued_request_waits_and_the_officer_decision_is_mailed(
+def test_queued_request_waits_an_officer_approves_in_the_console_and_it_is_mailed(
     page: Page,
     tmp_path: Path,
     openldap_server: SlapdServer,
@@ -285,9 +285,15 @@ def test_queued_request_waits_and_the_officer_decision_is_mailed(
     serve_portal: Any,
     screenshots: Path,
 ) -> None:
-    dave = openldap_server.users["dave"]
+    dave, alice = openldap_server.users["dave"], openldap_server.users["alice"]
     sock = bind_free_socket()
-    home = make_home(tmp_path, sock.getsockname()[1], smtp_server, ("approval.auto", "false"))
+    home = make_home(
+        tmp_path,
+        sock.getsockname()[1],
+        smtp_server,
+        ("approval.auto", "false"),
+        ("portal.officer_groups", "pki-admins"),
+    )
     add_openldap(home, openldap_server)
     live = serve_portal(home, sock)
     try:
@@ -303,8 +309,27 @@ def test_queued_request_waits_and_the_officer_decision_is_mailed(
         shot(page, screenshots, "21-waiting")
         assert ok(mailpki("certs", "list", "--home", home)).out.count("dave@example.com") == 0
 
-        ok(mailpki("requests", "approve", request_id, "--home", home))
+        # Dave is no officer; Alice (pki-admins) decides in the console.
+        page.goto(f"{live.url}/admin")
+        expect(page.get_by_role("alert")).to_contain_text("for certificate officers")
+        officer = page.context.browser.new_context()  # type: ignore[union-attr]
+        console = officer.new_page()
+        console.goto(f"{live.url}/admin")
+        expect(console.get_by_role("heading", name="Officer console")).to_be_visible()
+        console.get_by_label("Login", exact=True).fill("alice")
+        console.get_by_label("Password", exact=True).fill(alice.password or "")
+        console.get_by_role("button", name="Log on", exact=True).click()
+        row = console.locator(f"#request-{request_id}")
+        expect(row).to_contain_text("dave")
+        expect(row).to_contain_text("automatic approval is off")
+        shot(console, screenshots, "22-officer-console")
+        row.get_by_label("Note (optional)").fill("known to the Madrid office")
+        row.get_by_role("button", name="Approve").click()
+        expect(console.get_by_role("status")).to_contain_text(f"Request {request_id} (dave) approved")
+        expect(console.locator("#no-requests")).to_be_visible()
+        officer.close()
         [decided] = mails_to(smtp_server, "dave@example.com")
+        assert "known to the Madrid office" in decided.text
         assert "approved" in decided.text and live.url in decided.text
 
         page.get_by_role("button", name=re.compile("Log out")).click()

@@ -115,6 +115,12 @@ SCHEMA: dict[str, Setting] = {
     "portal.min_password_length": Setting(
         int_range(8, 128), 12, "shortest PKCS#12 password a person may choose"
     ),
+    "portal.officer_groups": Setting(
+        optional_text,
+        "",
+        "comma-separated directory groups whose members use the officer console at /admin "
+        "(empty: no console)",
+    ),
     "portal.secure_cookies": Setting(
         choice("auto", "true", "false"),
         "auto",

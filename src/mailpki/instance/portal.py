@@ -24,13 +24,20 @@ from mailpki.auth.identity import Identity
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.enrollment.invitations import peek, redeem
 from mailpki.enrollment.portal_store import DownloadStore, SessionStore, StoredDownload
-from mailpki.enrollment.requests import RequestQueued
-from mailpki.errors import AuthenticationError, InputError, MailPKIError, RevocationError
-from mailpki.instance.directory_ops import audited_logon
+from mailpki.enrollment.requests import PENDING, RequestQueued, RequestView
+from mailpki.errors import (
+    AuthenticationError,
+    InputError,
+    MailPKIError,
+    NotFoundError,
+    RevocationError,
+)
+from mailpki.instance.directory_ops import audited_logon, decide_request
 from mailpki.instance.enrollments import deliver_now, enroll_with, p12_name
 from mailpki.instance.instance import Instance
 from mailpki.keymanager.pkcs12 import package
 from mailpki.keystore.keys import generate_private_key, parse_key_type
+from mailpki.policy.approval import in_any_group
 
 __all__ = ["DownloadLink", "FormView", "Portal", "PortalOutcome", "check_password"]
 
@@ -136,6 +143,9 @@ class Portal:
         self.min_password_length = int(config.get("portal.min_password_length"))
         self.base_url = str(config.get("web.base_url")).rstrip("/")
         self.org = str(config.get("instance.org"))
+        self.officer_groups = tuple(
+            g.strip() for g in str(config.get("portal.officer_groups")).split(",") if g.strip()
+        )
         secure = str(config.get("portal.secure_cookies"))
         self.secure_cookies = secure == "true" or (
             secure == "auto" and urlsplit(self.base_url).scheme == "https"
@@ -317,6 +327,41 @@ class Portal:
                 data={"serial": download.serial, "email": download.email},
             )
         return download
+
+    # -- the officer console ----------------------------------------------------------------
+
+    def is_officer(self, identity: Mapping[str, Any]) -> bool:
+        """Directory logon (not a one-time PIN) by a member of portal.officer_groups."""
+        groups = tuple(identity["entry"].get("groups") or ())
+        return (
+            identity.get("method") == "directory"
+            and bool(self.officer_groups)
+            and in_any_group(groups, self.officer_groups)
+        )
+
+    def pending_requests(self, identity: Mapping[str, Any]) -> list[RequestView]:
+        self._officer(identity)
+        return self.instance.approvals.list(PENDING)
+
+    def decide(
+        self, identity: Mapping[str, Any], request_id: int, *, approve: bool, note: str
+    ) -> RequestView:
+        """An officer's decision from the console (audited as portal-officer:LOGIN); an
+        officer cannot decide their own request."""
+        login = self._officer(identity)
+        found = [r for r in self.instance.approvals.list(PENDING) if r.id == request_id]
+        if not found:
+            raise NotFoundError(f"no pending request {request_id}")
+        if found[0].login == login:
+            raise InputError("you cannot decide your own request: another officer must")
+        return decide_request(
+            self.instance, request_id, approve=approve, actor=f"portal-officer:{login}", note=note
+        )
+
+    def _officer(self, identity: Mapping[str, Any]) -> str:
+        if not self.is_officer(identity):
+            raise AuthenticationError("this page is for certificate officers")
+        return str(identity["entry"]["login"])
 
     # -- housekeeping ----------------------------------------------------------------------
 

@@ -45,6 +45,11 @@ def _group_names(groups: tuple[str, ...]) -> set[str]:
     return names
 
 
+def in_any_group(groups: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
+    """Whether one of `groups` (DNs or names) is one of `wanted` (DNs or names)."""
+    return bool({g.strip().lower() for g in wanted if g.strip()} & _group_names(groups))
+
+
 def decide(rules: ApprovalRules, facts: Facts) -> Decision:
     """Approve only if every rule holds; otherwise list each one that failed."""
     failed: list[str] = []

@@ -7,6 +7,7 @@
     GET  /download/{handle}   the PKCS#12, once, from the session that made it
     GET  /waiting             a request queued for an officer
     POST /logout
+    GET  /admin               officers: the queue of requests; POST /admin/requests/{id}
     GET  /tutorial            using the certificate (public)
     GET  /static/{path}       CSS, logo, pictures (theme first)
 
@@ -111,12 +112,14 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         method: str = "directory",
         login: str = "",
         status: int = 200,
+        next_page: str = "",
     ) -> Response:
         return page(
             session,
             "logon.html",
             status=status,
-            methods=portal.methods,
+            methods=portal.methods if next_page != "/admin" else ("directory",),
+            next_page=next_page,
             invitation=invitation,
             invited=invited,
             message=message,
@@ -151,6 +154,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         method = _field(form, "method") or "directory"
         login = _field(form, "login")
         invitation = _field(form, "invitation") or None
+        next_page = "/admin" if _field(form, "next") == "/admin" else ""  # no open redirect
         source = _client(request)
         if logon_limiter.take(source) > 0:
             return logon_page(
@@ -160,6 +164,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
                 method=method,
                 login=login,
                 status=429,
+                next_page=next_page,
             )
         try:
             identity = await run_in_threadpool(
@@ -173,7 +178,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         except AuthenticationError as exc:
             return logon_page(
                 session, invitation=invitation, message=f"{exc}.", method=method,
-                login=login, status=401,
+                login=login, status=401, next_page=next_page,
             )  # fmt: skip
         except InputError as exc:
             return logon_page(
@@ -181,7 +186,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
                 status=400,
             )  # fmt: skip
         session = await run_in_threadpool(cookies.log_on, session, identity)
-        return cookies.attach(session, RedirectResponse("/form", status_code=303))
+        return cookies.attach(session, RedirectResponse(next_page or "/form", status_code=303))
 
     async def show_form(request: Request) -> Response:
         session = await load(request)
@@ -317,6 +322,48 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         await run_in_threadpool(cookies.end, session, response)
         return response
 
+    # -- the officer console ----------------------------------------------------------
+
+    async def console(request: Request) -> Response:
+        session = await load(request)
+        if session.identity is None:
+            session = await run_in_threadpool(cookies.ensure, session)
+            return logon_page(session, next_page="/admin")
+        try:
+            pending = await run_in_threadpool(portal.pending_requests, session.identity)
+        except AuthenticationError as exc:
+            return error(session, f"{exc}.", status=403)
+        notice = session.data.pop("notice", None)
+        if notice is not None:
+            await run_in_threadpool(cookies.save, session)
+        return page(session, "admin.html", pending=pending, notice=notice)
+
+    async def decide(request: Request) -> Response:
+        checked = await checked_post(request)
+        if isinstance(checked, Response):
+            return checked
+        session, form = checked
+        if session.identity is None:
+            return RedirectResponse("/admin", status_code=303)
+        decision = _field(form, "decision")
+        try:
+            if decision not in ("approve", "reject"):
+                raise InputError("choose approve or reject")
+            view = await run_in_threadpool(
+                portal.decide,
+                session.identity,
+                int(request.path_params["request_id"]),
+                approve=decision == "approve",
+                note=_field(form, "note")[:500],
+            )
+            session.data["notice"] = f"Request {view.id} ({view.login}) {view.state}."
+        except AuthenticationError as exc:
+            return error(session, f"{exc}.", status=403)
+        except (InputError, NotFoundError) as exc:
+            session.data["notice"] = f"{exc}."
+        await run_in_threadpool(cookies.save, session)
+        return RedirectResponse("/admin", status_code=303)
+
     async def tutorial(request: Request) -> Response:
         session = await load(request)
         return page(session, "tutorial.html")
@@ -341,6 +388,8 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         Route("/download/{handle}", download, methods=["GET"]),
         Route("/waiting", waiting, methods=["GET"]),
         Route("/logout", logout, methods=["POST"]),
+        Route("/admin", console, methods=["GET"]),
+        Route("/admin/requests/{request_id:int}", decide, methods=["POST"]),
         Route("/tutorial", tutorial, methods=["GET"]),
         Route("/static/{path:path}", static, methods=["GET"]),
     ]
