@@ -153,7 +153,8 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 1,
     home: HomeOption = None,
 ) -> None:
-    """Serve CRLs, OCSP, CA certificates and the public certificate directory over HTTP."""
+    """Serve the enrollment portal, the officer console (/admin), CRLs, OCSP, CA certificates
+    and the public certificate directory over HTTP."""
     from mailpki.web.server import run_server
 
     instance = open_instance(home)
