@@ -24,6 +24,7 @@ BENCHMARKS = (
     "bench_bulk_enroll",
     "bench_recovery",
     "bench_directory",
+    "bench_portal",
 )
 ROOT = Path(__file__).resolve().parent.parent
 

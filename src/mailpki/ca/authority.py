@@ -7,7 +7,7 @@ audit record cannot be written, the change does not happen.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -237,6 +237,13 @@ class CertificateAuthority:
         if self._linter is None:
             self._linter = Linter()
         return self._linter
+
+    def prepare(self, profiles: Sequence[str | None]) -> None:
+        """Load the issuing key and build the linters of `profiles` ahead of the first
+        issue (a server does it at start-up, so no person waits for it)."""
+        _ = self.issuing_key
+        for name in profiles:
+            self.linter.prepare(self.profile(name).lint_type)
 
     @property
     def issuing_key(self) -> CAPrivateKey:

@@ -7,6 +7,7 @@ its checks, its audit records and its state (server-side sessions and downloads)
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,10 +19,12 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
 from mailpki.auth.identity import Identity
 from mailpki.directory.entry import DirectoryEntry
+from mailpki.enrollment.enroll import DUAL_ENCRYPTION_PROFILE, DUAL_SIGNING_PROFILE
 from mailpki.enrollment.invitations import peek, redeem
 from mailpki.enrollment.portal_store import DownloadStore, SessionStore, StoredDownload
 from mailpki.enrollment.requests import PENDING, RequestQueued, RequestView
@@ -36,6 +39,7 @@ from mailpki.instance.directory_ops import audited_logon, decide_request
 from mailpki.instance.enrollments import deliver_now, enroll_with, p12_name
 from mailpki.instance.instance import Instance
 from mailpki.keymanager.pkcs12 import package
+from mailpki.keystore.configured import store_secret
 from mailpki.keystore.keys import generate_private_key, parse_key_type
 from mailpki.policy.approval import in_any_group
 
@@ -146,10 +150,27 @@ class Portal:
         self.officer_groups = tuple(
             g.strip() for g in str(config.get("portal.officer_groups")).split(",") if g.strip()
         )
+        self._delivery_state = threading.Lock()
+        self._delivering = False
+        self._deliver_again = False
         secure = str(config.get("portal.secure_cookies"))
         self.secure_cookies = secure == "true" or (
             secure == "auto" and urlsplit(self.base_url).scheme == "https"
         )
+
+    @cached_property
+    def csrf_key(self) -> bytes:
+        """HMAC key of the pre-logon CSRF tokens, derived from the instance secret (the
+        same on every node, stored nowhere)."""
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"mailpki portal pre-logon csrf"
+        ).derive(store_secret(self.instance.config))
+
+    def prepare(self) -> None:
+        """Warm what the first enrollment would otherwise wait for (the CA key, pkilint's
+        validators, ~0.6 s); run by the server at start-up, in the background."""
+        self.instance.ca.prepare([None, DUAL_ENCRYPTION_PROFILE, DUAL_SIGNING_PROFILE])
+        _ = self.csrf_key
 
     @cached_property
     def sessions(self) -> SessionStore:
@@ -314,8 +335,24 @@ class Portal:
 
     def after_enrollment(self) -> None:
         """Send the notices and publish the certificate (after the response: best effort,
-        both stay queued for housekeeping on failure)."""
-        deliver_now(self.instance)
+        both stay queued for housekeeping on failure). Single-flight: while one run
+        works through the outbox, later calls only ask it to go round once more (50
+        enrollments at once make one or two runs, not 50 competing ones)."""
+        with self._delivery_state:
+            if self._delivering:
+                self._deliver_again = True
+                return
+            self._delivering = True
+        try:
+            while True:
+                deliver_now(self.instance)
+                with self._delivery_state:
+                    if not self._deliver_again:
+                        return
+                    self._deliver_again = False
+        finally:
+            with self._delivery_state:
+                self._delivering = False
 
     def take(self, handle: str, session_token: str, *, login: str) -> StoredDownload:
         download = self.downloads.take(handle, session_token)

@@ -114,6 +114,7 @@ def create_app(home: Path, *, housekeeping: bool = False) -> Starlette:
         extra_routes=portal_routes(portal, Theme(instance.home)),
     )
     if housekeeping:
+        threading.Thread(target=portal.prepare, name="warm-up", daemon=True).start()
         Housekeeping(instance, portal=portal).start()
     return app
 

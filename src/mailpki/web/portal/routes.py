@@ -59,7 +59,9 @@ def _client(request: Request) -> str:
 
 
 def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
-    cookies = SessionCookies(portal.sessions, secure=portal.secure_cookies)
+    cookies = SessionCookies(
+        portal.sessions, secure=portal.secure_cookies, csrf_key=portal.csrf_key
+    )
     logon_limiter = RateLimiter(LOGON_RATE_PER_MINUTE, LOGON_RATE_PER_MINUTE)
 
     def page(session: PortalSession, name: str, *, status: int = 200, **context: Any) -> Response:
@@ -133,7 +135,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         session = await load(request)
         if session.identity is not None:
             return RedirectResponse("/form", status_code=303)
-        session = await run_in_threadpool(cookies.ensure, session)
+        session = cookies.ensure(session)
         return logon_page(session)
 
     async def invitation(request: Request) -> Response:
@@ -143,7 +145,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
             invited = await run_in_threadpool(portal.invitation_for, check_token(token))
         except InputError as exc:
             return error(session, f"{str(exc)[:1].upper()}{str(exc)[1:]}.", status=410)
-        session = await run_in_threadpool(cookies.ensure, session)
+        session = cookies.ensure(session)
         return logon_page(session, invitation=token, invited=invited)
 
     async def logon(request: Request) -> Response:
@@ -327,7 +329,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
     async def console(request: Request) -> Response:
         session = await load(request)
         if session.identity is None:
-            session = await run_in_threadpool(cookies.ensure, session)
+            session = cookies.ensure(session)
             return logon_page(session, next_page="/admin")
         try:
             pending = await run_in_threadpool(portal.pending_requests, session.identity)
