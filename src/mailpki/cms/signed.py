@@ -12,12 +12,9 @@ revocation) is the caller's decision.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import hashlib
 import hmac
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,8 +26,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from mailpki.base.pem import require_single_block
-from mailpki.errors import CMSError, InputError
+from mailpki.cms._der import definite_lengths as _definite_lengths
+from mailpki.cms._der import one_line as _one_line
+from mailpki.cms._der import unarmour as _unarmour
+from mailpki.errors import CMSError
 
 __all__ = ["SignedContent", "sign", "verify_signed"]
 
@@ -77,10 +76,6 @@ _WEAK_SIGNATURES = frozenset(
     }
 )
 _WEAK_MESSAGE = "SHA-1/MD5 signatures are not accepted"
-
-_PEM_LABELS = ("PKCS7", "CMS")
-_MAX_DEPTH = 64  # nesting of BER elements; real messages stay far below
-_PEM_ARMOUR = re.compile(rb"-----(BEGIN|END) [A-Z0-9 ]+-----")
 
 
 @dataclass(frozen=True)
@@ -162,112 +157,6 @@ def verify_signed(
         # asn1crypto parses lazily and has no exception contract: malformed bytes
         # surface as ValueError, TypeError, KeyError... wherever a field is read.
         raise CMSError(f"the CMS message is malformed: {_one_line(exc)}") from exc
-
-
-def _unarmour(data: bytes) -> bytes:
-    """DER/BER bytes of `data`, removing PEM armour if there is any."""
-    if not data.lstrip().startswith(b"-----BEGIN"):
-        return data
-    try:
-        require_single_block(data, _PEM_LABELS, "CMS message")
-    except InputError as exc:
-        raise CMSError(str(exc)) from exc
-    body = b"".join(_PEM_ARMOUR.sub(b"", data).split())
-    try:
-        return base64.b64decode(body, validate=True)
-    except binascii.Error as exc:
-        raise CMSError("the PEM CMS message is not valid base64") from exc
-
-
-def _definite_lengths(data: bytes) -> bytes:
-    """`data` with every indefinite length made definite and every constructed
-    OCTET STRING joined into one, i.e. the BER of a streaming encoder turned into
-    what asn1crypto parses reliably (it mis-parses an indefinite-length CHOICE
-    such as SignerIdentifier or Name). Definite-length elements without such
-    parts inside, certificates in particular, keep their exact bytes."""
-    end, replacement = _normalise(data, 0, len(data), 0)
-    if end != len(data):
-        raise CMSError("the CMS message has trailing data after its end")
-    return data if replacement is None else replacement
-
-
-def _normalise(buf: bytes, pos: int, limit: int, depth: int) -> tuple[int, bytes | None]:
-    """(end, re-encoding) of the element at `pos`; re-encoding is None when the
-    original bytes buf[pos:end] are already fine."""
-    if depth > _MAX_DEPTH:
-        raise CMSError("the CMS message is nested too deeply")
-    start = pos
-    if pos >= limit:
-        raise CMSError("the CMS message is truncated")
-    constructed = bool(buf[pos] & 0x20)
-    if buf[pos] & 0x1F == 0x1F:  # high tag number: base-128 continuation octets
-        pos += 1
-        while pos < limit and buf[pos] & 0x80:
-            pos += 1
-    pos += 1
-    if pos >= limit:
-        raise CMSError("the CMS message is truncated")
-    tag = buf[start:pos]
-    length_octet = buf[pos]
-    pos += 1
-
-    children: list[tuple[int, int, bytes | None]] = []
-    if length_octet == 0x80:  # indefinite: children up to an end-of-contents 00 00
-        if not constructed:
-            raise CMSError("the CMS message has an indefinite length on a primitive element")
-        while buf[pos : pos + 2] != b"\0\0" or pos + 2 > limit:
-            child_end, child = _normalise(buf, pos, limit, depth + 1)
-            children.append((pos, child_end, child))
-            pos = child_end
-        end = pos + 2
-    else:
-        if length_octet & 0x80:
-            count = length_octet & 0x7F
-            if count > 4 or pos + count > limit:
-                raise CMSError("the CMS message has an invalid length")
-            length = int.from_bytes(buf[pos : pos + count], "big")
-            pos += count
-        else:
-            length = length_octet
-        end = pos + length
-        if end > limit:
-            raise CMSError("the CMS message is truncated")
-        if not constructed:
-            return end, None
-        while pos < end:
-            child_end, child = _normalise(buf, pos, end, depth + 1)
-            children.append((pos, child_end, child))
-            pos = child_end
-        if tag != b"\x24" and all(child is None for _, _, child in children):
-            return end, None
-
-    parts = [buf[s:e] if child is None else child for s, e, child in children]
-    if tag == b"\x24":  # constructed OCTET STRING: DER wants one primitive string
-        contents = b"".join(_octets(part) for part in parts)
-        return end, b"\x04" + _der_length(len(contents)) + contents
-    contents = b"".join(parts)
-    return end, tag + _der_length(len(contents)) + contents
-
-
-def _octets(element: bytes) -> bytes:
-    """Contents of a chunk of a constructed OCTET STRING (itself normalised)."""
-    if element[:1] != b"\x04":
-        raise CMSError("the CMS message has a constructed OCTET STRING with a foreign chunk")
-    length_octet = element[1]
-    header = 2 + (length_octet & 0x7F if length_octet & 0x80 else 0)
-    return element[header:]
-
-
-def _der_length(length: int) -> bytes:
-    if length < 0x80:
-        return bytes([length])
-    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(octets)]) + octets
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _verify(data: bytes, detached_content: bytes | None) -> SignedContent:
