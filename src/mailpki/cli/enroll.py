@@ -41,7 +41,10 @@ pool_app = typer.Typer(
     help="Pre-generated, already escrowed keys for fast enrollment.", no_args_is_help=True
 )
 keys_app.add_typer(pool_app, name="pool")
-mail_app = typer.Typer(help="The outbox of notices to subscribers.", no_args_is_help=True)
+mail_app = typer.Typer(
+    help="S/MIME: sign, encrypt, decrypt, verify, send; and the outbox of notices.",
+    no_args_is_help=True,
+)
 
 PasswordFileOption = Annotated[
     Path | None,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mailpki import __version__
-from mailpki.cli import admin, ca, demo, directory, enroll, invite, recovery, recovery_service
+from mailpki.cli import admin, ca, demo, directory, enroll, invite, mail, recovery, recovery_service
 from mailpki.cli.common import HomeOption, console, handle_errors, open_instance
 from mailpki.errors import InputError
 from mailpki.instance.bootstrap import InitOptions, PKCS11Options, initialise
@@ -31,6 +31,7 @@ app.add_typer(recovery.recovery_app, name="recovery")
 app.add_typer(recovery_service.service_app, name="recovery-service")
 recovery_service.register_connect(recovery.recovery_app)
 enroll.register(app)
+mail.register(app)
 directory.register(app)
 app.command("invite")(invite.invite)
 app.command("demo")(demo.demo)

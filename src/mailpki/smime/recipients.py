@@ -1,0 +1,139 @@
+"""Finding a recipient's encryption certificate.
+
+Sources are asked in order (with an instance: its own valid certificates and its
+directory's published ones; then the local contacts; then a mailpki public
+certificate directory over HTTP) and the first source with a usable certificate wins;
+among several, the one valid longest. Usable means: valid now, for emailProtection,
+able to encrypt, for exactly that address, not revoked, and chaining to the trust
+anchors, except for contacts, which the user pinned by adding them.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+
+from mailpki.errors import InputError, NotFoundError
+from mailpki.smime.contacts import ContactStore, addresses_of
+from mailpki.smime.trust import (
+    CertificateVerdict,
+    RevocationChecker,
+    TrustAnchors,
+    check_certificate,
+)
+
+__all__ = ["RecipientFinder", "Source", "certdir_source", "contacts_source"]
+
+MAX_FETCH_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    lookup: Callable[[str], list[x509.Certificate]]
+    pinned: bool = False  # the user vouched for these certificates (contacts)
+
+
+@dataclass
+class Found:
+    address: str
+    certificate: x509.Certificate
+    source: str
+    verdict: CertificateVerdict
+
+
+@dataclass
+class RecipientFinder:
+    sources: Sequence[Source]
+    anchors: TrustAnchors | None
+    revocation: RevocationChecker | None = None
+    rejected: list[str] = field(default_factory=list)  # why candidates were passed over
+
+    def find(self, address: str, *, at: datetime | None = None) -> Found:
+        """The certificate to encrypt to `address`; NotFoundError says where it looked
+        and why each candidate was refused."""
+        address = address.strip().lower()
+        if "@" not in address or len(address) > 320:
+            raise InputError(f"{address!r} is not a mail address")
+        when = at or datetime.now(UTC)
+        self.rejected = []
+        for source in self.sources:
+            try:
+                candidates = source.lookup(address)
+            except (OSError, ValueError, InputError) as exc:
+                self.rejected.append(f"{source.name}: not reachable ({exc})")
+                continue
+            usable: list[Found] = []
+            for certificate in candidates:
+                roots = self.anchors.roots if self.anchors else ()
+                if source.pinned:
+                    # A contact is trusted because the user added it: its own issuer
+                    # need not chain to our roots, the rest of the checks still apply.
+                    roots = (*roots, certificate)
+                if not roots:
+                    self.rejected.append(f"{source.name}: no trust anchors (--trust or --home)")
+                    continue
+                anchors = TrustAnchors(
+                    roots=roots, intermediates=self.anchors.intermediates if self.anchors else ()
+                )
+                verdict = check_certificate(
+                    certificate,
+                    anchors,
+                    purpose="encrypt",
+                    address=address,
+                    at=when,
+                    revocation=self.revocation,
+                )
+                if verdict.valid:
+                    usable.append(Found(address, certificate, source.name, verdict))
+                else:
+                    self.rejected.append(
+                        f"{source.name}: {certificate.serial_number:x}: "
+                        + "; ".join(verdict.problems)
+                    )
+            if usable:
+                return max(usable, key=lambda f: f.certificate.not_valid_after_utc)
+        detail = f" ({'; '.join(self.rejected)})" if self.rejected else ""
+        looked = ", ".join(s.name for s in self.sources) or "nowhere"
+        raise NotFoundError(f"no usable certificate for {address} (looked in: {looked}){detail}")
+
+
+def contacts_source(store: ContactStore) -> Source:
+    def lookup(address: str) -> list[x509.Certificate]:
+        return [c.certificate for c in store.find(address)]
+
+    return Source("contacts", lookup, pinned=True)
+
+
+def certdir_source(
+    base_url: str, *, timeout: float = 10.0, opener: Callable[..., Any] | None = None
+) -> Source:
+    """A mailpki public certificate directory: GET {base_url}/certs/{address}.pem."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InputError(f"{base_url!r} is not an http(s) URL of a certificate directory")
+    base = base_url.rstrip("/")
+    fetch: Callable[..., Any] = opener or urllib.request.urlopen
+
+    def lookup(address: str) -> list[x509.Certificate]:
+        url = f"{base}/certs/{urllib.parse.quote(address, safe='@')}.pem"
+        try:
+            with fetch(url, timeout=timeout) as response:
+                data = response.read(MAX_FETCH_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return []
+            raise OSError(f"HTTP {exc.code} from {url}") from None
+        if len(data) > MAX_FETCH_BYTES:
+            raise ValueError(f"the answer of {url} is too large")
+        certificates = x509.load_pem_x509_certificates(data)
+        return [c for c in certificates if address in addresses_of(c)]
+
+    return Source(f"certificate directory {base}", lookup)
