@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NoReturn
 
-from mailpki.auth.identity import Identity
+from mailpki.auth.identity import Identity, check_expected_mail
 from mailpki.auth.limiter import LoginLimiter, limiter_keys
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.errors import AuthenticationError
@@ -37,7 +37,9 @@ class DirectoryAuthenticator:
             self._limiter.failed(key)
         raise AuthenticationError(WRONG_LOGIN)
 
-    def authenticate(self, login: str, secret: str, *, source: str = "") -> Identity:
+    def authenticate(
+        self, login: str, secret: str, *, source: str = "", expect_mail: str | None = None
+    ) -> Identity:
         keys = limiter_keys(login, source)
         for key in keys:
             self._limiter.check(key)
@@ -55,6 +57,7 @@ class DirectoryAuthenticator:
         # Only after the password proved who it is: otherwise this would reveal accounts.
         if not entry.enabled:
             raise AuthenticationError("the account is disabled")
+        check_expected_mail(entry, expect_mail)
         for key in keys:
             self._limiter.succeeded(key)
         return Identity(entry=entry, method="directory")

@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from mailpki.auth.identity import Identity
+from mailpki.auth.identity import Identity, check_expected_mail
 from mailpki.auth.limiter import LoginLimiter, limiter_keys
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.directory.people_import import CsvRecord, read_csv
@@ -569,7 +569,9 @@ class PinAuthenticator:
             )
             return int(result.rowcount) == 1  # type: ignore[attr-defined]
 
-    def authenticate(self, login: str, secret: str, *, source: str = "") -> Identity:
+    def authenticate(
+        self, login: str, secret: str, *, source: str = "", expect_mail: str | None = None
+    ) -> Identity:
         """`login` is the employee id or the mail address from the HR list."""
         ident = login.strip()
         keys = limiter_keys(ident, source)
@@ -604,6 +606,7 @@ class PinAuthenticator:
         )
         if not entry.enabled:
             raise AuthenticationError("the account is disabled")
+        check_expected_mail(entry, expect_mail)  # before the PIN is spent
         if not self._use(claim):
             raise AuthenticationError(_REFUSALS["used"])
         for key in keys:

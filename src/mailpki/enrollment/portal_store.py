@@ -110,6 +110,30 @@ class SessionStore:
                 .values(data=self._encode(data), seen_at=datetime.now(UTC))
             )
 
+    def claim(self, token: str, *, hold: timedelta = timedelta(minutes=2)) -> bool:
+        """Mark the session busy (one enrollment at a time); False if it already is.
+        A conditional UPDATE, so two requests on two nodes cannot both win; the hold
+        ends by itself if a node dies mid-way."""
+        now = datetime.now(UTC)
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(PortalSession)
+                .where(
+                    PortalSession.id_sha256 == _digest(token),
+                    (PortalSession.busy_until.is_(None)) | (PortalSession.busy_until <= now),
+                )
+                .values(busy_until=now + hold)
+            )
+        return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+    def release(self, token: str) -> None:
+        with self.db.transaction() as session:
+            session.execute(
+                update(PortalSession)
+                .where(PortalSession.id_sha256 == _digest(token))
+                .values(busy_until=None)
+            )
+
     def rotate(self, token: str | None, data: dict[str, Any]) -> str:
         """A new token for the session's new data (at logon: defeats session fixation);
         the old token stops working at once."""

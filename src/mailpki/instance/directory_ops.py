@@ -74,11 +74,12 @@ def audited_logon(
     secret: str,
     source: str,
     actor: str,
+    expect_mail: str | None = None,
 ) -> Identity:
     """A logon through `authenticator` (lockout included), audited either way; the
     secret is never part of the record."""
     try:
-        identity = authenticator.authenticate(login, secret, source=source)
+        identity = authenticator.authenticate(login, secret, source=source, expect_mail=expect_mail)
     except Exception as exc:
         with instance.db.transaction() as session:
             instance.audit.append(
@@ -168,9 +169,7 @@ def decide_request(
     instance: Instance, request_id: int, *, approve: bool, actor: str, note: str
 ) -> RequestView:
     """An officer's decision; the person is mailed it (now, or by housekeeping later)."""
-    view = instance.approvals.decide_manually(
-        request_id, approve=approve, actor=actor, note=note
-    )
+    view = instance.approvals.decide_manually(request_id, approve=approve, actor=actor, note=note)
     flush_mail(instance)
     return view
 

@@ -56,6 +56,10 @@ _COMMON = {
     "welcome", "willkommen", "bienvenue", "admin", "secret", "iloveyou", "monkey",
     "dragon", "sunshine", "football", "princess", "abc", "changeme", "summer", "winter",
 }  # fmt: skip
+# What people put for letters (P@ssw0rd): undone before the list is checked.
+_LEET = str.maketrans(
+    {"0": "o", "1": "i", "3": "e", "4": "a", "@": "a", "$": "s", "5": "s", "7": "t", "!": "i"}
+)
 
 
 def check_password(
@@ -80,16 +84,22 @@ def check_password(
             "the password needs three of: lower case, upper case, digits, other characters "
             f"(or at least {2 * min_length} characters)"
         )
-    if len(set(password)) < max(5, len(password) // 3):
+    if len(set(password)) < min(8, max(5, len(password) // 3)):
         raise InputError("the password repeats too few different characters")
     lowered = password.lower()
-    core = re.sub(r"[^a-z]", "", lowered)
-    if core in _COMMON:
+    # The word itself, with the digits and signs people tack on at either end dropped,
+    # as written and with its look-alike letters undone (P@ssw0rd1234! -> password).
+    trimmed = re.sub(r"^[\W\d_]+|[\W\d_]+$", "", lowered)
+    cores = {re.sub(r"[^a-z]", "", trimmed), re.sub(r"[^a-z]", "", trimmed.translate(_LEET))}
+    if cores & _COMMON or any(core == word * 2 for core in cores for word in _COMMON):
         raise InputError("that password is on every attacker's list: choose another")
     for word in avoid:
         if len(word) >= 3 and word.lower() in lowered:
             raise InputError("the password must not contain your name, login or mail address")
-    return password.encode("utf-8")
+    try:
+        return password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("the password contains characters that cannot be encoded") from None
 
 
 @dataclass(frozen=True)
@@ -205,8 +215,9 @@ class Portal:
             raise AuthenticationError(
                 "wrong login or password" if method == "directory" else "wrong employee id or PIN"
             )
-        if invitation is not None:
-            peek(self.instance.db, invitation)  # a dead link fails before any password check
+        # A dead link fails before any password check; the address it was sent to must
+        # be the person's, checked before a one-time PIN is spent.
+        invited = peek(self.instance.db, invitation).mail if invitation is not None else None
         authenticator = (
             self.instance.directory_logon if method == "directory" else self.instance.pin_logon
         )
@@ -218,15 +229,10 @@ class Portal:
             secret=secret,
             source=source,
             actor=f"portal:{source}",
+            expect_mail=invited,
         )
         entry = identity.entry
         if invitation is not None:
-            invited = peek(self.instance.db, invitation)
-            if (invited.mail or "").lower() != (entry.mail or "").lower():
-                raise AuthenticationError(
-                    "this invitation was sent to someone else: log on with your own, or "
-                    "without an invitation link"
-                )
             redeem(self.instance.db, invitation)
         return {"entry": entry.to_dict(), "method": identity.method}
 

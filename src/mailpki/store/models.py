@@ -418,7 +418,12 @@ class PortalSession(Base):
     data: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: csrf, identity, state
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    expires_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, index=True
+    )
+    # Set while an enrollment runs for this session: a second submit (a double click,
+    # another node) finds it taken and does not issue a second certificate.
+    busy_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PortalDownload(Base):
@@ -434,5 +439,7 @@ class PortalDownload(Base):
     filename: Mapped[str] = mapped_column(String(200), nullable=False)
     blob: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    expires_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, index=True
+    )
     fetched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

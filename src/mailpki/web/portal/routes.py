@@ -153,10 +153,14 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         if isinstance(checked, Response):
             return checked
         session, form = checked
-        method = _field(form, "method") or "directory"
-        login = _field(form, "login")
-        invitation = _field(form, "invitation") or None
-        next_page = "/admin" if _field(form, "next") == "/admin" else ""  # no open redirect
+        try:
+            method = _field(form, "method") or "directory"
+            login = _field(form, "login")
+            secret = _field(form, "secret")
+            invitation = _field(form, "invitation") or None
+            next_page = "/admin" if _field(form, "next") == "/admin" else ""  # no open redirect
+        except InputError as exc:
+            return error(session, f"{exc}.", status=400)
         source = _client(request)
         if logon_limiter.take(source) > 0:
             return logon_page(
@@ -173,7 +177,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
                 portal.logon,
                 method=method,
                 login=login,
-                secret=_field(form, "secret"),
+                secret=secret,
                 source=source,
                 invitation=invitation,
             )
@@ -200,22 +204,17 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
             return RedirectResponse("/waiting", status_code=303)
         return page(session, "form.html", values={}, message=None)
 
-    async def submit_form(request: Request) -> Response:
-        checked = await checked_post(request)
-        if isinstance(checked, Response):
-            return checked
-        session, form = checked
-        if session.identity is None or session.token is None:
-            return RedirectResponse("/", status_code=303)
-        if session.data.get("downloads"):  # a second submit: the first one's files wait
-            return RedirectResponse("/done", status_code=303)
-        values = {
-            "mode": _field(form, "mode") or "single",
-            "password_choice": _field(form, "password_choice") or "generate",
-            "legacy": _field(form, "legacy") == "on",
-        }
+    async def enroll_checked(
+        session: PortalSession,
+        values: dict[str, Any],
+        accepted: bool,
+        password: str,
+        confirm: str,
+    ) -> PortalOutcome | Response:
+        """The enrollment, or the form again with what to change (nothing issued)."""
+        assert session.token is not None and session.identity is not None
         try:
-            if _field(form, "accept") != "on":
+            if not accepted:
                 raise InputError("please read and accept the terms to go on")
             if values["mode"] not in ("single", "dual"):
                 raise InputError("choose single-key or dual-key")
@@ -227,8 +226,8 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
                 session.token,
                 session.identity,
                 dual_key=values["mode"] == "dual",
-                password=_field(form, "password") if choose else None,
-                confirm=_field(form, "confirm") if choose else None,
+                password=password if choose else None,
+                confirm=confirm if choose else None,
                 legacy=bool(values["legacy"]),
             )
         except InputError as exc:
@@ -243,6 +242,44 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
                 message="Your certificate could not be made just now; nothing was issued. "
                 "Please try again in a few minutes.",
             )
+        return outcome
+
+    async def submit_form(request: Request) -> Response:
+        checked = await checked_post(request)
+        if isinstance(checked, Response):
+            return checked
+        session, form = checked
+        if session.identity is None or session.token is None:
+            return RedirectResponse("/", status_code=303)
+        try:
+            values = {
+                "mode": _field(form, "mode") or "single",
+                "password_choice": _field(form, "password_choice") or "generate",
+                "legacy": _field(form, "legacy") == "on",
+            }
+            accepted = _field(form, "accept") == "on"
+            password, confirm = _field(form, "password"), _field(form, "confirm")
+        except InputError as exc:
+            return page(session, "form.html", status=400, values={}, message=f"{exc}.")
+        token = session.token
+        # One enrollment per session at a time, on any node: a double click or a second
+        # tab waits for the first instead of issuing a second certificate.
+        if not await run_in_threadpool(portal.sessions.claim, token):
+            return error(
+                session,
+                "Your certificate is already being made (in another tab or by a second "
+                "click). Wait a moment, then open the download page.",
+                status=409,
+            )
+        try:
+            fresh = await load(request)  # what the other request may have finished
+            if fresh.data.get("downloads"):
+                return RedirectResponse("/done", status_code=303)
+            outcome = await enroll_checked(session, values, accepted, password, confirm)
+        finally:
+            await run_in_threadpool(portal.sessions.release, token)
+        if isinstance(outcome, Response):
+            return outcome
         if outcome.queued_request is not None:
             session.data["queued"] = outcome.queued_request
             await run_in_threadpool(cookies.save, session)
@@ -281,6 +318,8 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         )
 
     async def download(request: Request) -> Response:
+        if request.method != "GET":  # a HEAD probe must not spend the one download
+            return Response(status_code=405, headers={"Allow": "GET"})
         session = await load(request)
         handle = check_handle(request.path_params["handle"])
         if handle is None or session.token is None or session.identity is None:
@@ -347,8 +386,8 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         session, form = checked
         if session.identity is None:
             return RedirectResponse("/admin", status_code=303)
-        decision = _field(form, "decision")
         try:
+            decision = _field(form, "decision")
             if decision not in ("approve", "reject"):
                 raise InputError("choose approve or reject")
             view = await run_in_threadpool(

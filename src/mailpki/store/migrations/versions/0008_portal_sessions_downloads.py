@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("busy_until", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id_sha256"),
     )
     with op.batch_alter_table("portal_sessions") as batch_op:
