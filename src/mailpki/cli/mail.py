@@ -23,10 +23,10 @@ from mailpki.cli.common import (
     read_password_file,
 )
 from mailpki.cli.enroll import mail_app
-from mailpki.errors import InputError
+from mailpki.errors import CMSError, InputError, MailError
 from mailpki.instance.config import resolve_home
 from mailpki.instance.instance import Instance
-from mailpki.instance.smime_ops import Toolkit, submit
+from mailpki.instance.smime_ops import Toolkit, envelope_recipients, envelope_sender, submit
 from mailpki.keymanager.pkcs12 import LoadedPKCS12, load_pkcs12
 from mailpki.notify.mail import MailSettings
 from mailpki.smime.contacts import addresses_of
@@ -282,7 +282,8 @@ def decrypt(
 def verify(
     source: InFile,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the verified message (without signature).")
+        Path | None,
+        typer.Option("--out", help="Write the message without its signature (only if valid)."),
     ] = None,
     trust: TrustOption = [],  # noqa: B006
     require_revocation: Annotated[
@@ -301,9 +302,18 @@ def verify(
             raise InputError("the message is encrypted: 'mailpki mail decrypt' it first")
         if kit.anchors is None:
             raise InputError("no trust anchors: give --trust ROOT.pem or --home of an instance")
-        verified = verify_message(
-            data, kit.anchors, revocation=kit.revocation, require_revocation=require_revocation
-        )
+        try:
+            verified = verify_message(
+                data, kit.anchors, revocation=kit.revocation, require_revocation=require_revocation
+            )
+        except CMSError as exc:
+            # A signature that does not match is a verdict, not a usage error: exit 1.
+            if json_output:
+                print_json({"valid": False, "problems": [str(exc)]})
+            else:
+                console.print(f"problem:    {exc}", highlight=False, markup=False)
+                console.print("NOT VALID", highlight=False)
+            raise typer.Exit(1) from None
     finally:
         _close(instance)
     signer = verified.signed.signer
@@ -311,7 +321,7 @@ def verify(
     signer_addresses = addresses_of(signer)
     chain = [c.subject.rfc4514_string() for c in verdict.chain]
     signing_time = verified.signed.signing_time
-    if out is not None:
+    if out is not None and verified.valid:  # never hand on content that did not verify
         _write(out, verified.message, force)
     if json_output:
         print_json(
@@ -346,7 +356,7 @@ def verify(
 
 @handle_errors
 def send(
-    to: ToOption,
+    to: ToOption = [],  # noqa: B006
     sender: Annotated[
         str | None, typer.Option("--from", help="Your address (default: the certificate's).")
     ] = None,
@@ -407,7 +417,8 @@ def send(
                 message, loaded.certificate, _signing_key(loaded), chain=loaded.chain
             )
         if do_encrypt:
-            recipients = _recipients(kit, to)
+            # Everyone it is delivered to must be able to read it.
+            recipients = _recipients(kit, [*to, *envelope_recipients(message)])
             if loaded is not None:
                 recipients.append(loaded.certificate)
             message = encrypt_message(
@@ -416,8 +427,12 @@ def send(
                 cipher=_cipher(cipher),
                 key_transport="oaep" if oaep else "pkcs1v15",
             )
+        if kit.mail_settings is None and not smtp_host:
+            raise MailError("no SMTP server: pass --smtp-host (or --home of an instance)")
         settings = kit.mail_settings or MailSettings(
-            transport="smtp", sender=from_address or "", smtp_host=smtp_host or ""
+            transport="smtp",
+            sender=from_address or envelope_sender(message),
+            smtp_host=smtp_host or "",
         )
         if smtp_host or smtp_port:
             settings = MailSettings(
@@ -429,7 +444,7 @@ def send(
                 username=settings.username,
                 password=settings.password,
             )
-        sent_to = submit(message, settings)
+        sent_to = submit(message, settings, extra_recipients=to)
     finally:
         _close(instance)
     console.print(f"sent to {', '.join(sent_to)}", highlight=False)
@@ -449,7 +464,8 @@ def _compose(sender: str, to: list[str], subject: str, body: bytes) -> bytes:
     message["Subject"] = subject
     message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[-1])
-    message.set_content(text)
+    # Quoted-printable for anything not ASCII: 8-bit text would be re-encoded for signing.
+    message.set_content(text, cte="7bit" if text.isascii() else "quoted-printable")
     return message.as_bytes()
 
 
@@ -485,10 +501,15 @@ def contacts_add_from_signed(
         data = _read(source)
         # The signature must verify; the signer's CA need not be one we trust.
         anchors = kit.anchors or TrustAnchors(roots=(_signer_of(data),))
-        verified = verify_message(data, anchors, revocation=None)
+        verified = verify_message(data, anchors, revocation=kit.revocation)
     finally:
         _close(instance)
     signer = verified.signed.signer
+    if verified.verdict.revocation == "revoked":
+        raise InputError(
+            "the signer's certificate is revoked: "
+            + "; ".join(p for p in verified.verdict.problems if "revoked" in p)
+        )
     if not set(verified.from_addresses) & set(addresses_of(signer)):
         raise InputError(
             f"the signer's certificate is for {', '.join(addresses_of(signer))}, "

@@ -26,7 +26,7 @@ from mailpki.smime.mime import header_value, parse
 from mailpki.smime.recipients import RecipientFinder, Source, certdir_source, contacts_source
 from mailpki.smime.trust import RevocationChecker, TrustAnchors, http_fetch
 
-__all__ = ["Toolkit", "load_certificates", "submit"]
+__all__ = ["Toolkit", "envelope_recipients", "envelope_sender", "load_certificates", "submit"]
 
 MAX_CERT_FILE = 1024 * 1024
 
@@ -149,23 +149,39 @@ def _local_answers(instance: Instance) -> Callable[[str, bytes | None, str], byt
     return fetch
 
 
-def submit(message: bytes, settings: MailSettings) -> list[str]:
-    """Send a finished message over SMTP to everyone in To, Cc and Bcc (Bcc is not in
-    the message: it is removed before sending). Returns the recipients."""
+def envelope_recipients(message: bytes) -> list[str]:
+    """Every address in the message's To, Cc and Bcc, lower case, once each."""
     entity = parse(message)
-    recipients = [
-        addr
+    found = (
+        addr.strip().lower()
         for name in ("To", "Cc", "Bcc")
         for _, addr in getaddresses([header_value(entity, name) or ""])
         if "@" in addr
-    ]
-    senders = [a for _, a in getaddresses([header_value(entity, "From") or ""]) if "@" in a]
-    if not recipients:
-        raise InputError("the message has no To, Cc or Bcc address")
+    )
+    return list(dict.fromkeys(found))
+
+
+def envelope_sender(message: bytes) -> str:
+    senders = [a for _, a in getaddresses([header_value(parse(message), "From") or ""]) if "@" in a]
     if len(senders) != 1:
         raise InputError("the message needs exactly one From address")
+    return senders[0]
+
+
+def submit(
+    message: bytes, settings: MailSettings, *, extra_recipients: Sequence[str] = ()
+) -> list[str]:
+    """Send a finished message over SMTP to everyone in To, Cc and Bcc (and
+    `extra_recipients`); Bcc is dropped from the message first. Returns the recipients."""
+    recipients = list(
+        dict.fromkeys([*envelope_recipients(message), *(a.lower() for a in extra_recipients)])
+    )
+    sender = envelope_sender(message)
+    if not recipients:
+        raise InputError("the message has no To, Cc or Bcc address")
     if not settings.smtp_host:
         raise MailError("no SMTP server: set smtp.host (or pass --smtp-host)")
+    entity = parse(message)
     # The transport headers are outside any signature: dropping Bcc breaks nothing.
     head = b"\r\n".join(raw for key, raw in entity.fields if key != "bcc")
     message = head + b"\r\n\r\n" + entity.body
@@ -177,7 +193,7 @@ def submit(message: bytes, settings: MailSettings) -> list[str]:
                 smtp.ehlo()
             if settings.username:
                 smtp.login(settings.username, settings.password)
-            refused = smtp.sendmail(senders[0], recipients, message)
+            refused = smtp.sendmail(sender, recipients, message)
     except (smtplib.SMTPException, OSError) as exc:
         raise MailError(f"SMTP server {settings.smtp_host}:{settings.smtp_port}: {exc}") from None
     if refused:

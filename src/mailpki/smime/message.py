@@ -107,7 +107,12 @@ def encrypt_message(
     """The message encrypted to every certificate in `recipients` (add the sender's own
     to keep a readable copy)."""
     entity = parse(data)
-    der = encrypt(entity.inner_entity(), recipients, cipher=cipher, key_transport=key_transport)
+    der = encrypt(
+        entity.inner_entity(for_signing=False),
+        recipients,
+        cipher=cipher,
+        key_transport=key_transport,
+    )
     smime_type = "authEnveloped-data" if cipher.endswith("gcm") else "enveloped-data"
     return outer_message(
         entity,

@@ -77,19 +77,29 @@ class Entity:
             if not key.encode().startswith(_CONTENT_PREFIX) and key != "mime-version"
         ]
 
-    def inner_entity(self) -> bytes:
+    def inner_entity(self, *, for_signing: bool = True) -> bytes:
         """The MIME entity that is signed or encrypted: the Content-* fields and the body,
-        canonical. A message without Content-Type is plain text (RFC 2045 5.2)."""
+        canonical. A message without Content-Type is plain text (RFC 2045 5.2).
+
+        For signing, a single part that is not 7-bit clean is re-encoded as base64 (of
+        its canonical form), so a 7-bit relay cannot change it and break the signature
+        (RFC 8551 3.1.2). A multipart body is left alone (RFC 2045 6.4 forbids encoding
+        it; its parts carry their own encodings), and so is anything only encrypted: the
+        envelope is binary-safe."""
         fields = self.content_fields()
-        if not any(f.lower().startswith(b"content-type:") for f in fields):
+        if not _declares(fields, b"content-type"):
             fields.insert(0, b"Content-Type: text/plain; charset=us-ascii")
         body = canonical(self.body)
-        if not _is_7bit(body) and not _declares(fields, b"content-transfer-encoding"):
-            # 8-bit text would be changed on its way by a 7-bit relay, breaking the
-            # signature: carry it as base64 (RFC 8551 3.1.2).
-            fields.append(b"Content-Transfer-Encoding: base64")
-            body = _base64_lines(self.body)
-        return canonical(b"\r\n".join(fields) + b"\r\n\r\n" + body)
+        multipart = content_type(self)[0].startswith("multipart/")
+        if for_signing and not multipart and not _is_7bit(body):
+            encoding = (self.get("content-transfer-encoding") or b"").strip().lower()
+            if encoding != b"base64":
+                fields = [
+                    f for f in fields if not f.lower().startswith(b"content-transfer-encoding:")
+                ]
+                fields.append(b"Content-Transfer-Encoding: base64")
+                body = _base64_lines(body)
+        return canonical(b"\r\n".join(fields) + b"\r\n\r\n") + body
 
 
 def _declares(fields: list[bytes], name: bytes) -> bool:

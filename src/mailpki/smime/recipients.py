@@ -19,10 +19,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs7
 
 from mailpki.errors import InputError, NotFoundError
 from mailpki.smime.contacts import ContactStore, addresses_of
 from mailpki.smime.trust import (
+    NO_CHAIN,
     CertificateVerdict,
     RevocationChecker,
     TrustAnchors,
@@ -71,27 +73,12 @@ class RecipientFinder:
                 self.rejected.append(f"{source.name}: not reachable ({exc})")
                 continue
             usable: list[Found] = []
-            for certificate in candidates:
-                roots = self.anchors.roots if self.anchors else ()
-                if source.pinned:
-                    # A contact is trusted because the user added it: its own issuer
-                    # need not chain to our roots, the rest of the checks still apply.
-                    roots = (*roots, certificate)
-                if not roots:
+            chain = [c for c in candidates if address not in addresses_of(c)]
+            for certificate in (c for c in candidates if address in addresses_of(c)):
+                verdict = self._check(certificate, address, when, chain, pinned=source.pinned)
+                if verdict is None:
                     self.rejected.append(f"{source.name}: no trust anchors (--trust or --home)")
-                    continue
-                anchors = TrustAnchors(
-                    roots=roots, intermediates=self.anchors.intermediates if self.anchors else ()
-                )
-                verdict = check_certificate(
-                    certificate,
-                    anchors,
-                    purpose="encrypt",
-                    address=address,
-                    at=when,
-                    revocation=self.revocation,
-                )
-                if verdict.valid:
+                elif verdict.valid:
                     usable.append(Found(address, certificate, source.name, verdict))
                 else:
                     self.rejected.append(
@@ -104,6 +91,43 @@ class RecipientFinder:
         looked = ", ".join(s.name for s in self.sources) or "nowhere"
         raise NotFoundError(f"no usable certificate for {address} (looked in: {looked}){detail}")
 
+    def _check(
+        self,
+        certificate: x509.Certificate,
+        address: str,
+        when: datetime,
+        chain: list[x509.Certificate],
+        *,
+        pinned: bool,
+    ) -> CertificateVerdict | None:
+        """The full check against the anchors (revocation included); for a pinned
+        certificate (a contact, a --cert file) whose only fault is a foreign CA, the same
+        checks with the certificate itself as the anchor: the user vouched for it."""
+        verdict = None
+        if self.anchors is not None:
+            verdict = check_certificate(
+                certificate,
+                self.anchors,
+                purpose="encrypt",
+                address=address,
+                at=when,
+                extra_intermediates=chain,
+                revocation=self.revocation,
+            )
+            foreign = verdict.problems and all(p.startswith(NO_CHAIN) for p in verdict.problems)
+            if verdict.valid or not (pinned and foreign):
+                return verdict
+        if not pinned:
+            return verdict
+        return check_certificate(
+            certificate,
+            TrustAnchors(roots=(certificate,)),
+            purpose="encrypt",
+            address=address,
+            at=when,
+            revocation=self.revocation,
+        )
+
 
 def contacts_source(store: ContactStore) -> Source:
     def lookup(address: str) -> list[x509.Certificate]:
@@ -115,7 +139,8 @@ def contacts_source(store: ContactStore) -> Source:
 def certdir_source(
     base_url: str, *, timeout: float = 10.0, opener: Callable[..., Any] | None = None
 ) -> Source:
-    """A mailpki public certificate directory: GET {base_url}/certs/{address}.pem."""
+    """A mailpki public certificate directory: GET {base_url}/certs/{address}.p7c (the
+    certificate with its issuing and root CA, so the chain can be built)."""
     parts = urllib.parse.urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InputError(f"{base_url!r} is not an http(s) URL of a certificate directory")
@@ -123,7 +148,7 @@ def certdir_source(
     fetch: Callable[..., Any] = opener or urllib.request.urlopen
 
     def lookup(address: str) -> list[x509.Certificate]:
-        url = f"{base}/certs/{urllib.parse.quote(address, safe='@')}.pem"
+        url = f"{base}/certs/{urllib.parse.quote(address, safe='@')}.p7c"
         try:
             with fetch(url, timeout=timeout) as response:
                 data = response.read(MAX_FETCH_BYTES + 1)
@@ -133,7 +158,6 @@ def certdir_source(
             raise OSError(f"HTTP {exc.code} from {url}") from None
         if len(data) > MAX_FETCH_BYTES:
             raise ValueError(f"the answer of {url} is too large")
-        certificates = x509.load_pem_x509_certificates(data)
-        return [c for c in certificates if address in addresses_of(c)]
+        return pkcs7.load_der_pkcs7_certificates(data)
 
     return Source(f"certificate directory {base}", lookup)

@@ -58,6 +58,7 @@ from cryptography.x509.verification import (
 from mailpki.errors import InputError
 
 __all__ = [
+    "NO_CHAIN",
     "CertificateVerdict",
     "Fetch",
     "Purpose",
@@ -67,6 +68,8 @@ __all__ = [
     "check_certificate",
     "http_fetch",
 ]
+
+NO_CHAIN = "no chain to a trusted root"  # the start of that problem's text
 
 Purpose = Literal["sign", "encrypt"]
 RevocationState = Literal["good", "revoked", "unknown", "not-checked"]
@@ -991,7 +994,7 @@ def check_certificate(
             if chain:
                 break
         if not chain:
-            problems.append(f"no chain to a trusted root: {relaxed_error}")
+            problems.append(f"{NO_CHAIN}: {relaxed_error}")
         else:
             ca_problems = [
                 p
@@ -1000,7 +1003,7 @@ def check_certificate(
             ]
             problems += ca_problems
             if not leaf_problems and not ca_problems:
-                problems.append(f"no chain to a trusted root: {error}")
+                problems.append(f"{NO_CHAIN}: {error}")
 
     # 3. Revocation of the end entity, then of each intermediate CA (not the root).
     state: RevocationState = "not-checked"
