@@ -413,3 +413,55 @@ def test_a_script_in_a_directory_name_stays_text(
     assert page.locator("main script, main img[src='x']").count() == 0
     shot(page, screenshots, "41-xss-name-is-text")
     assert no_dialogs == []
+
+
+def test_keyboard_only_on_a_phone_sized_screen(
+    page: Page, tmp_path: Path, smtp_server: SMTPServer, serve_portal: Any, screenshots: Path
+) -> None:
+    """Logon, form and download with the keyboard alone (Tab, typing, Space, Enter), on a
+    375-pixel-wide screen where nothing may scroll sideways."""
+    sock = bind_free_socket()
+    home = make_home(tmp_path, sock.getsockname()[1], smtp_server, ("portal.logon", "pin"))
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "login,mail,name,given_name,surname,site,enabled\n"
+        "kai,kai@example.com,Kai Keyboard,Kai,Keyboard,Oslo,true\n"
+    )
+    ok(mailpki("directory", "import", "--home", home, people))
+    pins = tmp_path / "pins.csv"
+    pins.write_text("employee_id,mail,name,pin\nE-4001,kai@example.com,Kai Keyboard,40017788\n")
+    ok(mailpki("pins", "import", "--home", home, pins))
+    live = serve_portal(home, sock)
+    page.set_viewport_size({"width": 375, "height": 780})
+
+    def fits() -> bool:
+        return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
+
+    page.goto(live.url)
+    assert fits()
+    shot(page, screenshots, "61-phone-logon")
+    # The skip link comes first, then the header links; Tab until the employee id field.
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "employee":
+            break
+    assert page.evaluate("document.activeElement.id") == "employee"
+    page.keyboard.type("E-4001")
+    page.keyboard.press("Tab")
+    page.keyboard.type("40017788")
+    page.keyboard.press("Enter")
+    expect(page.locator("#f-name")).to_have_text("Kai Keyboard")
+    assert fits()
+    shot(page, screenshots, "62-phone-form")
+    page.locator("input[name=accept]").focus()
+    page.keyboard.press("Space")
+    expect(page.locator("input[name=accept]")).to_be_checked()
+    page.keyboard.press("Tab")  # to the submit button
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Your certificate is ready")).to_be_visible()
+    assert fits()
+    shot(page, screenshots, "63-phone-download")
+    page.get_by_role("link", name=re.compile("Download")).focus()
+    with page.expect_download() as info:
+        page.keyboard.press("Enter")
+    assert info.value.suggested_filename == "kai@example.com.p12"
