@@ -15,6 +15,7 @@ import datetime as dt
 import email
 import re
 import shutil
+import subprocess
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -202,6 +203,27 @@ def test_openssl_verifies_our_opaque_signature(env: Env) -> None:
     content = openssl_verify(env, signed)
     assert b"the numbers are attached." in content
     assert_valid(verify(env, signed))
+
+
+@pytest.mark.parametrize("opaque", [(), ("--opaque",)])
+def test_openssl_verifies_our_rsa_pss_signature(env: Env, opaque: tuple[str, ...]) -> None:
+    signed = sign(env, env.bob, write(env, "plain", PLAIN), "--pss", *opaque)
+    assert b"the numbers are attached." in openssl_verify(env, signed)
+    printed = subprocess.run(
+        ["openssl", "cms", "-cmsout", "-print", "-in", str(signed)],
+        capture_output=True, check=True, text=True,
+    ).stdout  # fmt: skip
+    assert "rsassaPss" in printed
+    assert_valid(verify(env, signed))
+
+
+def test_pss_with_an_ec_key_is_refused(env: Env) -> None:
+    message = write(env, "plain", PLAIN.replace(b"Bob Builder <bob@", b"Eve Ellis <eve@"))
+    result = mailpki(
+        "mail", "sign", "--pss", "--p12", env.eve.p12, "--password-file", env.password,
+        message, fresh(env, "signed"),
+    )  # fmt: skip
+    assert result.code == 2 and "PSS is an RSA signature scheme" in result.err
 
 
 def test_openssl_verifies_our_ec_signature(env: Env) -> None:

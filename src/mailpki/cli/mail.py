@@ -81,6 +81,9 @@ CertdirOption = Annotated[
     typer.Option("--certdir", help="URL of a mailpki instance whose certificate directory to ask."),
 ]
 ForceOption = Annotated[bool, typer.Option("--force", help="Overwrite OUT.")]
+PssOption = Annotated[
+    bool, typer.Option("--pss", help="RSA keys sign with RSASSA-PSS (else PKCS#1 v1.5).")
+]
 
 _CIPHERS = ("aes256-cbc", "aes256-gcm")
 
@@ -185,12 +188,18 @@ def sign(
     opaque: Annotated[
         bool, typer.Option("--opaque", help="application/pkcs7-mime (else multipart/signed).")
     ] = False,
+    pss: PssOption = False,
     force: ForceOption = False,
 ) -> None:
     """Sign a message with your key (multipart/signed, or opaque)."""
     loaded = _p12(p12, password_file)
     signed = sign_message(
-        _read(source), loaded.certificate, _signing_key(loaded), chain=loaded.chain, opaque=opaque
+        _read(source),
+        loaded.certificate,
+        _signing_key(loaded),
+        chain=loaded.chain,
+        opaque=opaque,
+        pss=pss,
     )
     _write(out, signed, force)
 
@@ -237,6 +246,7 @@ def sign_encrypt(
     trust: TrustOption = [],  # noqa: B006
     contacts: ContactsOption = None,
     certdir: CertdirOption = None,
+    pss: PssOption = False,
     force: ForceOption = False,
     home: HomeOption = None,
 ) -> None:
@@ -246,7 +256,7 @@ def sign_encrypt(
     try:
         recipients = _recipients(kit, to)
         signed = sign_message(
-            _read(source), loaded.certificate, _signing_key(loaded), chain=loaded.chain
+            _read(source), loaded.certificate, _signing_key(loaded), chain=loaded.chain, pss=pss
         )
         data = encrypt_message(
             signed,
@@ -388,6 +398,7 @@ def send(
     smtp_port: Annotated[
         int | None, typer.Option("--smtp-port", help="SMTP port (default: smtp.port).")
     ] = None,
+    pss: PssOption = False,
     home: HomeOption = None,
 ) -> None:
     """Compose a message, sign and/or encrypt it, and submit it over SMTP."""
@@ -414,7 +425,7 @@ def send(
     try:
         if loaded is not None and do_sign:
             message = sign_message(
-                message, loaded.certificate, _signing_key(loaded), chain=loaded.chain
+                message, loaded.certificate, _signing_key(loaded), chain=loaded.chain, pss=pss
             )
         if do_encrypt:
             # Everyone it is delivered to must be able to read it.

@@ -96,11 +96,14 @@ def sign(
     *,
     extra_certificates: Sequence[x509.Certificate] = (),
     detached: bool = False,
+    pss: bool = False,
 ) -> bytes:
     """DER ContentInfo holding SignedData over `content`: SHA-256, signed attributes
     (contentType, signingTime, messageDigest, SMIMECapabilities), the signer's
     certificate and `extra_certificates` included. With `detached` the content is
-    left out and must be passed to the verifier separately."""
+    left out and must be passed to the verifier separately. With `pss` an RSA key signs
+    with RSASSA-PSS (MGF1-SHA-256, salt of the digest length; RFC 4056) instead of
+    PKCS#1 v1.5."""
     if key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) != certificate.public_key().public_bytes(
@@ -110,10 +113,17 @@ def sign(
     options = [pkcs7.PKCS7Options.Binary]  # sign the bytes as given, no MIME canonicalisation
     if detached:
         options.append(pkcs7.PKCS7Options.DetachedSignature)
+    if pss and not isinstance(key, rsa.RSAPrivateKey):
+        raise CMSError("PSS is an RSA signature scheme; this key is not RSA")
+    padding_scheme = (
+        padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+        if pss
+        else None
+    )
     builder = (
         pkcs7.PKCS7SignatureBuilder()
         .set_data(bytes(content))
-        .add_signer(certificate, key, hashes.SHA256())
+        .add_signer(certificate, key, hashes.SHA256(), rsa_padding=padding_scheme)
     )
     # Certificates last: set_data() and add_signer() return builders without them.
     for extra in extra_certificates:

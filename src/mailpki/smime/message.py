@@ -61,12 +61,14 @@ def sign_message(
     *,
     chain: Sequence[x509.Certificate] = (),
     opaque: bool = False,
+    pss: bool = False,
 ) -> bytes:
-    """The message signed by `key`: multipart/signed, or opaque with `opaque`."""
+    """The message signed by `key`: multipart/signed, or opaque with `opaque`; RSA keys
+    sign with PKCS#1 v1.5, or RSASSA-PSS with `pss`."""
     entity = parse(data)
     inner = entity.inner_entity()
     try:
-        der = sign(inner, certificate, key, extra_certificates=chain, detached=not opaque)
+        der = sign(inner, certificate, key, extra_certificates=chain, detached=not opaque, pss=pss)
     except CMSError:
         raise
     if opaque:
