@@ -51,7 +51,8 @@ def make_pki(folder: Path) -> dict[str, object]:
         .not_valid_after(now + timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), False)
         .sign(root_key, hashes.SHA256())
@@ -196,7 +197,11 @@ def main() -> None:
                 target("decrypt+verify 1 MB, library / openssl cms", round(dv, 2), "x", GOAL, "<="),
                 target(
                     "sign-encrypt 1 MB, CLI (new process) / openssl cms",
-                    round(medians["mailpki CLI, sign-encrypt"] / medians["openssl cms, sign | encrypt"], 2),
+                    round(
+                        medians["mailpki CLI, sign-encrypt"]
+                        / medians["openssl cms, sign | encrypt"],
+                        2,
+                    ),
                     "x",
                     GOAL,
                     "<=",

@@ -304,7 +304,9 @@ def test_queued_request_waits_an_officer_approves_in_the_console_and_it_is_maile
         expect(page.locator("#f-name")).to_have_text("Dave (Ops) O'Brien")
         page.get_by_label("I have read this and accept it").check()
         page.get_by_role("button", name="Accept and make my certificate").click()
-        expect(page.get_by_role("heading", name="Your request is waiting for approval")).to_be_visible()
+        expect(
+            page.get_by_role("heading", name="Your request is waiting for approval")
+        ).to_be_visible()
         request_id = page.locator("#queued strong").inner_text()
         shot(page, screenshots, "21-waiting")
         assert ok(mailpki("certs", "list", "--home", home)).out.count("dave@example.com") == 0
@@ -325,7 +327,9 @@ def test_queued_request_waits_an_officer_approves_in_the_console_and_it_is_maile
         shot(console, screenshots, "22-officer-console")
         row.get_by_label("Note (optional)").fill("known to the Madrid office")
         row.get_by_role("button", name="Approve").click()
-        expect(console.get_by_role("status")).to_contain_text(f"Request {request_id} (dave) approved")
+        expect(console.get_by_role("status")).to_contain_text(
+            f"Request {request_id} (dave) approved"
+        )
         expect(console.locator("#no-requests")).to_be_visible()
         officer.close()
         [decided] = mails_to(smtp_server, "dave@example.com")
