@@ -90,36 +90,65 @@ def test_demo_creates_instance_people_and_pins(demo: tuple[Path, str]) -> None:
         assert f"{employee_id}\t" in text and f"\t{pin}\t" in text
 
 
+def run_demo(home: Path, port: str = "8765") -> str:
+    result = mailpki("demo", "--home", home, "--no-serve", "--port", port)
+    assert result.code == 0, result.err
+    return result.out
+
+
 def test_second_run_reuses_and_prints_the_same_logons(demo: tuple[Path, str]) -> None:
-    home, first = demo
+    home, _ = demo
+    settled = printed_pins(run_demo(home))  # PINs spent by other tests are renewed here
     before = snapshot(home)
-    again = mailpki("demo", "--home", home, "--no-serve", "--port", "8765")
-    assert again.code == 0, again.err
-    assert "already there, reused" in again.out
-    assert printed_pins(again.out) == printed_pins(first)
+    again = run_demo(home)
+    assert "already there, reused" in again
+    assert printed_pins(again) == settled
     assert snapshot(home) == before  # nothing created, nothing changed
 
 
+def test_a_spent_pin_is_renewed_by_the_next_run(demo: tuple[Path, str]) -> None:
+    home, _ = demo
+    pins = printed_pins(run_demo(home))
+    spent_id, (spent_pin, mail) = sorted(pins.items())[-1]
+    instance = Instance.open(home)
+    try:
+        instance.pin_logon.authenticate(spent_id, spent_pin)
+    finally:
+        instance.close()
+    renewed = printed_pins(run_demo(home))
+    assert renewed[spent_id][0] != spent_pin
+    assert {k: v for k, v in renewed.items() if k != spent_id} == {
+        k: v for k, v in pins.items() if k != spent_id
+    }
+    assert (home / CREDENTIALS_FILE).read_text().count(renewed[spent_id][0]) == 1
+    instance = Instance.open(home)
+    try:
+        assert instance.pin_logon.authenticate(spent_id, renewed[spent_id][0]).entry.mail == mail
+    finally:
+        instance.close()
+
+
 def test_other_port_updates_only_the_portal_url(demo: tuple[Path, str]) -> None:
-    home, first = demo
-    moved = mailpki("demo", "--home", home, "--no-serve", "--port", "8766")
-    assert moved.code == 0, moved.err
-    assert "Open http://127.0.0.1:8766/" in moved.out
-    assert printed_pins(moved.out) == printed_pins(first)
+    home, _ = demo
+    pins = printed_pins(run_demo(home))
+    moved = run_demo(home, "8766")
+    assert "Open http://127.0.0.1:8766/" in moved
+    assert printed_pins(moved) == pins
     instance = Instance.open(home)
     try:
         assert instance.config.get("web.base_url") == "http://127.0.0.1:8766"
     finally:
         instance.close()
-    assert mailpki("demo", "--home", home, "--no-serve", "--port", "8765").code == 0
+    run_demo(home)
 
 
 def test_home_from_environment(demo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    home, first = demo
+    home, _ = demo
+    pins = printed_pins(run_demo(home))
     monkeypatch.setenv("MAILPKI_HOME", str(home))
     result = mailpki("demo", "--no-serve", "--port", "8765")
     assert result.code == 0, result.err
-    assert printed_pins(result.out) == printed_pins(first)
+    assert printed_pins(result.out) == pins
 
 
 def test_non_demo_home_is_left_untouched(sqlite_home: Path) -> None:

@@ -64,7 +64,8 @@ def _print_logons(info: DemoInfo) -> None:
     console.print(
         "Log on with an employee id (or the mail address) and its PIN. Each PIN works for "
         "one logon; they are kept in "
-        f"{info.credentials_file} (mode 600), and 'mailpki demo' prints them again.",
+        f"{info.credentials_file} (mode 600); 'mailpki demo' prints them again, with a "
+        "new PIN for each one already used.",
         highlight=False,
         markup=False,
     )

@@ -2,7 +2,8 @@
 
 A demo home is one this module created: it holds `demo-credentials.txt` (mode 600) with
 the sample people and their one-time HR PINs. Running the demo again on that home
-creates nothing and returns the same credentials; any other instance is left as it is.
+creates nothing and returns the same credentials, except that a PIN already used is
+replaced by a fresh one; any other instance is left as it is.
 
 The embedded directory keeps no passwords (its people log on with an HR PIN), so every
 sample person gets a PIN: that is the logon the portal offers them.
@@ -17,7 +18,10 @@ import secrets
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+
+from sqlalchemy import select
 
 from mailpki.base.files import write_atomically
 from mailpki.errors import InstanceError
@@ -26,6 +30,7 @@ from mailpki.instance.bootstrap import InitOptions, initialise
 from mailpki.instance.config import CONFIG_FILE, Config
 from mailpki.instance.instance import Instance
 from mailpki.notify.mail import OUTBOX_FOLDER
+from mailpki.store.models import HRPin
 
 CREDENTIALS_FILE = "demo-credentials.txt"
 DEMO_ORG = "Example Corp"
@@ -202,14 +207,44 @@ def prepare_demo(home: Path, *, base_url: str, actor: str) -> DemoInfo:
         raise InstanceError(f"cannot read {credentials}: {exc}") from None
     people, pins = parse_credentials(text, where=credentials)
     config = Config.load(home)
-    if str(config.get("web.base_url")) != base_url.rstrip("/"):
-        # Our own demo home served on another host or port: its links must follow.
-        instance = Instance.open(home)
-        try:
+    instance = Instance.open(home)
+    try:
+        if str(config.get("web.base_url")) != base_url.rstrip("/"):
+            # Our own demo home served on another host or port: its links must follow.
             instance.set_config("web.base_url", base_url, actor=actor)
-        finally:
-            instance.close()
+        pins = _refresh_spent_pins(instance, people, pins, actor=actor)
+    finally:
+        instance.close()
     return _info(home, people, pins, created=False)
+
+
+def _refresh_spent_pins(
+    instance: Instance, people: tuple[DemoPerson, ...], pins: tuple[DemoPin, ...], *, actor: str
+) -> tuple[DemoPin, ...]:
+    """A PIN works for one logon: a demo run gives the people who used theirs a new one
+    (so the printed table always works) and rewrites the credentials file."""
+    with instance.db.session() as session:
+        spent = set(
+            session.scalars(
+                select(HRPin.employee_id).where(
+                    HRPin.used_at.is_not(None) | (HRPin.expires_at <= datetime.now(UTC))
+                )
+            )
+        )
+    fresh = tuple(
+        DemoPin(p.employee_id, p.name, p.mail, new_pin()) for p in pins if p.employee_id in spent
+    )
+    if not fresh:
+        return pins
+    report = directory_ops.import_hr_pins(instance, pins_csv(fresh), actor=actor)
+    if report.errors:
+        raise InstanceError(f"the demo PINs were not renewed: {'; '.join(report.errors)}")
+    renewed = {p.employee_id: p for p in fresh}
+    pins = tuple(renewed.get(p.employee_id, p) for p in pins)
+    write_atomically(
+        instance.home / CREDENTIALS_FILE, format_credentials(people, pins), private=True
+    )
+    return pins
 
 
 def _info(
