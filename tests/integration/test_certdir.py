@@ -153,3 +153,22 @@ def test_directory_setting(sqlite_home: Path, tmp_path: Path) -> None:
     assert client.get("/certs/alice@example.com.pem").status_code == 404  # turned off
     assert client.get("/health").status_code == 200
     assert mailpki("config", "set", "web.certdir_rate_per_minute", "-1", "--home", sqlite_home).code
+
+
+def test_served_with_the_portal_the_directory_has_its_look_and_a_strict_csp(
+    sqlite_home: Path, tmp_path: Path
+) -> None:
+    """Under `mailpki serve` the directory pages wear the portal's frame (stylesheet,
+    logo, navigation), with a CSP that allows no inline style; values stay escaped."""
+    issue(sqlite_home, tmp_path, "alice", "alice@example.com")
+    client = TestClient(create_app(sqlite_home))
+    found = client.get("/certs", params={"mail": "alice@example.com"})
+    assert found.status_code == 200
+    assert "/static/portal.css" in found.text and 'class="certdir"' in found.text
+    assert "unsafe-inline" not in found.headers["content-security-policy"]
+    assert "<style" not in found.text
+    bad = client.get("/certs", params={"mail": "<script>alert(1)</script>"})
+    assert bad.status_code == 400
+    assert "<script>alert(1)</script>" not in bad.text and "<script" not in bad.text
+    assert "Not a mail address" in bad.text
+    assert bad.headers["x-robots-tag"] == "noindex, nofollow"

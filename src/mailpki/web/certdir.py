@@ -255,23 +255,43 @@ def _link(mail: str, ext: str, serial: str) -> str:
     return _e(f"certs/{quote(mail, safe='@')}.{ext}?serial={serial}")
 
 
-def _page(title: str, body: str, *, mail: str = "", status: int = 200) -> HTMLResponse:
-    form = (
-        '<form method="get" action="certs" role="search">'
-        '<label for="mail">Mail address</label> '
-        f'<input id="mail" name="mail" type="email" maxlength="{MAX_MAIL}" '
-        f'value="{_e(mail)}" required> <button type="submit">Look up</button></form>'
-    )
-    text = (
+# (title, inner HTML) -> the whole page: the portal's look when served with the portal.
+PageFrame = Callable[[str, str], str]
+FRAMED_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def _bare_frame(title: str, inner: str) -> str:
+    return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="robots" content="noindex, nofollow">'
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body><main>"
-        f"<h1>Certificate directory</h1>{form}{body}</main></body></html>"
+        f"{inner}</main></body></html>"
     )
+
+
+def _page(
+    title: str,
+    body: str,
+    *,
+    mail: str = "",
+    status: int = 200,
+    frame: PageFrame | None = None,
+) -> HTMLResponse:
+    form = (
+        '<form method="get" action="certs" role="search" class="lookup">'
+        '<label for="mail">Mail address</label> '
+        f'<input id="mail" name="mail" type="email" maxlength="{MAX_MAIL}" '
+        f'value="{_e(mail)}" required> <button type="submit">Look up</button></form>'
+    )
+    inner = f'<h1>Certificate directory</h1>{form}<div class="certdir">{body}</div>'
+    text = frame(title, inner) if frame is not None else _bare_frame(title, inner)
     headers = {
         **_DIRECTORY_HEADERS,
-        "Content-Security-Policy": HTML_CSP,
+        "Content-Security-Policy": FRAMED_CSP if frame is not None else HTML_CSP,
         "Cache-Control": _FOUND_CACHE if status == 200 and mail else "no-store",
     }
     return HTMLResponse(text, status_code=status, headers=headers)
@@ -326,8 +346,10 @@ def certdir_routes(
     burst: int = 10,
     blocking_source: bool = False,
     limiter: RateLimiter | None = None,
+    frame: PageFrame | None = None,
 ) -> list[Route]:
-    """The directory's routes; `blocking_source` runs lookups in the thread pool."""
+    """The directory's routes; `blocking_source` runs lookups in the thread pool; `frame`
+    wraps the HTML pages (the portal's look), else they are plain pages of their own."""
     limiter = limiter or RateLimiter(rate_per_minute, burst)
     cas: dict[str, x509.Certificate | None] = {}
 
@@ -365,18 +387,18 @@ def certdir_routes(
             return refused
         raw = request.query_params.get("mail", "").strip()
         if not raw:
-            return _page("Certificate directory", "")
+            return _page("Certificate directory", "", frame=frame)
         mail = normalize_mail(raw)
         if mail is None:
             body = '<p class="note">That is not a plain mail address (name@example.com).</p>'
-            return _page("Not a mail address", body, status=400)
+            return _page("Not a mail address", body, status=400, frame=frame)
         found = await lookup(mail)
         if isinstance(found, Response):
             return found
         if not found:
             body = f"<p>No valid certificate for <strong>{_e(mail)}</strong>.</p>"
-            return _page("No certificate", body, mail=mail, status=404)
-        return _page(f"Certificates for {mail}", _listing(mail, found), mail=mail)
+            return _page("No certificate", body, mail=mail, status=404, frame=frame)
+        return _page(f"Certificates for {mail}", _listing(mail, found), mail=mail, frame=frame)
 
     async def download(request: Request) -> Response:
         if refused := limited(request):

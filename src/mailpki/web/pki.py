@@ -24,7 +24,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from mailpki.web.certdir import CertificateDirectorySource, SecurityHeaders, certdir_routes
+from mailpki.web.certdir import (
+    CertificateDirectorySource,
+    PageFrame,
+    SecurityHeaders,
+    certdir_routes,
+)
 
 __all__ = ["MAX_OCSP_GET_PATH", "MAX_OCSP_REQUEST", "PKISource", "create_pki_app"]
 
@@ -112,6 +117,7 @@ def create_pki_app(
     inline_ocsp: bool = False,
     certdir_rate_per_minute: int = 30,
     extra_routes: Sequence[BaseRoute] = (),
+    certdir_frame: PageFrame | None = None,
 ) -> Starlette:
     """Build the Starlette app for the public PKI endpoints.
 
@@ -222,7 +228,10 @@ def create_pki_app(
     ]
     if certdir_rate_per_minute > 0:
         routes += certdir_routes(
-            source, rate_per_minute=certdir_rate_per_minute, blocking_source=blocking_source
+            source,
+            rate_per_minute=certdir_rate_per_minute,
+            blocking_source=blocking_source,
+            frame=certdir_frame,
         )
     routes += list(extra_routes)
     app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
+from markupsafe import Markup
 from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -106,12 +107,27 @@ def create_app(home: Path, *, housekeeping: bool = False) -> Starlette:
     (a daemon thread), which the real server wants and an embedding test does not."""
     instance = Instance.open(home)
     portal = Portal(instance)
+    theme = Theme(instance.home)
+
+    def certdir_frame(title: str, inner: str) -> str:
+        return theme.render(
+            "certdir.html",
+            title=title,
+            # Built by the certificate directory, which escapes every value it puts in.
+            inner=Markup(inner),  # noqa: S704
+            org=portal.org,
+            csrf="",
+            user=None,
+            certdir_url="/certs",
+        )
+
     app = create_pki_app(
         InstancePKISource(instance),
         blocking_source=True,
         inline_ocsp=True,
         certdir_rate_per_minute=int(instance.config.get("web.certdir_rate_per_minute")),
-        extra_routes=portal_routes(portal, Theme(instance.home)),
+        extra_routes=portal_routes(portal, theme),
+        certdir_frame=certdir_frame,
     )
     if housekeeping:
         threading.Thread(target=portal.prepare, name="warm-up", daemon=True).start()
