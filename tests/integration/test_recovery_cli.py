@@ -427,6 +427,9 @@ def gpgsm_env() -> Iterator[dict[str, str]]:
     (gnupghome / "gpg-agent.conf").write_text("allow-loopback-pinentry\n")
     (gnupghome / "gpgsm.conf").write_text("disable-crl-checks\n")
     env = {**os.environ, "GNUPGHOME": str(gnupghome), "LC_ALL": "C"}
+    # Started here, not on gpgsm's first call: an agent auto-started under a loaded
+    # machine can miss gpgsm's short connect timeout (a flake seen once).
+    subprocess.run([gpgconf, "--launch", "gpg-agent"], env=env, capture_output=True, timeout=60)
     try:
         yield env
     finally:

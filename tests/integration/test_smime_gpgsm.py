@@ -105,6 +105,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     fingerprint = root.fingerprint(hashes.SHA1()).hex(":").upper()
     (gnupghome / "trustlist.txt").write_text(f"{fingerprint} S relax\n")
     environment = Env(home, work, password, gnupghome, bob, alice)
+    # Start the agent before gpgsm needs it: one auto-started under load can miss
+    # gpgsm's connect timeout.
+    subprocess.run(
+        ["gpgconf", "--launch", "gpg-agent"],
+        env={**os.environ, "GNUPGHOME": str(gnupghome)},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     try:
         for ca in ("root.pem", "issuing.pem"):
             proc = environment.gpgsm("--import", home / "ca" / ca)
