@@ -9,8 +9,6 @@ certificates and its directory first. Without one, everything comes from files
 
 from __future__ import annotations
 
-import smtplib
-import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import getaddresses
@@ -20,7 +18,7 @@ from cryptography import x509
 
 from mailpki.errors import InputError, MailError
 from mailpki.instance.instance import Instance
-from mailpki.notify.mail import MailSettings
+from mailpki.notify.mail import MailSettings, SMTPTransport
 from mailpki.smime.contacts import ContactStore, addresses_of, default_contacts_folder
 from mailpki.smime.mime import header_value, parse
 from mailpki.smime.recipients import RecipientFinder, Source, certdir_source, contacts_source
@@ -184,18 +182,6 @@ def submit(
     entity = parse(message)
     # The transport headers are outside any signature: dropping Bcc breaks nothing.
     head = b"\r\n".join(raw for key, raw in entity.fields if key != "bcc")
-    message = head + b"\r\n\r\n" + entity.body
-    try:
-        with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.timeout) as smtp:
-            smtp.ehlo()
-            if settings.starttls:
-                smtp.starttls(context=ssl.create_default_context())
-                smtp.ehlo()
-            if settings.username:
-                smtp.login(settings.username, settings.password)
-            refused = smtp.sendmail(sender, recipients, message)
-    except (smtplib.SMTPException, OSError) as exc:
-        raise MailError(f"SMTP server {settings.smtp_host}:{settings.smtp_port}: {exc}") from None
-    if refused:
-        raise MailError(f"the server refused {', '.join(sorted(refused))}")
+    with SMTPTransport(settings) as transport:
+        transport.send_raw(sender, recipients, head + b"\r\n\r\n" + entity.body)
     return recipients

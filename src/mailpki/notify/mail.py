@@ -15,13 +15,14 @@ import re
 import smtplib
 import ssl
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -279,12 +280,20 @@ class SMTPTransport:
         return smtp
 
     def send(self, message: EmailMessage) -> None:
+        self._hand_over(lambda smtp: smtp.send_message(message))
+
+    def send_raw(self, sender: str, recipients: Sequence[str], data: bytes) -> None:
+        """A finished message as bytes (e.g. signed: its bytes must not change), to the
+        envelope `recipients`; refused recipients are a MailError naming them."""
+        self._hand_over(lambda smtp: smtp.sendmail(sender, list(recipients), data))
+
+    def _hand_over(self, submit: Callable[[smtplib.SMTP], dict[str, Any]]) -> None:
         if self._smtp is not None and not self._alive(self._smtp):
             self._drop()
         if self._smtp is None:
             self._smtp = self._connect()
         try:
-            refused = self._smtp.send_message(message)
+            refused = submit(self._smtp)
         except (
             smtplib.SMTPRecipientsRefused,
             smtplib.SMTPSenderRefused,
@@ -299,7 +308,7 @@ class SMTPTransport:
             raise TransportUnavailable(
                 f"sending through {self._where}: {self._describe(exc)}"
             ) from exc
-        if refused:  # only with several recipients; an outbox mail has one
+        if refused:  # only with several recipients (an outbox mail has one)
             raise MailError(f"{self._where} refused recipients: {', '.join(sorted(refused))}")
 
     def close(self) -> None:
