@@ -73,9 +73,9 @@ class Enroller:
         self.on_step = on_step or (lambda step: None)
 
     def enroll(
-        self, request: EnrollmentRequest, *, actor: str, hand_over: Callable[[bytes], None]
+        self, request: EnrollmentRequest, *, actor: str, hand_over: Callable[[bytes, str], None]
     ) -> Enrolled:
-        """Run every step; `hand_over(pkcs12)` delivers it (writes the file, sends the
+        """Run every step; `hand_over(pkcs12, serial)` delivers it (writes the file, sends the
         download). If it raises, the key is not delivered and the record stays pending."""
         person = request.person
         # 1. Policy: which profile shapes the central key's certificate.
@@ -138,7 +138,7 @@ class Enroller:
         )
         self.on_step("packaged")
         # 6. Hand it over, then record the delivery.
-        hand_over(pkcs12)
+        hand_over(pkcs12, issued.serial)
         self.on_step("handed-over")
         with self.keys.db.transaction() as session:
             self.keys.mark_delivered(session, issued.serial)

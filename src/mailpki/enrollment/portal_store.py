@@ -211,15 +211,6 @@ class DownloadStore:
             )
         return handle
 
-    def set_serial(self, handle: str, serial: str) -> None:
-        """Name the certificate of a download stored before its serial was known."""
-        with self.db.transaction() as session:
-            session.execute(
-                update(PortalDownload)
-                .where(PortalDownload.id_sha256 == _digest(handle))
-                .values(serial=serial)
-            )
-
     def take(self, handle: str, session_token: str) -> StoredDownload:
         """The file, once: a second take, another session's take and a take after expiry
         all fail with the same NotFoundError (nothing tells them apart to a prober)."""
@@ -254,17 +245,6 @@ class DownloadStore:
         except InvalidTag:
             raise missing from None
         return StoredDownload(serial=serial, email=email, filename=filename, data=data)
-
-    def pending(self, session_token: str) -> list[str]:
-        """Serials still waiting for download in this session."""
-        with self.db.session() as session:
-            rows = session.scalars(
-                select(PortalDownload.serial).where(
-                    PortalDownload.session_sha256 == _digest(session_token),
-                    PortalDownload.fetched_at.is_(None),
-                )
-            )
-            return list(rows)
 
     def expired_unfetched(self) -> list[str]:
         """Serials whose download expired unused (their certificates are to be withdrawn)."""

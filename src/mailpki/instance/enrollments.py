@@ -58,7 +58,7 @@ def enroll_with(
     email: str,
     name: str,
     actor: str,
-    hand_over: Callable[[bytes], None],
+    hand_over: Callable[[bytes, str], None],
     password: bytes | None = None,
     legacy_p12: bool = False,
     signing_csr: bytes | None = None,
@@ -69,7 +69,7 @@ def enroll_with(
     site: str | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> Enrolled:
-    """Enroll one person; `hand_over(pkcs12)` delivers the file (to disk, to a download)."""
+    """Enroll one person; `hand_over(pkcs12, serial)` delivers the file (to disk, to a download)."""
     run = enroller(instance, on_step)
     profile = run.choose_profile(profile=None, dual_key=signing_csr is not None)
     person = person_for(
@@ -119,7 +119,7 @@ def enroll_one(
         email=email,
         name=name,
         actor=actor,
-        hand_over=lambda data: write_atomically(out, data, private=True),
+        hand_over=lambda data, _serial: write_atomically(out, data, private=True),
         password=password,
         legacy_p12=legacy_p12,
         signing_csr=signing_csr,

@@ -18,9 +18,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.x509.oid import NameOID
 
 from mailpki.auth.identity import Identity
 from mailpki.directory.entry import DirectoryEntry
@@ -40,7 +38,7 @@ from mailpki.instance.enrollments import deliver_now, enroll_with, p12_name
 from mailpki.instance.instance import Instance
 from mailpki.keymanager.pkcs12 import package
 from mailpki.keystore.configured import store_secret
-from mailpki.keystore.keys import generate_private_key, parse_key_type
+from mailpki.keystore.keys import parse_key_type
 from mailpki.policy.approval import in_any_group
 
 __all__ = ["DownloadLink", "FormView", "Portal", "PortalOutcome", "check_password"]
@@ -283,16 +281,20 @@ class Portal:
             approved_request = self.instance.approvals.authorize(entry, actor=actor)
         except RequestQueued as queued:
             return PortalOutcome(email=entry.mail, queued_request=queued.request_id)
-        key_type = str(self.instance.config.get("keymanager.key_type"))
-        signing_key = generate_private_key(parse_key_type(key_type)) if dual_key else None
+        signing_key, signing_csr = None, None
+        if dual_key:
+            key_type = parse_key_type(str(self.instance.config.get("keymanager.key_type")))
+            signing_key, signing_csr = self.instance.key_manager.new_signing_key(
+                key_type, entry.mail
+            )
         links: list[DownloadLink] = []
         base = p12_name(entry.mail).removesuffix(".p12")
 
-        def hand_over(data: bytes) -> None:
+        def hand_over(data: bytes, serial: str) -> None:
             name = f"{base}-encryption.p12" if dual_key else f"{base}.p12"
             what = "encryption key and certificate" if dual_key else "key and certificate"
             handle = self.downloads.put(
-                session_token, serial="pending", email=entry.mail or "", filename=name, data=data
+                session_token, serial=serial, email=entry.mail or "", filename=name, data=data
             )
             links.append(DownloadLink(handle, name, what))
 
@@ -304,13 +306,12 @@ class Portal:
             hand_over=hand_over,
             password=chosen,
             legacy_p12=legacy,
-            signing_csr=_csr_for(signing_key, entry.mail) if signing_key is not None else None,
+            signing_csr=signing_csr,
             given_name=entry.given_name,
             surname=entry.surname,
             organisation=entry.organisation,
             site=entry.site,
         )
-        self.downloads.set_serial(links[0].handle, enrolled.serial)
         if signing_key is not None and enrolled.signing_certificate is not None:
             secret = chosen or (enrolled.generated_password or "").encode()
             data, _ = package(
@@ -426,17 +427,3 @@ class Portal:
                 continue
         self.downloads.forget(withdrawn)
         return withdrawn
-
-
-def _csr_for(key: object, mail: str) -> bytes:
-    """A CSR for a signing key the Key Manager made for the person (the CA takes the
-    names from the directory, not from the CSR)."""
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    assert isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.EMAIL_ADDRESS, mail)]))
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(Encoding.PEM)

@@ -345,7 +345,7 @@ def _revoke_and_reissue(
                 person=person, key_type=key_type, profile=profile.name, password=password
             ),
             actor=actor,
-            hand_over=lambda data: write_atomically(out, data, private=True),
+            hand_over=lambda data, _serial: write_atomically(out, data, private=True),
         )
     except MailPKIError as exc:
         return Reissued("", serial, None, None, None, str(exc))

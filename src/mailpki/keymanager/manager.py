@@ -14,12 +14,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 
+from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+from cryptography.x509.oid import NameOID
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -257,6 +259,22 @@ class KeyManager:
         key = generate_private_key("rsa2048")
         assert isinstance(key, rsa.RSAPrivateKey)
         return key
+
+    @staticmethod
+    def new_signing_key(key_type: KeyType, mail: str) -> tuple[PrivateKey, bytes]:
+        """A dual-key signing key made on the person's behalf (the portal runs no script
+        that could make it in the browser), with a CSR for it: never escrowed and never
+        stored, it exists only until it is packaged for that person. The CA takes the
+        names from the directory, not from the CSR."""
+        key = generate_private_key(key_type)
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):  # pragma: no cover
+            raise EscrowError("unsupported key type")
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.EMAIL_ADDRESS, mail)]))
+            .sign(key, hashes.SHA256())
+        )
+        return key, csr.public_bytes(serialization.Encoding.PEM)
 
     # -- the pool -----------------------------------------------------------------------
 

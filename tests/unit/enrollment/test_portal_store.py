@@ -438,22 +438,11 @@ def test_concurrent_takes_exactly_one_wins(downloads: DownloadStore) -> None:
     assert all(isinstance(exc, NotFoundError) for exc in lost), lost
 
 
-def test_set_serial_and_pending(downloads: DownloadStore) -> None:
-    token, other = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    first = _put(downloads, token, serial="pending")
-    _put(downloads, token, serial="beef")
-    _put(downloads, other, serial="cafe")
-    downloads.set_serial(first, "f00d")
-    assert sorted(downloads.pending(token)) == ["beef", "f00d"]
-    assert downloads.take(first, token).serial == "f00d"
-    assert downloads.pending(token) == ["beef"]
-
-
 def test_expired_unfetched_and_forget(downloads: DownloadStore, db: Database) -> None:
     token = secrets.token_urlsafe(32)
     expired = _put(downloads, token, serial="e1")
     fetched_expired = _put(downloads, token, serial="f1")
-    _put(downloads, token, serial="live")
+    live = _put(downloads, token, serial="live")
     old_fetched = _put(downloads, token, serial="old")
     downloads.take(fetched_expired, token)
     downloads.take(old_fetched, token)
@@ -468,7 +457,7 @@ def test_expired_unfetched_and_forget(downloads: DownloadStore, db: Database) ->
     assert _download_row(db, fetched_expired) is not None  # fetched: kept for a day
     assert _download_row(db, old_fetched) is None  # fetched over a day ago: dropped
     assert downloads.expired_unfetched() == []
-    assert downloads.pending(token) == ["live"]
+    assert downloads.take(live, token).serial == "live"  # untouched by forget
 
 
 def test_forget_with_no_serials_keeps_unfetched_rows(
