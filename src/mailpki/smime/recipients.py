@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from mailpki.errors import InputError, NotFoundError
 from mailpki.smime.contacts import ContactStore, addresses_of
 from mailpki.smime.trust import (
-    NO_CHAIN,
     CertificateVerdict,
     RevocationChecker,
     TrustAnchors,
@@ -101,7 +100,7 @@ class RecipientFinder:
         pinned: bool,
     ) -> CertificateVerdict | None:
         """The full check against the anchors (revocation included); for a pinned
-        certificate (a contact, a --cert file) whose only fault is a foreign CA, the same
+        certificate (a contact, a --cert file) that chains to none of the anchors, the same
         checks with the certificate itself as the anchor: the user vouched for it."""
         verdict = None
         if self.anchors is not None:
@@ -114,8 +113,8 @@ class RecipientFinder:
                 extra_intermediates=chain,
                 revocation=self.revocation,
             )
-            foreign = verdict.problems and all(p.startswith(NO_CHAIN) for p in verdict.problems)
-            if verdict.valid or not (pinned and foreign):
+            # No chain at all (not even with its own faults set aside): a foreign CA.
+            if verdict.valid or not pinned or verdict.chain:
                 return verdict
         if not pinned:
             return verdict

@@ -58,7 +58,6 @@ from cryptography.x509.verification import (
 from mailpki.errors import InputError
 
 __all__ = [
-    "NO_CHAIN",
     "CertificateVerdict",
     "Fetch",
     "Purpose",
@@ -69,7 +68,7 @@ __all__ = [
     "http_fetch",
 ]
 
-NO_CHAIN = "no chain to a trusted root"  # the start of that problem's text
+NO_CHAIN = "no chain to a trusted root"
 
 Purpose = Literal["sign", "encrypt"]
 RevocationState = Literal["good", "revoked", "unknown", "not-checked"]
