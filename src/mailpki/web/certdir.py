@@ -257,7 +257,8 @@ def _link(mail: str, ext: str, serial: str) -> str:
 
 # (title, inner HTML) -> the whole page: the portal's look when served with the portal.
 PageFrame = Callable[[str, str], str]
-FRAMED_CSP = (
+# Every page in the portal's frame: no script at all, styles only from our files.
+PAGE_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
@@ -291,7 +292,7 @@ def _page(
     text = frame(title, inner) if frame is not None else _bare_frame(title, inner)
     headers = {
         **_DIRECTORY_HEADERS,
-        "Content-Security-Policy": FRAMED_CSP if frame is not None else HTML_CSP,
+        "Content-Security-Policy": PAGE_CSP if frame is not None else HTML_CSP,
         "Cache-Control": _FOUND_CACHE if status == 200 and mail else "no-store",
     }
     return HTMLResponse(text, status_code=status, headers=headers)

@@ -20,11 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mailpki.enrollment.portal_store import SessionStore, check_handle
+from mailpki.web.certdir import PAGE_CSP
 
-PAGE_CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
 PAGE_HEADERS = {
     "Content-Security-Policy": PAGE_CSP,
     "Cache-Control": "no-store",
