@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -19,3 +20,25 @@ def write_atomically(path: Path, data: bytes, *, private: bool = False) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def folder_entries(folder: Path) -> tuple[bool, set[str]]:
+    """(whether `folder` exists, the names in it): taken before making things in it, so
+    that `remove_new_entries` can undo exactly what was made."""
+    return (True, set(os.listdir(folder))) if folder.exists() else (False, set())
+
+
+def remove_new_entries(folder: Path, existed: bool, before: set[str]) -> None:
+    """Undo a failed creation in `folder`: all of it if it did not exist, else only the
+    entries that were not among `before` (symlinks are removed, never followed)."""
+    if not folder.exists():
+        return
+    if not existed:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for name in set(os.listdir(folder)) - before:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

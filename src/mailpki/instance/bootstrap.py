@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mailpki.audit import genesis
-from mailpki.base.files import write_atomically
+from mailpki.base.files import folder_entries, remove_new_entries, write_atomically
 from mailpki.ca.setup import AUDIT_KEY, create_hierarchy
 from mailpki.errors import InstanceError, MailPKIError
 from mailpki.instance.config import CONFIG_FILE, Config
@@ -119,8 +118,7 @@ def initialise(home: Path, options: InitOptions, *, actor: str) -> InitResult:
         raise InstanceError(
             f"{home} holds keys or CA files of an earlier instance; use another folder"
         )
-    home_existed = home.exists()
-    existing = set(os.listdir(home)) if home_existed else set()
+    home_existed, existing = folder_entries(home)
     created_keys: list[str] = []
     instance: Instance | None = None
     try:
@@ -219,12 +217,4 @@ def _undo(
         except MailPKIError:
             pass  # nothing more we can do here; the files go below
         instance.close()
-    if not home_existed:
-        shutil.rmtree(home, ignore_errors=True)
-        return
-    for name in set(os.listdir(home)) - existing:
-        path = home / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+    remove_new_entries(home, home_existed, existing)

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import secrets
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mailpki.base.files import write_atomically
+from mailpki.base.files import folder_entries, remove_new_entries, write_atomically
 from mailpki.errors import InstanceError
 from mailpki.instance import directory_ops
 from mailpki.instance.bootstrap import InitOptions, initialise
@@ -279,8 +277,7 @@ def _create(
         DemoPerson(p.login, p.name, p.mail, p.department, p.employee_id) for p in SAMPLE_PEOPLE
     )
     pins = tuple(DemoPin(p.employee_id, p.name, p.mail, new_pin()) for p in people)
-    home_existed = home.exists()
-    existing = set(os.listdir(home)) if home_existed else set()
+    home_existed, existing = folder_entries(home)
     instance: Instance | None = None
     try:
         result = initialise(
@@ -305,24 +302,9 @@ def _create(
         if instance is not None:
             instance.close()
             instance = None
-        _remove_created(home, home_existed, existing)
+        remove_new_entries(home, home_existed, existing)
         raise
     finally:
         if instance is not None:
             instance.close()
     return people, pins
-
-
-def _remove_created(home: Path, home_existed: bool, existing: set[str]) -> None:
-    """Undo a failed demo creation: only what was not in the folder before."""
-    if not home.exists():
-        return
-    if not home_existed:
-        shutil.rmtree(home, ignore_errors=True)
-        return
-    for name in set(os.listdir(home)) - existing:
-        path = home / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
