@@ -26,7 +26,7 @@ from mailpki.base.settings import (
 )
 from mailpki.errors import ConfigError
 from mailpki.keystore.keys import CA_KEY_TYPES, KEY_TYPES
-from mailpki.notify.mail import SMTP_RENAMED
+from mailpki.notify.mail import SMTP_RENAMED, smtp_schema
 from mailpki.recovery.config import role_arc
 
 CONFIG_FILE = "config.toml"
@@ -216,17 +216,9 @@ SCHEMA: dict[str, Setting] = {
     "directory.publish": Setting(
         choice("true", "false"), "true", "publish issued certificates to the directory"
     ),
-    "smtp.host": Setting(
-        optional_text, "", "SMTP server; empty: each mail is an .eml file in the outbox/ folder"
-    ),
-    "smtp.port": Setting(int_range(1, 65535), 25, "SMTP port"),
-    "smtp.from": Setting(
-        optional_text, "", "From of notices and invitations (default pki@<instance.domain>)"
-    ),
-    "smtp.starttls": Setting(choice("true", "false"), "false", "use STARTTLS"),
-    "smtp.username": Setting(optional_text, "", "SMTP login (empty: no login)"),
-    "smtp.password_file": Setting(
-        optional_text, "", "file holding the SMTP password (relative to the home)"
+    **smtp_schema(
+        sender_default="",
+        sender_help="From of notices and invitations (default pki@<instance.domain>)",
     ),
 }
 

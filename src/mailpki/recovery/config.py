@@ -13,7 +13,7 @@ from mailpki.base.settings import (
     optional_text,
     text,
 )
-from mailpki.notify.mail import SMTP_RENAMED
+from mailpki.notify.mail import SMTP_RENAMED, smtp_schema
 
 SERVICE_FILE = "service.toml"
 _MAIL_RE = re.compile(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+")
@@ -108,16 +108,7 @@ SCHEMA: dict[str, Setting] = {
     "alerts.hold": Setting(
         choice("true", "false"), "true", "hold further recoveries until the contact confirms"
     ),
-    "smtp.host": Setting(
-        optional_text, "", "SMTP server; empty: each mail is an .eml file in the outbox/ folder"
-    ),
-    "smtp.port": Setting(int_range(1, 65535), 25, "SMTP port"),
-    "smtp.from": Setting(optional_text, "krs@localhost.localdomain", "From of alerts"),
-    "smtp.starttls": Setting(choice("true", "false"), "false", "use STARTTLS"),
-    "smtp.username": Setting(optional_text, "", "SMTP login (empty: no login)"),
-    "smtp.password_file": Setting(
-        optional_text, "", "file holding the SMTP password (relative to the home)"
-    ),
+    **smtp_schema(sender_default="krs@localhost.localdomain", sender_help="From of alerts"),
     "audit.checkpoint_every": Setting(int_range(1, 1_000_000), 20, "records between checkpoints"),
 }
 
