@@ -72,6 +72,25 @@ def add_openldap(home: Path, server: SlapdServer) -> None:
     )  # fmt: skip
 
 
+def add_person(home: Path, folder: Path, row: str) -> None:
+    """One person into the embedded directory: `row` after the header below."""
+    people = folder / "people.csv"
+    people.write_text("login,mail,name,given_name,surname,site,enabled\n" + row + "\n")
+    ok(mailpki("directory", "import", "--home", home, people))
+
+
+def import_pin(home: Path, folder: Path, employee_id: str, mail: str, name: str, pin: str) -> None:
+    pins = folder / "pins.csv"
+    pins.write_text(f"employee_id,mail,name,pin\n{employee_id},{mail},{name},{pin}\n")
+    ok(mailpki("pins", "import", "--home", home, pins))
+
+
+def pin_logon(page: Page, employee_id: str, pin: str) -> None:
+    page.get_by_label("Employee id (or mail address)").fill(employee_id)
+    page.get_by_label("PIN", exact=True).fill(pin)
+    page.get_by_role("button", name="Log on with PIN").click()
+
+
 def shot(page: Page, folder: Path, name: str) -> None:
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
@@ -225,9 +244,7 @@ def test_person_enrolls_with_an_hr_pin_and_a_chosen_password(
     sock = bind_free_socket()
     home = make_home(tmp_path, sock.getsockname()[1], smtp_server)
     add_openldap(home, openldap_server)
-    pins = tmp_path / "pins.csv"
-    pins.write_text("employee_id,mail,name,pin\nE-2001,bob@example.com,Bob Builder,73918264\n")
-    ok(mailpki("pins", "import", "--home", home, pins))
+    import_pin(home, tmp_path, "E-2001", "bob@example.com", "Bob Builder", "73918264")
     live = serve_portal(home, sock)
     try:
         page.goto(live.url)
@@ -269,9 +286,7 @@ def test_person_enrolls_with_an_hr_pin_and_a_chosen_password(
 
         # The PIN was one-time.
         page.get_by_role("button", name=re.compile("Log out")).click()
-        page.get_by_label("Employee id (or mail address)").fill("E-2001")
-        page.get_by_label("PIN", exact=True).fill("73918264")
-        page.get_by_role("button", name="Log on with PIN").click()
+        pin_logon(page, "E-2001", "73918264")
         expect(page.get_by_role("alert")).to_contain_text("PIN")
     finally:
         clear_certificates(openldap_server)
@@ -357,20 +372,11 @@ def test_dual_key_gives_two_files_and_only_the_encryption_key_is_escrowed(
 ) -> None:
     sock = bind_free_socket()
     home = make_home(tmp_path, sock.getsockname()[1], smtp_server)
-    people = tmp_path / "people.csv"
-    people.write_text(
-        "login,mail,name,given_name,surname,site,enabled\n"
-        "erin,erin@example.com,Erin Example,Erin,Example,Lyon,true\n"
-    )
-    ok(mailpki("directory", "import", "--home", home, people))
-    pins = tmp_path / "pins.csv"
-    pins.write_text("employee_id,mail,name,pin\nE-3001,erin@example.com,Erin Example,55120938\n")
-    ok(mailpki("pins", "import", "--home", home, pins))
+    add_person(home, tmp_path, "erin,erin@example.com,Erin Example,Erin,Example,Lyon,true")
+    import_pin(home, tmp_path, "E-3001", "erin@example.com", "Erin Example", "55120938")
     live = serve_portal(home, sock)
     page.goto(live.url)
-    page.get_by_label("Employee id (or mail address)").fill("E-3001")
-    page.get_by_label("PIN", exact=True).fill("55120938")
-    page.get_by_role("button", name="Log on with PIN").click()
+    pin_logon(page, "E-3001", "55120938")
     page.get_by_label(re.compile("Two keys")).check()
     page.get_by_label("I have read this and accept it").check()
     page.get_by_role("button", name="Accept and make my certificate").click()
@@ -398,20 +404,15 @@ def test_a_script_in_a_directory_name_stays_text(
 ) -> None:
     sock = bind_free_socket()
     home = make_home(tmp_path, sock.getsockname()[1], smtp_server)
-    people = tmp_path / "people.csv"
-    people.write_text(
-        "login,mail,name,given_name,surname,site,enabled\n"
-        'mallory,mallory@example.com,<script>alert(1)</script>,Mallory,Evil,"<img src=x onerror=alert(2)>",true\n'
+    add_person(
+        home,
+        tmp_path,
+        'mallory,mallory@example.com,<script>alert(1)</script>,Mallory,Evil,"<img src=x onerror=alert(2)>",true',
     )
-    ok(mailpki("directory", "import", "--home", home, people))
-    pins = tmp_path / "pins.csv"
-    pins.write_text("employee_id,mail,name,pin\nE-666,mallory@example.com,Mallory,66612345\n")
-    ok(mailpki("pins", "import", "--home", home, pins))
+    import_pin(home, tmp_path, "E-666", "mallory@example.com", "Mallory", "66612345")
     live = serve_portal(home, sock)
     page.goto(live.url)
-    page.get_by_label("Employee id (or mail address)").fill("E-666")
-    page.get_by_label("PIN", exact=True).fill("66612345")
-    page.get_by_role("button", name="Log on with PIN").click()
+    pin_logon(page, "E-666", "66612345")
     expect(page.locator("#f-name")).to_have_text("<script>alert(1)</script>")
     expect(page.locator("#f-site")).to_have_text("<img src=x onerror=alert(2)>")
     assert page.locator("main script, main img[src='x']").count() == 0
@@ -426,15 +427,8 @@ def test_keyboard_only_on_a_phone_sized_screen(
     375-pixel-wide screen where nothing may scroll sideways."""
     sock = bind_free_socket()
     home = make_home(tmp_path, sock.getsockname()[1], smtp_server, ("portal.logon", "pin"))
-    people = tmp_path / "people.csv"
-    people.write_text(
-        "login,mail,name,given_name,surname,site,enabled\n"
-        "kai,kai@example.com,Kai Keyboard,Kai,Keyboard,Oslo,true\n"
-    )
-    ok(mailpki("directory", "import", "--home", home, people))
-    pins = tmp_path / "pins.csv"
-    pins.write_text("employee_id,mail,name,pin\nE-4001,kai@example.com,Kai Keyboard,40017788\n")
-    ok(mailpki("pins", "import", "--home", home, pins))
+    add_person(home, tmp_path, "kai,kai@example.com,Kai Keyboard,Kai,Keyboard,Oslo,true")
+    import_pin(home, tmp_path, "E-4001", "kai@example.com", "Kai Keyboard", "40017788")
     live = serve_portal(home, sock)
     page.set_viewport_size({"width": 375, "height": 780})
 
