@@ -37,11 +37,6 @@ def lockout_message(until: datetime) -> str:
     return f"too many failed logons: try again after {until:%H:%M} UTC"
 
 
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _digest(key: str) -> str:
     return hashlib.sha256(b"mailpki-logon-key\x00" + key.encode("utf-8", "replace")).hexdigest()
 
@@ -76,9 +71,9 @@ class LoginLimiter:
             until = session.scalar(
                 select(AuthFailure.locked_until).where(AuthFailure.key == _digest(key))
             )
-        if until is None or _aware(until) <= self._now():
+        if until is None or until <= self._now():
             return None
-        return _aware(until)
+        return until
 
     def check(self, key: str) -> None:
         """Raise AuthenticationError while `key` is locked."""
@@ -106,8 +101,8 @@ class LoginLimiter:
                             key=digest, failures=0, first_failure_at=now, locked_until=None
                         )
                         session.add(row)
-                    locked = row.locked_until is not None and _aware(row.locked_until) > now
-                    if not locked and now - _aware(row.first_failure_at) >= self.lockout:
+                    locked = row.locked_until is not None and row.locked_until > now
+                    if not locked and now - row.first_failure_at >= self.lockout:
                         # The window has passed (or an old lock expired): count afresh.
                         row.failures, row.first_failure_at, row.locked_until = 0, now, None
                     row.failures += 1
@@ -115,7 +110,7 @@ class LoginLimiter:
                         row.locked_until = now + self.lockout
                     until = row.locked_until
                     session.flush()
-                return _aware(until) if until is not None else None
+                return until
             except StoreError as exc:
                 if isinstance(exc.__cause__, IntegrityError) and attempt < _ATTEMPTS - 1:
                     continue  # another process inserted the row first: update it instead

@@ -73,11 +73,6 @@ def pin_hasher() -> PasswordHasher:
     )
 
 
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _utc_now(clock: Callable[[], datetime]) -> datetime:
     now = clock()
     if now.tzinfo is None:
@@ -545,7 +540,7 @@ class PinAuthenticator:
             state: _State
             if row.used_at is not None:
                 state = "used"
-            elif _aware(row.expires_at) <= _utc_now(self._clock):
+            elif row.expires_at <= _utc_now(self._clock):
                 state = "expired"
             elif row.attempts >= self._max_attempts:
                 state = "void"

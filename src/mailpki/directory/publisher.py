@@ -171,7 +171,7 @@ class Publisher:
                 ).where(CertificateRecord.issuer == "issuing", CertificateRecord.email.is_not(None))
             )
             for email, der, status, not_after in rows:
-                valid = status == "valid" and _utc(not_after) > now
+                valid = status == "valid" and not_after > now
                 (wanted if valid else unwanted).setdefault(str(email).lower(), set()).add(der)
         for email in sorted(set(wanted) | set(unwanted)):
             directory = self.registry.for_mail(email)
@@ -216,7 +216,3 @@ def safe_run(publisher: Publisher) -> PublishReport | None:
     except MailPKIError as exc:
         log.warning("publishing failed: %s", exc)
         return None
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

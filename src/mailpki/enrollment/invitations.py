@@ -102,11 +102,6 @@ def _link(base_url: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/enroll/{token}"
 
 
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _utc_now(now: datetime | None) -> datetime:
     when = now or datetime.now(UTC)
     if when.tzinfo is None:
@@ -150,7 +145,7 @@ def _render(name: str, theme: Path | None, values: dict[str, str]) -> str:
 
 
 def _expires_text(when: datetime) -> str:
-    return _aware(when).strftime("%Y-%m-%d %H:%M UTC")
+    return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _subject(org: str, *, reminder: bool) -> str:
@@ -173,7 +168,7 @@ def _open_invitations(
             Invitation.revoked_at.is_(None),
         )
     )
-    return [row for row in rows if _aware(row.expires_at) > now]
+    return [row for row in rows if row.expires_at > now]
 
 
 def _revoke(session: Session, invitation_id: int, now: datetime) -> bool:
@@ -233,7 +228,7 @@ def invite(
             with db.transaction() as session:
                 previous = _open_invitations(session, entry.login, entry.directory, when)
                 if previous and not resend:
-                    until = _expires_text(max(_aware(p.expires_at) for p in previous))
+                    until = _expires_text(max(p.expires_at for p in previous))
                     report.skipped.append(
                         f"{entry.login}: already invited (link valid until {until}); "
                         "use --resend for a new link"
@@ -333,7 +328,7 @@ def _usable(session: Session, digest: str, when: datetime) -> Invitation:
         raise InvitationSuperseded(
             "this invitation link was replaced by a newer one: use the link in the latest mail"
         )
-    if _aware(row.expires_at) <= when:
+    if row.expires_at <= when:
         raise InvitationExpired("this invitation link has expired: ask for a new one")
     return row
 
@@ -395,7 +390,7 @@ def remind(
     cutoff = when - older_than
     with db.session() as session:
         candidates = [
-            (row.id, row.login, row.directory, row.mail, _aware(row.expires_at))
+            (row.id, row.login, row.directory, row.mail, row.expires_at)
             for row in session.scalars(
                 select(Invitation)
                 .where(

@@ -41,11 +41,6 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("ascii")).hexdigest()
 
 
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def check_handle(value: object) -> str | None:
     """The token if it has our shape (checked before any hashing or lookup), else None."""
     if isinstance(value, str) and _TOKEN_RE.fullmatch(value):
@@ -88,7 +83,7 @@ class SessionStore:
             row = session.get(PortalSession, digest)
             if row is None:
                 return None
-            seen, expires, raw = _aware(row.seen_at), _aware(row.expires_at), row.data
+            seen, expires, raw = row.seen_at, row.expires_at, row.data
         if expires <= now or seen + self.idle <= now:
             self.delete(token)
             return None
@@ -224,7 +219,7 @@ class DownloadStore:
             if (
                 row is None
                 or row.fetched_at is not None
-                or _aware(row.expires_at) <= now
+                or row.expires_at <= now
                 or not secrets.compare_digest(row.session_sha256, _digest(session_token))
             ):
                 raise missing

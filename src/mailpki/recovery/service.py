@@ -284,7 +284,7 @@ class RecoveryService:
             raise NotFoundError(f"no recovery request {request_id}")
         if row.state == RECOVERED:
             raise RecoveryRefused(f"request {request_id} was already fetched")
-        if _utc(row.expires_at) < now:
+        if row.expires_at < now:
             raise RecoveryRefused(f"request {request_id} has expired; make a new request")
         return row
 
@@ -719,12 +719,8 @@ def _alert_body(alert: RecoveryAlert, row: RecoveryRequestRecord, token: str, ho
     )
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else _utc(value).isoformat()
+    return None if value is None else value.isoformat()
 
 
 def parse_since(text: str | None) -> datetime | None:

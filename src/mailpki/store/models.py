@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -17,7 +17,32 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A point in time, always UTC and always zone-aware in Python.
+
+    SQLite keeps no zone and hands back naive values; PostgreSQL hands back the session's
+    zone. Converting here, once, spares every reader its own "naive means UTC" fix. A
+    naive value written is refused: it would be ambiguous."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"a naive datetime cannot be stored: {value!r}")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -32,7 +57,7 @@ class SerialReservation(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     serial: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     issuer: Mapped[str] = mapped_column(String(32), nullable=False)
-    reserved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    reserved_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class CertificateRecord(Base):
@@ -47,16 +72,16 @@ class CertificateRecord(Base):
     subject: Mapped[str] = mapped_column(Text, nullable=False)
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     profile: Mapped[str] = mapped_column(String(64), nullable=False)
-    not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    not_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     fingerprint: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     der: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     # "valid" or "revoked"; expiry is derived from not_after, never stored.
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="valid")
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revocation_reason: Mapped[str | None] = mapped_column(String(32))
     crl_partition: Mapped[int] = mapped_column(Integer, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
     # CRL building and the "revoked since the last CRL?" check are index seeks, even
     # with a million revoked rows.
@@ -76,8 +101,8 @@ class CRLRecord(Base):
 
     scope: Mapped[str] = mapped_column(String(32), primary_key=True)
     number: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    this_update: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    next_update: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    this_update: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    next_update: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     der: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
@@ -141,9 +166,9 @@ class EscrowedKey(Base):
     nonce: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     state: Mapped[str] = mapped_column(String(16), nullable=False)
-    lease_until: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_escrowed_keys_state_lease", "state", "lease_until"),)
 
@@ -168,7 +193,7 @@ class PooledKey(Base):
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     local_nonce: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     local_ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class OutboxMessage(Base):
@@ -184,8 +209,8 @@ class OutboxMessage(Base):
     body: Mapped[str] = mapped_column(Text, nullable=False)
     # An HTML alternative of `body`, for mails people read (invitations); optional.
     html_body: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
 
@@ -209,9 +234,9 @@ class RecoveryRequestRecord(Base):
     target_cert: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     reason: Mapped[str] = mapped_column(Text, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    recovered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    recovered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
 
 
 class RecoveryApprovalRecord(Base):
@@ -225,7 +250,7 @@ class RecoveryApprovalRecord(Base):
     )
     officer_email: Mapped[str] = mapped_column(String(320), nullable=False)
     officer_fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
-    approved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    approved_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
     __table_args__ = (
         UniqueConstraint("request_id", "officer_email", name="uq_krs_approvals_officer"),
@@ -238,7 +263,7 @@ class SeenNonce(Base):
     __tablename__ = "krs_nonces"
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
-    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
 
 
 class RecoveryAlert(Base):
@@ -247,7 +272,7 @@ class RecoveryAlert(Base):
     __tablename__ = "krs_alerts"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     rule: Mapped[str] = mapped_column(String(64), nullable=False)
     # The admin the rule counted ("*" for rules over everyone): one alert per rule,
     # subject and window, so a confirmed alert does not fire again at once.
@@ -257,7 +282,7 @@ class RecoveryAlert(Base):
     contact: Mapped[str] = mapped_column(String(320), nullable=False)
     token_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     holds: Mapped[bool] = mapped_column(Boolean, nullable=False)
-    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 # -- Directories, authentication, approval (instance database) ----------------------------
@@ -282,7 +307,7 @@ class DirectoryConfig(Base):
     ca_file: Mapped[str] = mapped_column(Text, nullable=False, default="")
     timeout_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=5)
     mapping: Mapped[str] = mapped_column(Text, nullable=False, default="{}")  # JSON overrides
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class EmbeddedEntry(Base):
@@ -333,11 +358,11 @@ class PublishJob(Base):
     serial: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     email: Mapped[str] = mapped_column(String(320), nullable=False)
     action: Mapped[str] = mapped_column(String(16), nullable=False)  # publish | unpublish
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     last_error: Mapped[str | None] = mapped_column(Text)
-    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_publish_queue_due", "done_at", "next_attempt_at"),)
 
@@ -352,9 +377,9 @@ class HRPin(Base):
     mail: Mapped[str] = mapped_column(String(320), nullable=False, index=True)
     name: Mapped[str] = mapped_column(String(256), nullable=False)
     pin_hash: Mapped[str] = mapped_column(String(200), nullable=False)
-    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
@@ -365,8 +390,8 @@ class AuthFailure(Base):
 
     key: Mapped[str] = mapped_column(String(400), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, nullable=False)
-    first_failure_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_failure_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class EnrollmentRequestRecord(Base):
@@ -382,8 +407,8 @@ class EnrollmentRequestRecord(Base):
     # pending -> approved -> enrolled, or rejected
     state: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
     reasons: Mapped[str] = mapped_column(Text, nullable=False)  # JSON list
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     decided_by: Mapped[str | None] = mapped_column(String(320))
     note: Mapped[str | None] = mapped_column(Text)
 
@@ -400,12 +425,12 @@ class Invitation(Base):
     directory: Mapped[str] = mapped_column(String(64), nullable=False)
     mail: Mapped[str] = mapped_column(String(320), nullable=False)
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    reminded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class PortalSession(Base):
@@ -416,14 +441,12 @@ class PortalSession(Base):
 
     id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     data: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: csrf, identity, state
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    expires_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, index=True
-    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
     # Set while an enrollment runs for this session: a second submit (a double click,
     # another node) finds it taken and does not issue a second certificate.
-    busy_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    busy_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class PortalDownload(Base):
@@ -438,8 +461,6 @@ class PortalDownload(Base):
     email: Mapped[str] = mapped_column(String(320), nullable=False)
     filename: Mapped[str] = mapped_column(String(200), nullable=False)
     blob: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    expires_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, index=True
-    )
-    fetched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
