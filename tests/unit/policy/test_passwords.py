@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailpki.errors import InputError
-from mailpki.instance.portal import MAX_PASSWORD, check_password
+from mailpki.policy.passwords import MAX_PASSWORD, check_password
 
 AVOID = ("alice", "alice", "Alice", "Example")
 
