@@ -4,6 +4,7 @@ the S/MIME toolkit on the command line (the library is mailpki.smime)."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -446,14 +447,11 @@ def send(
             smtp_host=smtp_host or "",
         )
         if smtp_host or smtp_port:
-            settings = MailSettings(
+            settings = replace(
+                settings,
                 transport="smtp",
-                sender=settings.sender,
                 smtp_host=smtp_host or settings.smtp_host,
                 smtp_port=smtp_port or settings.smtp_port,
-                starttls=settings.starttls,
-                username=settings.username,
-                password=settings.password,
             )
         sent_to = submit(message, settings, extra_recipients=to)
     finally:
