@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from asn1crypto import cms
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailpki.cms.enveloped import decrypt, encrypt
 from mailpki.errors import CMSError
+from tests.fixtures.cms_tools import OPENSSL, openssl, write_key_and_cert
 
 pytestmark = pytest.mark.integration
 
-OPENSSL = shutil.which("openssl") or ""
 if not OPENSSL:  # pragma: no cover - the CI test command installs it
     pytest.skip("openssl is not installed", allow_module_level=True)
 
@@ -107,21 +105,9 @@ def people(workdir: Path) -> dict[str, Recipient]:
     result = {}
     for name, key in keys.items():
         cert = recipient_cert(key, name)
-        key_path, cert_path = workdir / f"{name}.key", workdir / f"{name}.crt"
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path, cert_path = write_key_and_cert(workdir, name, key, cert)
         result[name] = Recipient(key, cert, key_path, cert_path)
     return result
-
-
-def openssl(*args: str | Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([OPENSSL, *map(str, args)], capture_output=True, check=False, timeout=60)
 
 
 def openssl_decrypt(tmp_path: Path, message: bytes, who: Recipient, inform: str = "DER") -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from asn1crypto import algos, cms, core
@@ -34,6 +34,7 @@ from mailpki.cms import enveloped
 from mailpki.cms.enveloped import Decrypted, decrypt, encrypt
 from mailpki.cms.signed import sign
 from mailpki.errors import CMSError, KeyStoreError
+from tests.fixtures.cms_tools import children, read_tlv
 
 CONTENT = b"Content-Type: text/plain\r\n\r\nthe escrow PIN is 4711\r\n\x00\xff binary tail"
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -119,26 +120,6 @@ def messages(alice: x509.Certificate) -> dict[tuple[str, str], bytes]:
 
 
 # --- helpers: a DER reader, BER and PEM writers, messages built by hand ---
-
-
-def read_tlv(buf: bytes, pos: int) -> tuple[int, bytes, int]:
-    """(tag, contents, end) of the DER element at `pos` (single-byte tags only)."""
-    tag = buf[pos]
-    length = buf[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7F
-        length = int.from_bytes(buf[pos : pos + count], "big")
-        pos += count
-    return tag, buf[pos : pos + length], pos + length
-
-
-def children(contents: bytes) -> Iterator[bytes]:
-    pos = 0
-    while pos < len(contents):
-        start = pos
-        _, _, pos = read_tlv(contents, pos)
-        yield contents[start:pos]
 
 
 # ContentInfo -> [0] -> (Auth)EnvelopedData -> EncryptedContentInfo -> encryptedContent

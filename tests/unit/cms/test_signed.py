@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from asn1crypto import cms, core
@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from mailpki.cms.signed import SignedContent, sign, verify_signed
 from mailpki.errors import CMSError, InputError
+from tests.fixtures.cms_tools import children, read_tlv
 
 CONTENT = b"recovery request: escrow id 42\r\n\x00binary tail\xff"
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -116,26 +117,6 @@ def der_cert(cert: x509.Certificate) -> cms.CertificateChoices:
 
 
 # --- a minimal DER reader, to build BER and non-DER variants byte by byte ---
-
-
-def read_tlv(buf: bytes, pos: int) -> tuple[int, bytes, int]:
-    """(tag, contents, end) of the DER element at `pos` (single-byte tags only)."""
-    tag = buf[pos]
-    length = buf[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7F
-        length = int.from_bytes(buf[pos : pos + count], "big")
-        pos += count
-    return tag, buf[pos : pos + length], pos + length
-
-
-def children(contents: bytes) -> Iterator[bytes]:
-    pos = 0
-    while pos < len(contents):
-        start = pos
-        _, _, pos = read_tlv(contents, pos)
-        yield contents[start:pos]
 
 
 # Paths (child indexes from the ContentInfo) of the SignedData fields the BER
