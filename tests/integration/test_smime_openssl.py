@@ -22,11 +22,9 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
+from tests.fixtures.smime_pki import root_ca, smime_leaf
 from tests.integration.cli_helpers import Result, mailpki, openssl
 
 pytestmark = pytest.mark.integration
@@ -596,59 +594,14 @@ def test_signer_from_untrusted_ca(env: Env, tmp_path: Path) -> None:
 def _self_made_ca(folder: Path, *, leaf_expired: bool) -> tuple[Path, Path, Path]:
     """A root and an RSA signer for bob@example.com (root.pem, leaf.pem, leaf.key)."""
     now = dt.datetime.now(dt.UTC)
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Self-made Root")])
-    root = (
-        x509.CertificateBuilder()
-        .subject_name(root_name)
-        .issuer_name(root_name)
-        .public_key(root_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=3650))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False
-        )
-        .sign(root_key, hashes.SHA256())
-    )
-    leaf_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    root, root_key = root_ca("Self-made Root")
     start, end = (
         (now - dt.timedelta(days=400), now - dt.timedelta(days=35))
         if leaf_expired
         else (now - dt.timedelta(days=1), now + dt.timedelta(days=365))
     )
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bob Builder")]))
-        .issuer_name(root_name)
-        .public_key(leaf_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, True, False, False, False, False, False, False),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
-        )
-        .add_extension(
-            x509.SubjectAlternativeName([x509.RFC822Name("bob@example.com")]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),
-            critical=False,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False
-        )
-        .sign(root_key, hashes.SHA256())
+    leaf, leaf_key = smime_leaf(
+        root, root_key, mail="bob@example.com", name="Bob Builder", not_before=start, not_after=end
     )
     folder.mkdir(parents=True, exist_ok=True)
     paths = folder / "root.pem", folder / "leaf.pem", folder / "leaf.key"

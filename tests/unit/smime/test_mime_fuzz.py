@@ -17,9 +17,7 @@ from email import policy
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +30,7 @@ from mailpki.smime.message import (
 )
 from mailpki.smime.mime import canonical, parse, signed_parts
 from mailpki.smime.trust import TrustAnchors
+from tests.fixtures.smime_pki import root_ca, smime_leaf
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -45,65 +44,8 @@ def fuzz(examples: int) -> settings:
 
 
 def _pki() -> tuple[x509.Certificate, x509.Certificate, rsa.RSAPrivateKey]:
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    root_name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Fuzz Corp"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "Fuzz Root"),
-        ]
-    )
-    root = (
-        x509.CertificateBuilder()
-        .subject_name(root_name)
-        .issuer_name(root_name)
-        .public_key(root_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=10))
-        .not_valid_after(NOW + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False
-        )
-        .sign(root_key, hashes.SHA256())
-    )
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Fuzz Corp"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, "Bob Builder"),
-                ]
-            )
-        )
-        .issuer_name(root_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, True, False, False, False, False, False, False),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
-        )
-        .add_extension(
-            x509.SubjectAlternativeName([x509.RFC822Name("bob@example.com")]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(root_key, hashes.SHA256())
-    )
+    root, root_key = root_ca("Fuzz Root", organisation="Fuzz Corp")
+    leaf, key = smime_leaf(root, root_key, mail="bob@example.com", name="Bob Builder")
     return root, leaf, key
 
 
