@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from mailpki.audit import AuditLog
 from mailpki.directory.entry import DirectoryEntry
@@ -78,30 +79,14 @@ class ApprovalQueue:
 
         Returns the id of an officer-approved request this enrollment uses up, if any."""
         with self.db.transaction() as session:
-            approved = session.scalar(
-                select(EnrollmentRequestRecord)
-                .where(
-                    EnrollmentRequestRecord.login == entry.login,
-                    EnrollmentRequestRecord.directory == entry.directory,
-                    EnrollmentRequestRecord.state == APPROVED,
-                )
-                .limit(1)
-            )
+            approved = _request_in(session, entry, APPROVED)
             if approved is not None:
                 return approved.id
             decision = decide(self.rules, Facts(True, entry.enabled, entry.mail, entry.groups))
             self._audit_decision(session, entry, decision, actor)
             if decision.approved:
                 return None
-            pending = session.scalar(
-                select(EnrollmentRequestRecord)
-                .where(
-                    EnrollmentRequestRecord.login == entry.login,
-                    EnrollmentRequestRecord.directory == entry.directory,
-                    EnrollmentRequestRecord.state == PENDING,
-                )
-                .limit(1)
-            )
+            pending = _request_in(session, entry, PENDING)
             if pending is None:
                 pending = EnrollmentRequestRecord(
                     login=entry.login, directory=entry.directory, mail=entry.mail,
@@ -187,3 +172,18 @@ def decision_notice(request_id: int, approved: bool, note: str, portal_url: str)
     if note:
         body += f"\nThe officer's note: {note}\n"
     return subject, body + "\nIf you did not expect this mail, tell your IT security team.\n"
+
+
+def _request_in(
+    session: Session, entry: DirectoryEntry, state: str
+) -> EnrollmentRequestRecord | None:
+    """The person's request in `state`, if there is one."""
+    return session.scalar(
+        select(EnrollmentRequestRecord)
+        .where(
+            EnrollmentRequestRecord.login == entry.login,
+            EnrollmentRequestRecord.directory == entry.directory,
+            EnrollmentRequestRecord.state == state,
+        )
+        .limit(1)
+    )
