@@ -8,7 +8,18 @@ from typing import Annotated
 import typer
 
 from mailpki import __version__
-from mailpki.cli import admin, ca, demo, directory, enroll, invite, mail, recovery, recovery_service
+from mailpki.cli import (
+    admin,
+    ca,
+    demo,
+    directory,
+    enroll,
+    invite,
+    mail,
+    maintenance,
+    recovery,
+    recovery_service,
+)
 from mailpki.cli.common import HomeOption, console, handle_errors, open_instance
 from mailpki.errors import InputError
 from mailpki.instance.bootstrap import InitOptions, PKCS11Options, initialise
@@ -33,6 +44,7 @@ recovery_service.register_connect(recovery.recovery_app)
 enroll.register(app)
 mail.register(app)
 directory.register(app)
+maintenance.register(app)
 app.command("invite")(invite.invite)
 app.command("demo")(demo.demo)
 

@@ -97,6 +97,23 @@ class Database:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot migrate the database {_safe(self.url)}: {exc}") from exc
 
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (None: not initialised)."""
+        from sqlalchemy import text
+
+        try:
+            if not inspect(self.engine).has_table("alembic_version"):
+                return None
+            with self.engine.connect() as connection:
+                row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot reach the database {_safe(self.url)}: {exc}") from exc
+        return str(row[0]) if row else None
+
+    def is_current(self) -> bool:
+        """Whether the schema is at the newest migration this code ships."""
+        return self.schema_revision() == head_revision()
+
     def is_initialised(self) -> bool:
         try:
             return inspect(self.engine).has_table("alembic_version")
@@ -105,6 +122,19 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def head_revision() -> str:
+    """The newest migration this code ships (what `migrate` brings a database to)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    if head is None:
+        raise StoreError("the migrations have no single head")
+    return head
 
 
 def _safe(url: str) -> str:
