@@ -55,6 +55,18 @@ def _org_id(value: str) -> str:
     return value
 
 
+def _networks(value: str) -> str:
+    import ipaddress
+
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None
+    return ",".join(items)
+
+
 def _checked(check: Callable[[str], str]) -> Callable[[str], str]:
     """A check that raises ConfigError, as a setting parser (those raise ValueError)."""
 
@@ -92,6 +104,11 @@ SCHEMA: dict[str, Setting] = {
         int_range(0, 100_000),
         30,
         "certificate directory lookups per minute per client address (0 turns it off)",
+    ),
+    "web.metrics_allow": Setting(
+        _networks,
+        "127.0.0.1/32,::1/128",
+        "addresses or networks (comma-separated) that may read /metrics",
     ),
     "portal.logon": Setting(
         choice("directory,pin", "directory", "pin"),

@@ -11,14 +11,17 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from markupsafe import Markup
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mailpki.ca.settings import FULL_CRL, ROOT_CRL, crl_scope
 from mailpki.errors import MailPKIError
+from mailpki.instance.health import check_readiness, read_status
 from mailpki.instance.housekeeping import Housekeeping
 from mailpki.instance.instance import Instance
 from mailpki.instance.portal import Portal
+from mailpki.web.health import HealthSource, RequestMetrics, health_routes, parse_allow_list
 from mailpki.web.pki import create_pki_app
 from mailpki.web.portal.routes import portal_routes
 from mailpki.web.portal.theme import Theme
@@ -121,14 +124,21 @@ def create_app(home: Path, *, housekeeping: bool = False) -> Starlette:
             certdir_url="/certs",
         )
 
+    registry = CollectorRegistry(auto_describe=True)
+    health = HealthSource(
+        readiness=lambda: check_readiness(instance),
+        status=lambda: read_status(instance),
+        metrics_allow=parse_allow_list(str(instance.config.get("web.metrics_allow"))),
+    )
     app = create_pki_app(
         InstancePKISource(instance),
         blocking_source=True,
         inline_ocsp=True,
         certdir_rate_per_minute=int(instance.config.get("web.certdir_rate_per_minute")),
-        extra_routes=portal_routes(portal, theme),
+        extra_routes=[*health_routes(health, registry), *portal_routes(portal, theme)],
         certdir_frame=certdir_frame,
     )
+    app.add_middleware(RequestMetrics, registry=registry)
     if housekeeping:
         threading.Thread(target=portal.prepare, name="warm-up", daemon=True).start()
         Housekeeping(instance, portal=portal).start()

@@ -1,0 +1,44 @@
+"""The /metrics allow list and the request metrics middleware, without a server."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from mailpki.web.health import RequestMetrics, _allowed, parse_allow_list
+
+
+def test_allow_list_parses_addresses_and_networks() -> None:
+    networks = parse_allow_list(" 127.0.0.1 , 10.0.0.0/8,::1 ,")
+    assert ipaddress.ip_network("10.0.0.0/8") in networks
+    assert _allowed("10.1.2.3", networks)
+    assert _allowed("::1", networks)
+    assert not _allowed("192.168.1.1", networks)
+    assert not _allowed("not-an-address", networks)
+    assert not _allowed("", networks)
+    with pytest.raises(ValueError):
+        parse_allow_list("10.0.0.0/8, example.com")
+
+
+def test_request_metrics_label_by_route_template_never_by_raw_path() -> None:
+    async def echo(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("x")
+
+    registry = CollectorRegistry()
+    app = Starlette(routes=[Route("/enroll/{token}", echo)])
+    app.add_middleware(RequestMetrics, registry=registry)
+    client = TestClient(app)
+    assert client.get("/enroll/SECRET-TOKEN-123").status_code == 200
+    assert client.get("/nowhere/else").status_code == 404
+    text = generate_latest(registry).decode()
+    assert 'route="/enroll/{token}",status="200"' in text
+    assert 'route="unmatched",status="404"' in text
+    assert "SECRET-TOKEN-123" not in text
+    assert "nowhere" not in text
