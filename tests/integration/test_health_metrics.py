@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fixtures.ci_policy import in_ci
 from tests.integration.cli_helpers import mailpki, make_csr
 
 
@@ -64,6 +68,20 @@ def test_ready_and_metrics_count_what_the_database_holds(
     assert "mailpki_crl_age_seconds{crl=issuing.crl}" in samples
     # The request above was counted by its route template.
     assert samples["mailpki_http_requests_total{route=/readyz,status=200}"] >= 1
+    _promtool_accepts(body)
+
+
+def _promtool_accepts(body: bytes) -> None:
+    """Prometheus's own linter (Debian's prometheus package) reads the output cleanly."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if in_ci():
+            pytest.fail("promtool is missing (CI=true: the test command installs prometheus)")
+        pytest.skip("promtool is not installed")
+    proc = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_a_node_on_an_older_schema_is_not_ready(
