@@ -1,10 +1,17 @@
 """Background chores of a running server: the key pool, lost deliveries and downloads,
-queued mail."""
+queued mail, directory publishing.
+
+Each chore runs under a job lease in the shared database (store.leases): on several
+nodes, one node at a time runs it, and when that node dies another takes it over once
+the lease has run out (`LEASE_TTL` after its last run, so within a minute)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Callable
+from datetime import timedelta
 
 from mailpki.directory.publisher import safe_run
 from mailpki.errors import MailPKIError
@@ -12,9 +19,12 @@ from mailpki.instance.enrollments import fill_pool, flush_mail, reconcile_delive
 from mailpki.instance.instance import Instance
 from mailpki.instance.invitations import remind_users
 from mailpki.instance.portal import Portal
+from mailpki.store.leases import Leases
 
 log = logging.getLogger(__name__)
 ACTOR = "server:housekeeping"
+INTERVAL_SECONDS = 15.0
+LEASE_TTL = timedelta(seconds=45)
 
 
 class Housekeeping:
@@ -24,15 +34,22 @@ class Housekeeping:
     retries queued notices, delivers due directory publications, and tops the key pool
     up to `keymanager.pool_size`.
 
-    With several server processes each does the same; every chore is idempotent (the
-    pool target is a floor, so overshoot is small and harmless)."""
+    With several server processes, each chore runs on the one node holding its lease;
+    every chore is also idempotent, so a lease that runs out while its chore is still
+    working (a slow directory) costs duplicate effort, never a duplicate effect."""
 
     def __init__(
-        self, instance: Instance, *, interval: float = 30.0, portal: Portal | None = None
+        self,
+        instance: Instance,
+        *,
+        interval: float = INTERVAL_SECONDS,
+        portal: Portal | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.instance = instance
         self.portal = portal
         self.interval = interval
+        self.leases = leases or Leases(instance.db)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -46,8 +63,39 @@ class Housekeeping:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        for name, _ in self.chores():
+            with contextlib.suppress(MailPKIError):  # else the lease simply runs out
+                self.leases.release(name)
 
-    def run_once(self) -> None:
+    def chores(self) -> list[tuple[str, Callable[[], None]]]:
+        """(lease name, chore), in the order a cycle runs them."""
+        chores: list[tuple[str, Callable[[], None]]] = [("reconcile", self._reconcile)]
+        if self.portal is not None:
+            chores.append(("portal-cleanup", self._portal_cleanup))
+        chores += [
+            ("invitation-reminders", self._remind),
+            ("mail", self._flush_mail),
+            ("publish", self._publish),
+        ]
+        if int(self.instance.config.get("keymanager.pool_size")) > 0:
+            chores.append(("key-pool", self._fill_pool))
+        return chores
+
+    def run_once(self) -> list[str]:
+        """One cycle: every chore whose lease this node holds or takes; returns their names."""
+        ran = []
+        for name, chore in self.chores():
+            try:
+                if not self.leases.acquire(name, LEASE_TTL):
+                    continue
+            except MailPKIError as exc:
+                log.warning("cannot take the lease on %s: %s", name, exc)
+                continue
+            chore()
+            ran.append(name)
+        return ran
+
+    def _reconcile(self) -> None:
         try:
             result = reconcile_deliveries(self.instance, actor=ACTOR, all_pending=False)
             if result.revoked:
@@ -56,13 +104,17 @@ class Housekeeping:
                 )
         except MailPKIError as exc:
             log.warning("reconcile failed: %s", exc)
-        if self.portal is not None:
-            try:
-                withdrawn = self.portal.withdraw_unfetched(actor=ACTOR)
-                if withdrawn:
-                    log.warning("revoked %d certificates never downloaded", len(withdrawn))
-            except MailPKIError as exc:
-                log.warning("portal clean-up failed: %s", exc)
+
+    def _portal_cleanup(self) -> None:
+        assert self.portal is not None
+        try:
+            withdrawn = self.portal.withdraw_unfetched(actor=ACTOR)
+            if withdrawn:
+                log.warning("revoked %d certificates never downloaded", len(withdrawn))
+        except MailPKIError as exc:
+            log.warning("portal clean-up failed: %s", exc)
+
+    def _remind(self) -> None:
         try:
             # Safe on several nodes: each reminder first revokes the old link, conditionally.
             reminded = remind_users(self.instance, ACTOR)
@@ -70,17 +122,22 @@ class Housekeeping:
                 log.info("%d invitation reminders queued", reminded)
         except MailPKIError as exc:
             log.warning("invitation reminders failed: %s", exc)
+
+    def _flush_mail(self) -> None:
         flush_mail(self.instance)
+
+    def _publish(self) -> None:
         report = safe_run(self.instance.publisher)  # a directory outage: retried later
         if report is not None and report.failed:
             log.warning("publishing: %d jobs failed, retried with backoff", report.failed)
-        if int(self.instance.config.get("keymanager.pool_size")) > 0:
-            try:
-                added = fill_pool(self.instance)
-                if added:
-                    log.info("key pool: %d escrowed keys added", added)
-            except MailPKIError as exc:  # e.g. no recovery service pinned yet
-                log.warning("key pool refill failed: %s", exc)
+
+    def _fill_pool(self) -> None:
+        try:
+            added = fill_pool(self.instance)
+            if added:
+                log.info("key pool: %d escrowed keys added", added)
+        except MailPKIError as exc:  # e.g. no recovery service pinned yet
+            log.warning("key pool refill failed: %s", exc)
 
     def _run(self) -> None:
         while not self._stop.is_set():

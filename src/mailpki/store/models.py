@@ -464,3 +464,17 @@ class PortalDownload(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
     fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class JobLease(Base):
+    """Which node runs a background job now: one row per job, taken when free or expired
+    and renewed while held, so each job runs on one node of a cluster at a time and a
+    dead node's jobs pass to another once its lease runs out."""
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200), nullable=False)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    runs: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
