@@ -6,8 +6,9 @@ that holds one.
 
 from __future__ import annotations
 
+import os
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -97,10 +98,19 @@ class SettingsFile:
     # Settings renamed since files were written: old key -> new key (None: dropped,
     # its meaning now follows from other settings). Old files still load.
     renamed: ClassVar[dict[str, str | None]] = {}
+    # Environment variables `<prefix><SECTION>_<KEY>` override the file ("" = none).
+    env_prefix: ClassVar[str] = ""
 
-    def __init__(self, values: dict[str, Any], path: Path) -> None:
+    def __init__(
+        self,
+        values: dict[str, Any],
+        path: Path,
+        overrides: dict[str, tuple[Any, str]] | None = None,
+    ) -> None:
         self._values = values
         self.path = path
+        # key -> (value, the environment variable it came from); never saved to the file.
+        self._overrides = overrides or {}
 
     @property
     def home(self) -> Path:
@@ -109,6 +119,8 @@ class SettingsFile:
     def get(self, key: str) -> Any:
         if key not in self.schema:
             raise ConfigError(f"unknown setting '{key}'; known: {', '.join(sorted(self.schema))}")
+        if key in self._overrides:
+            return self._overrides[key][0]
         value = self._values.get(key, self.schema[key].default)
         if value is None:
             raise ConfigError(f"setting '{key}' is not set in {self.path}")
@@ -118,6 +130,10 @@ class SettingsFile:
         """Check and set one value (not saved until save())."""
         if key not in self.schema:
             raise ConfigError(f"unknown setting '{key}'; known: {', '.join(sorted(self.schema))}")
+        if key in self._overrides:
+            raise ConfigError(
+                f"'{key}' is set by {self._overrides[key][1]} in the environment; change it there"
+            )
         try:
             value = self.schema[key].parse(raw)
         except ValueError as exc:
@@ -128,9 +144,21 @@ class SettingsFile:
     def items(self) -> list[tuple[str, Any, bool]]:
         """(key, value, is_default) for every setting, sorted."""
         return [
-            (key, self._values.get(key, self.schema[key].default), key not in self._values)
+            (
+                key,
+                self._overrides[key][0]
+                if key in self._overrides
+                else self._values.get(key, self.schema[key].default),
+                key not in self._values and key not in self._overrides,
+            )
             for key in sorted(self.schema)
         ]
+
+    def source_of(self, key: str) -> str | None:
+        """The environment variable that sets `key`, or None when the file (or the
+        default) does."""
+        override = self._overrides.get(key)
+        return override[1] if override else None
 
     def path_of(self, key: str) -> Path:
         """A path setting resolved against the home folder."""
@@ -188,7 +216,43 @@ class SettingsFile:
                     values[key] = cls.schema[key].parse(text)
                 except ValueError as exc:
                     raise ConfigError(f"{path}: invalid value for '{key}': {exc}") from None
-        return cls(values, path)
+        return cls(values, path, cls._environment_overrides(os.environ))
+
+    @classmethod
+    def environment_name(cls, key: str) -> str:
+        """`web.base_url` -> `MAILPKI_WEB_BASE_URL` (with this file's prefix)."""
+        return cls.env_prefix + key.replace(".", "_").upper()
+
+    @classmethod
+    def _environment_overrides(cls, environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+        """Settings given as `<PREFIX><SECTION>_<KEY>=value`, or read from the file named by
+        `<PREFIX><SECTION>_<KEY>_FILE` (for secrets: the first line, no line ending)."""
+        if not cls.env_prefix:
+            return {}
+        found: dict[str, tuple[Any, str]] = {}
+        for key, setting in cls.schema.items():
+            name = cls.environment_name(key)
+            direct, from_file = environ.get(name), environ.get(f"{name}_FILE")
+            if direct is not None and from_file is not None:
+                raise ConfigError(f"set {name} or {name}_FILE in the environment, not both")
+            if direct is None and from_file is None:
+                continue
+            source = name if direct is not None else f"{name}_FILE"
+            raw = direct if direct is not None else _read_setting_file(from_file or "", source)
+            try:
+                found[key] = (setting.parse(raw), source)
+            except ValueError as exc:
+                raise ConfigError(f"invalid value in {source} for '{key}': {exc}") from None
+        return found
+
+
+def _read_setting_file(path: str, variable: str) -> str:
+    try:
+        data = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{variable} names {path}, which cannot be read: {exc}") from None
+    lines = data.splitlines()
+    return lines[0] if lines else ""
 
 
 def table_keys(raw: dict[str, Any], key: str) -> set[str]:

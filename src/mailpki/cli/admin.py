@@ -189,7 +189,7 @@ def config_get(key: Annotated[str, typer.Argument()], home: HomeOption = None) -
 def config_show(
     as_json: Annotated[bool, typer.Option("--json")] = False, home: HomeOption = None
 ) -> None:
-    """Every setting, its value, and whether it is the default."""
+    """Every setting, its value, and whether it is the default or set by the environment."""
     instance = open_instance(home)
     items = instance.config.items()
     if as_json:
@@ -197,5 +197,7 @@ def config_show(
         return
     table = Table("setting", "value", "")
     for key, value, is_default in items:
-        table.add_row(key, "" if value is None else str(value), "default" if is_default else "")
+        source = instance.config.source_of(key)
+        note = f"from {source}" if source else ("default" if is_default else "")
+        table.add_row(key, "" if value is None else str(value), note)
     console.print(table)

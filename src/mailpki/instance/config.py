@@ -247,6 +247,7 @@ class Config(SettingsFile):
     file_name = CONFIG_FILE
     missing_hint = "no mailpki instance (run 'mailpki init' first)"
     renamed = SMTP_RENAMED
+    env_prefix = "MAILPKI_"
 
 
 def resolve_home(home: Path | None) -> Path:

@@ -118,3 +118,4 @@ class ServiceConfig(SettingsFile):
     file_name = SERVICE_FILE
     missing_hint = "no key recovery service (run 'mailpki recovery-service init' first)"
     renamed = SMTP_RENAMED
+    env_prefix = "MAILPKI_KRS_"
