@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.fixtures.ci_policy",
     "tests.fixtures.softhsm",
     "tests.fixtures.postgres",
+    "tests.fixtures.postgres_replica",
     "tests.fixtures.smtp",
     "tests.fixtures.slapd",
 ]

@@ -55,6 +55,13 @@ def _org_id(value: str) -> str:
     return value
 
 
+def _replica_url(value: str) -> str:
+    value = value.strip()
+    if value and not value.startswith("postgresql"):
+        raise ValueError("must be a postgresql+psycopg://USER@HOST:PORT/DB URL of a replica")
+    return value
+
+
 def _networks(value: str) -> str:
     import ipaddress
 
@@ -91,6 +98,14 @@ SCHEMA: dict[str, Setting] = {
         database_url_setting,
         "sqlite:///mailpki.db",
         "SQLAlchemy URL; sqlite paths are relative to the home",
+    ),
+    "database.read_url": Setting(
+        _replica_url,
+        "",
+        "a PostgreSQL streaming replica for OCSP, the certificate directory, CRLs and searches",
+    ),
+    "database.read_max_lag_seconds": Setting(
+        int_range(0, 3600), 5, "reads fall back to the primary when the replica lags more"
     ),
     "web.base_url": Setting(
         http_url, "http://localhost:8080", "public URL put in links, CDP and AIA"

@@ -65,7 +65,18 @@ def check_readiness(instance: Instance) -> Readiness:
     checks = [_check_database(instance)]
     if checks[0].ok:
         checks += [_check_schema(instance), _check_keys(instance), _check_audit(instance)]
+    if instance.read_routing is not None:
+        checks.append(_check_replica(instance))
     return Readiness(tuple(checks))
+
+
+def _check_replica(instance: Instance) -> Check:
+    """Never makes the node unready: reads fall back to the primary; it says so."""
+    assert instance.read_routing is not None
+    state = instance.read_routing.state(fresh=True)
+    if state.in_use:
+        return Check("replica", True, state.reason)
+    return Check("replica", True, f"{state.reason}: reads go to the primary")
 
 
 def _check_database(instance: Instance) -> Check:

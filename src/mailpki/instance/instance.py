@@ -35,6 +35,7 @@ from mailpki.policy.profile import load_profile
 from mailpki.recovery.client import RecoveryClient, client_for
 from mailpki.store.db import Database
 from mailpki.store.models import CertificateRecord
+from mailpki.store.replica import ReadRouting
 
 CA_DIR = "ca"
 KEYS_DIR = "keys"
@@ -74,6 +75,24 @@ class Instance:
     @cached_property
     def db(self) -> Database:
         return Database(self.config.database_url)
+
+    @cached_property
+    def read_routing(self) -> ReadRouting | None:
+        """Where tolerant reads go when `database.read_url` names a replica (else None)."""
+        url = str(self.config.get("database.read_url"))
+        if not url:
+            return None
+        return ReadRouting(
+            self.db,
+            url,
+            max_lag=timedelta(seconds=int(self.config.get("database.read_max_lag_seconds"))),
+        )
+
+    def read_db(self) -> Database:
+        """The database for reads that may lag a little (OCSP, certificate directory,
+        CRL serving, searches): the replica while healthy, else the primary."""
+        routing = self.read_routing
+        return routing.reader() if routing is not None else self.db
 
     @cached_property
     def keys(self) -> KeyStore:
@@ -286,6 +305,8 @@ class Instance:
     def close(self) -> None:
         if "db" in self.__dict__:
             self.db.dispose()
+        if self.__dict__.get("read_routing") is not None:
+            self.read_routing.dispose()  # type: ignore[union-attr]
         if "recovery_client" in self.__dict__:
             self.recovery_client.close()
         if "directories" in self.__dict__:

@@ -43,7 +43,9 @@ def _configure_sqlite(engine: Engine) -> None:
 class Database:
     """One database: sessions for reading, transactions for writing."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, connect_args: dict[str, Any] | None = None
+    ) -> None:
         self.url = url
         try:
             if _is_sqlite(url):
@@ -51,7 +53,12 @@ class Database:
                 _configure_sqlite(self.engine)
             else:
                 self.engine = create_engine(
-                    url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20
+                    url,
+                    echo=echo,
+                    pool_pre_ping=True,
+                    pool_size=10,
+                    max_overflow=20,
+                    connect_args=connect_args or {},
                 )
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(f"cannot use database URL {_safe(url)}: {exc}") from exc
