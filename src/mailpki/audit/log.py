@@ -3,7 +3,9 @@
 Every record links to the one before it: ``hash = SHA-256(canonical(prev_hash, seq,
 time, event, actor, data))``. Every ``checkpoint_every`` records the audit key signs
 (seq, hash, time) of the newest record, which seals everything up to it: without
-the key, nobody can rewrite the sealed part and recompute the chain unnoticed.
+the key, nobody can rewrite the sealed part and recompute the chain unnoticed. With a
+post-quantum key the same payload is also signed with ML-DSA-65. Checkpoints leave
+the database through witnesses (``mailpki.audit.witness``).
 
 Appends run inside the caller's transaction, so an action and its audit record
 commit or roll back together.
@@ -19,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, mldsa, padding, rsa
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -207,6 +209,7 @@ class AuditLog:
         self,
         *,
         signer: AuditSigner | None,
+        pq_signer: mldsa.MLDSA65PrivateKey | None = None,
         checkpoint_every: int = 100,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -220,7 +223,12 @@ class AuditLog:
             raise AuditError("checkpoint_every must be a whole number of records")
         if checkpoint_every < 1:
             raise AuditError(f"checkpoint_every must be at least 1, not {checkpoint_every}")
+        if pq_signer is not None and not isinstance(pq_signer, mldsa.MLDSA65PrivateKey):
+            raise AuditError(
+                f"the post-quantum audit key must be ML-DSA-65, not {type(pq_signer).__name__}"
+            )
         self._signer = signer
+        self._pq_signer = pq_signer
         self._every = checkpoint_every
         self._clock = clock or (lambda: datetime.now(UTC))
 
@@ -247,8 +255,13 @@ class AuditLog:
 
     def _seal(self, seq: int, hash_: str) -> AuditCheckpoint:
         time = self._now()
-        signature = self._sign(checkpoint_payload(seq, hash_, time))
-        return AuditCheckpoint(seq=seq, hash=hash_, time=time, signature=signature)
+        payload = checkpoint_payload(seq, hash_, time)
+        signature = self._sign(payload)
+        # ML-DSA-65 next to ECDSA: the checkpoint holds if either scheme falls.
+        pq_signature = None if self._pq_signer is None else self._pq_signer.sign(payload)
+        return AuditCheckpoint(
+            seq=seq, hash=hash_, time=time, signature=signature, pq_signature=pq_signature
+        )
 
     def append(
         self, session: Session, event: str, *, actor: str, data: Mapping[str, Any]

@@ -18,14 +18,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, mldsa, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
-from mailpki.audit.log import HEAD_ID, ZERO_HASH, canonical, checkpoint_payload, record_hash
+from mailpki.audit.keys import AuditKeys, pq_required_from, signature_problem
+from mailpki.audit.log import HEAD_ID, ZERO_HASH, canonical, record_hash
 from mailpki.errors import AuditError
 from mailpki.store.models import AuditCheckpoint, AuditHead, AuditRecord
 
@@ -121,19 +120,6 @@ def _span(first: int, last: int) -> str:
 
 def _were(first: int, last: int) -> str:
     return f"{_span(first, last)} {'was' if first == last else 'were'}"
-
-
-def _verify_signature(public_key: PublicKeyTypes, signature: bytes, payload: bytes) -> bool:
-    try:
-        if isinstance(public_key, ec.EllipticCurvePublicKey):
-            public_key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
-        elif isinstance(public_key, rsa.RSAPublicKey):
-            public_key.verify(signature, payload, padding.PKCS1v15(), hashes.SHA256())
-        else:  # pragma: no cover - rejected before the walk
-            return False
-    except InvalidSignature:
-        return False
-    return True
 
 
 def _read_head(session: Session) -> _HeadView | None:
@@ -382,14 +368,31 @@ class _Walker:
         )  # fmt: skip
 
 
-def verify_log(session: Session, public_key: PublicKeyTypes) -> VerifyReport:
+def _has_pq_column(session: Session) -> bool:
+    """False on a database not yet migrated to ML-DSA checkpoints (read-only verify)."""
+    columns = inspect(session.connection()).get_columns("audit_checkpoints")
+    return any(column["name"] == "pq_signature" for column in columns)
+
+
+def verify_log(
+    session: Session,
+    public_key: PublicKeyTypes,
+    pq_key: mldsa.MLDSA65PublicKey | None = None,
+) -> VerifyReport:
     """Walk the whole log and report every problem found (read-only; does not commit).
+
+    With ``pq_key``, checkpoints are also checked with ML-DSA-65: those sealed from the
+    ``audit.key_added`` record of that key on must carry a valid ML-DSA-65 signature;
+    older ones verify with the classical key alone.
 
     Safe against concurrent appenders: records appended while the walk runs are not
     reported as tampering.
     """
+
     if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise AuditError(f"the audit public key must be EC or RSA, not {type(public_key).__name__}")
+    keys = AuditKeys(public_key, pq_key)
+    pq_from = pq_required_from(session, keys)
     head_start = _read_head(session)
     walker = _Walker(session, None if head_start is None else head_start.seq)
     records = select(
@@ -407,25 +410,31 @@ def verify_log(session: Session, public_key: PublicKeyTypes) -> VerifyReport:
     last_sealed = 0
     truncated_to = 0
     truncated_by = ""
+    pq_column = _has_pq_column(session)
     cp_query = (
         select(
             AuditCheckpoint.seq, AuditCheckpoint.hash, AuditCheckpoint.time,
             AuditCheckpoint.signature, AuditRecord.hash,
+            AuditCheckpoint.pq_signature if pq_column else AuditCheckpoint.signature,
         )
         .select_from(AuditCheckpoint)
         .outerjoin(AuditRecord, AuditRecord.seq == AuditCheckpoint.seq)
         .order_by(AuditCheckpoint.seq)
     )  # fmt: skip
-    for seq, hash_, time, signature, sealed_hash in session.execute(
+    for seq, hash_, time, signature, sealed_hash, pq_signature in session.execute(
         cp_query.execution_options(yield_per=_BATCH)
     ):
         checkpoints += 1
-        signed = _verify_signature(public_key, signature, checkpoint_payload(seq, hash_, time))
+        why = signature_problem(
+            keys, seq, hash_, time, signature, pq_signature if pq_column else None,
+            pq_required=pq_from is not None and seq >= pq_from,
+        )  # fmt: skip
+        signed = why is None
         if not signed:
             walker.add(
                 "bad-checkpoint", seq,
-                f"the checkpoint at record {seq} has a signature that does not verify with "
-                "the audit key: the checkpoint was forged or altered",
+                f"the checkpoint at record {seq} does not hold: {why}; the checkpoint was "
+                "forged or altered",
             )  # fmt: skip
         if sealed_hash is None:
             if seq > walker.last_seq and seq > truncated_to:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, NoReturn
 
 import typer
 from rich.table import Table
 
+from mailpki.audit.bundle import verify_bundle
+from mailpki.audit.verify import Problem
 from mailpki.ca.serials import parse_serial
 from mailpki.cli.common import (
     HomeOption,
@@ -17,7 +20,10 @@ from mailpki.cli.common import (
     open_instance,
     print_json,
 )
-from mailpki.errors import AuditIntegrityError
+from mailpki.errors import AuditError, AuditIntegrityError, InputError
+from mailpki.instance.audit_check import check_audit
+from mailpki.instance.audit_export import export_audit
+from mailpki.instance.audit_witnesses import seal_and_witness
 from mailpki.instance.instance import cli_actor
 
 certs_app = typer.Typer(help="Certificates issued by this instance.", no_args_is_help=True)
@@ -95,71 +101,194 @@ def certs_show(
     print_json(instance.ca.get(number).as_dict())
 
 
+def _problem_json(p: Problem) -> dict[str, object]:
+    return {"seq": p.seq, "kind": p.kind, "message": p.message}
+
+
+def _print_problems(problems: tuple[Problem, ...]) -> None:
+    for problem in problems:
+        err_console.print(f"[red]{problem.kind}:[/] {problem.message}", highlight=False)
+
+
+def _fail(problems: tuple[Problem, ...]) -> NoReturn:
+    first = problems[0]
+    raise AuditIntegrityError(
+        f"audit log tampered: {len(problems)} problem(s), first: {first.message}"
+    )
+
+
+def _verify_bundle(bundle: Path, witnesses: list[Path], as_json: bool) -> None:
+    check = verify_bundle(bundle, witnesses)
+    if as_json:
+        print_json(
+            {
+                "ok": check.ok,
+                "instance": check.instance,
+                "records": check.log.records,
+                "checkpoints": check.log.checkpoints,
+                "last_sealed_seq": check.log.last_sealed_seq,
+                "witnesses": [
+                    {
+                        "name": copy.name, "location": copy.location,
+                        "independent": copy.independent, "why": copy.why,
+                        "held": len(copy.checkpoints), "last_seq": copy.last_seq,
+                    }
+                    for copy, _ in check.witnesses
+                ],
+                "problems": [_problem_json(p) for p in check.problems],
+            }
+        )  # fmt: skip
+    else:
+        for copy, _ in check.witnesses:
+            _print_witness(copy.name, copy.location, copy.independent, copy.why,
+                           len(copy.checkpoints), copy.last_seq)  # fmt: skip
+    if check.ok:
+        if not as_json:
+            console.print(
+                f"audit bundle intact: {check.log.records} records, {check.log.checkpoints} "
+                f"signed checkpoints, sealed up to record {check.log.last_sealed_seq}",
+                highlight=False,
+            )
+        return
+    if not as_json:
+        _print_problems(check.problems)
+    _fail(check.problems)
+
+
+def _print_witness(
+    name: str, location: str, independent: bool, why: str, held: int, last: int
+) -> None:
+    verdict = "independent" if independent else "[yellow]NOT independent[/]"
+    console.print(
+        f"witness {name} ({location}): {verdict}: {why}; holds {held} checkpoint(s)"
+        + (f", up to record {last}" if held else ""),
+        highlight=False,
+    )
+
+
 @audit_app.command("verify")
 @handle_errors
 def audit_verify(
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    bundle: Annotated[
+        Path | None,
+        typer.Option("--bundle", help="Check an exported bundle offline (no instance needed)."),
+    ] = None,
+    witness: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--witness",
+            help="With --bundle: a witness file or saved checkpoint mail to check against "
+            "(repeatable).",
+        ),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
-    """Exit 0 only if the audit log is intact (chain, checkpoints and signatures)."""
+    """Exit 0 only if the audit log is intact: chain, checkpoints (ECDSA and ML-DSA-65),
+    every witness's copy, and the state (certificates, revocations, escrowed keys,
+    recoveries) against the log."""
+    if bundle is not None:
+        _verify_bundle(bundle, list(witness or []), as_json)
+        return
+    if witness:
+        raise InputError("--witness goes with --bundle; an instance's witnesses are in its config")
     instance = open_instance(home)
-    report = instance.verify_audit()
-    recovery = instance.verify_recovery_audit()
-    if recovery is not None and not recovery.ok:
-        if not as_json:
-            for problem in recovery.problems:
-                err_console.print(
-                    f"[red]recovery {problem.kind}:[/] {problem.message}", highlight=False
-                )
-        if report.ok:
-            first = recovery.problems[0]
-            raise AuditIntegrityError(
-                f"recovery service audit log tampered: {len(recovery.problems)} problem(s), "
-                f"first: {first.message}"
-            )
+    check = check_audit(instance)
+    report = check.log
     if as_json:
         print_json(
             {
-                "ok": report.ok,
+                "ok": check.ok,
                 "records": report.records,
                 "checkpoints": report.checkpoints,
                 "last_sealed_seq": report.last_sealed_seq,
-                "recovery_ok": None if recovery is None else recovery.ok,
-                "problems": [
-                    {"seq": p.seq, "kind": p.kind, "message": p.message} for p in report.problems
+                "recovery_ok": None if check.recovery is None else check.recovery.ok,
+                "witnesses": [
+                    {
+                        "name": w.name, "location": w.location, "independent": w.independent,
+                        "why": w.why, "held": w.held, "last_seq": w.last_seq,
+                    }
+                    for w in check.witnesses
                 ],
+                "unreadable_witnesses": list(check.unreadable),
+                "notes": list(check.notes),
+                "problems": [_problem_json(p) for p in check.problems],
             }
-        )
-    if report.ok:
+        )  # fmt: skip
+    else:
+        for w in check.witnesses:
+            _print_witness(w.name, w.location, w.independent, w.why, w.held, w.last_seq)
+        for note in check.notes:
+            err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if check.ok:
         if not as_json:
             console.print(
                 f"audit log intact: {report.records} records, {report.checkpoints} signed "
-                f"checkpoints, sealed up to record {report.last_sealed_seq}",
+                f"checkpoints, sealed up to record {report.last_sealed_seq}; the state agrees "
+                "with the log",
                 highlight=False,
             )
-            if recovery is not None:
+            if check.recovery is not None:
                 console.print(
-                    f"recovery service audit log intact: {recovery.records} records, "
-                    f"{recovery.checkpoints} signed checkpoints",
+                    f"recovery service audit log intact: {check.recovery.records} records, "
+                    f"{check.recovery.checkpoints} signed checkpoints",
                     highlight=False,
                 )
         return
     if not as_json:
-        for problem in report.problems:
-            err_console.print(f"[red]{problem.kind}:[/] {problem.message}", highlight=False)
-    first = report.problems[0]
-    raise AuditIntegrityError(
-        f"audit log tampered: {len(report.problems)} problem(s), first: {first.message}"
-    )
+        _print_problems(check.problems)
+    _fail(check.problems)
 
 
 @audit_app.command("seal")
 @handle_errors
 def audit_seal(home: HomeOption = None) -> None:
-    """Sign a checkpoint over the current end of the log now."""
+    """Sign a checkpoint over the current end of the log now and hand every checkpoint
+    to the witnesses (recovery service, witness file, auditors' daily mail)."""
     instance = open_instance(home)
-    instance.seal()
+    failed = False
+    for result in seal_and_witness(instance):
+        if result.error:
+            failed = True
+            err_console.print(f"[red]witness {result.witness}:[/] {result.error}", highlight=False)
+        else:
+            console.print(
+                f"witness {result.witness}: {result.handed} handed, holds up to record "
+                f"{result.last_seq}",
+                highlight=False,
+            )
+    if failed:
+        raise AuditError("audit log sealed, but a witness did not take its checkpoints")
     console.print("audit log sealed")
+
+
+@audit_app.command("export")
+@handle_errors
+def audit_export(
+    out: Annotated[Path, typer.Option("--out", help="New folder for the bundle.")],
+    home: HomeOption = None,
+) -> None:
+    """Write the log, its checkpoints, the public keys and the recovery service's copy to
+    a folder an auditor checks elsewhere with 'mailpki audit verify --bundle'."""
+    instance = open_instance(home)
+    count = export_audit(instance, out)
+    console.print(f"exported {count} audit records to {out}", highlight=False)
+
+
+@audit_app.command("upgrade")
+@handle_errors
+def audit_upgrade(home: HomeOption = None) -> None:
+    """Migrate the database and make the ML-DSA-65 audit key of an instance created
+    before post-quantum checkpoints (any command that writes the log does it too)."""
+    instance = open_instance(home)
+    instance.audit  # noqa: B018 - makes the key, records and seals it on first use
+    keys = instance.audit_keys()
+    console.print(
+        "audit checkpoints are signed with ECDSA and ML-DSA-65"
+        if keys.mldsa is not None
+        else "no ML-DSA-65 key",
+        highlight=False,
+    )
 
 
 @config_app.command("set")

@@ -74,6 +74,18 @@ def _networks(value: str) -> str:
     return ",".join(items)
 
 
+_MAIL_RE = re.compile(r"[^@\s,<>\"]{1,64}@[^@\s,<>\"]{1,255}")
+
+
+def _mail_list(value: str) -> str:
+    """Comma-separated mail addresses (empty allowed)."""
+    addresses = [a.strip() for a in value.split(",") if a.strip()]
+    for address in addresses:
+        if not _MAIL_RE.fullmatch(address):
+            raise ValueError(f"{address[:80]!r} is not a mail address")
+    return ",".join(addresses)
+
+
 def _checked(check: Callable[[str], str]) -> Callable[[str], str]:
     """A check that raises ConfigError, as a setting parser (those raise ValueError)."""
 
@@ -187,6 +199,15 @@ SCHEMA: dict[str, Setting] = {
     "ocsp.key_type": Setting(choice(*KEY_TYPES), "p256", "key type of the OCSP responder"),
     "audit.checkpoint_every": Setting(
         int_range(1, 1_000_000), 100, "records between signed audit checkpoints"
+    ),
+    "audit.witness_file": Setting(
+        optional_text,
+        "",
+        "append-only file (outside the home folder) that keeps a copy of every audit "
+        "checkpoint; empty: none",
+    ),
+    "audit.witness_mail": Setting(
+        _mail_list, "", "comma-separated auditors' addresses that get each daily checkpoint"
     ),
     "admin.role_oid_arc": Setting(
         role_arc, "1.3.6.1.4.1.32473.1", "policy OID arc of admin roles (use your own PEN)"

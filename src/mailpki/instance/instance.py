@@ -9,11 +9,13 @@ from functools import cached_property
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy.orm import Session
 
 from mailpki.audit import AuditLog, VerifyReport, verify_log
+from mailpki.audit.keys import AuditKeys
 from mailpki.auth.directory_logon import DirectoryAuthenticator
 from mailpki.auth.limiter import LoginLimiter
 from mailpki.auth.pins import PinAuthenticator
@@ -24,6 +26,7 @@ from mailpki.directory.publisher import PUBLISH, UNPUBLISH, Publisher, queue_job
 from mailpki.directory.registry import DirectoryRegistry
 from mailpki.enrollment.requests import ApprovalQueue
 from mailpki.errors import ConfigError, InstanceError
+from mailpki.instance.audit_keys import audit_keys, load_or_create_mldsa
 from mailpki.instance.config import Config, pki_url_from
 from mailpki.keymanager.manager import KeyManager, PoolCipher
 from mailpki.keystore.configured import open_key_store, store_secret
@@ -100,10 +103,21 @@ class Instance:
 
     @cached_property
     def audit(self) -> AuditLog:
-        return AuditLog(
-            signer=self.keys.load(AUDIT_KEY),
-            checkpoint_every=int(self.config.get("audit.checkpoint_every")),
+        """The log, signing checkpoints with ECDSA and ML-DSA-65 (made at first use)."""
+        signer = self.keys.load(AUDIT_KEY)
+        if not isinstance(signer, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise InstanceError("the audit key is neither EC nor RSA")
+        every = int(self.config.get("audit.checkpoint_every"))
+        pq = load_or_create_mldsa(
+            config=self.config,
+            keys_dir=self.home / KEYS_DIR,
+            ca_dir=self.home / CA_DIR,
+            db=self.db,
+            classic=signer,
+            checkpoint_every=every,
+            actor=cli_actor(),
         )
+        return AuditLog(signer=signer, pq_signer=pq, checkpoint_every=every)
 
     @property
     def ca_settings(self) -> CASettings:
@@ -261,9 +275,14 @@ class Instance:
         except (OSError, ValueError) as exc:
             raise InstanceError(f"cannot read the audit public key {path}: {exc}") from None
 
+    def audit_keys(self) -> AuditKeys:
+        """The public audit keys (ECDSA, and ML-DSA-65 once made)."""
+        return audit_keys(self.home / CA_DIR)
+
     def verify_audit(self) -> VerifyReport:
+        keys = self.audit_keys()
         with self.db.session() as session:
-            return verify_log(session, self.audit_public_key())
+            return verify_log(session, keys.classic, keys.mldsa)
 
     def verify_recovery_audit(self) -> VerifyReport | None:
         """The embedded recovery service's own log; None when the service runs apart."""

@@ -9,6 +9,7 @@ approved message earns.
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,10 +17,12 @@ from typing import Any, Protocol
 
 from mailpki.errors import InputError, RecoveryError, RecoveryRefused
 from mailpki.recovery.service import RecoveryService
+from mailpki.recovery.witness import witness_of
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 MESSAGES_PATH = "/v1/messages"
 INFO_PATH = "/v1/info"
+WITNESS_PATH = "/v1/witness"
 
 
 class RecoveryClient(Protocol):
@@ -29,6 +32,14 @@ class RecoveryClient(Protocol):
 
     def send(self, message: bytes) -> dict[str, Any]:
         """Deliver one signed message; RecoveryRefused if the service says no."""
+        ...
+
+    def witness(self, submission: bytes) -> dict[str, Any]:
+        """Hand one audit checkpoint in; RecoveryRefused if it does not extend the chain."""
+        ...
+
+    def witnessed(self, instance: str, after: int = 0) -> dict[str, Any]:
+        """One page of the checkpoint chain the service holds for ``instance``."""
         ...
 
     @property
@@ -60,6 +71,12 @@ class LocalRecoveryClient:
 
     def send(self, message: bytes) -> dict[str, Any]:
         return self.local_service().handle(message)
+
+    def witness(self, submission: bytes) -> dict[str, Any]:
+        return witness_of(self.local_service()).accept(submission)
+
+    def witnessed(self, instance: str, after: int = 0) -> dict[str, Any]:
+        return witness_of(self.local_service()).copy(instance, after=after)
 
     def close(self) -> None:
         if self._service is not None:
@@ -94,6 +111,21 @@ class HttpRecoveryClient:
             headers={"Content-Type": "application/pkcs7-mime"},
         )
         return self._call(request)
+
+    def witness(self, submission: bytes) -> dict[str, Any]:
+        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
+            self.url + WITNESS_PATH,
+            data=submission,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        return self._call(request)
+
+    def witnessed(self, instance: str, after: int = 0) -> dict[str, Any]:
+        if not re.fullmatch(r"[0-9a-f]{64}", instance):
+            raise InputError("an instance id is 64 hex digits")
+        url = f"{self.url}{WITNESS_PATH}/{instance}?after={int(after)}"
+        return self._call(urllib.request.Request(url, method="GET"))  # noqa: S310
 
     def close(self) -> None:
         pass

@@ -139,6 +139,8 @@ class AuditCheckpoint(Base):
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
     time: Mapped[str] = mapped_column(String(40), nullable=False)
     signature: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    # ML-DSA-65 over the same payload; empty on checkpoints written before the upgrade.
+    pq_signature: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 # -- Key Manager (instance database) ------------------------------------------------------
@@ -283,6 +285,38 @@ class RecoveryAlert(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     holds: Mapped[bool] = mapped_column(Boolean, nullable=False)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WitnessedInstance(Base):
+    """An instance whose audit checkpoints this recovery service witnesses.
+
+    Pinned by the first checkpoint it hands in: `id` is the SHA-256 of its ECDSA audit
+    public key, and later checkpoints must verify with these keys.
+    """
+
+    __tablename__ = "krs_witnessed_instances"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    audit_key: Mapped[str] = mapped_column(Text, nullable=False)
+    mldsa_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class WitnessedCheckpoint(Base):
+    """One checkpoint of an instance's audit log, as handed to and countersigned here."""
+
+    __tablename__ = "krs_witnessed_checkpoints"
+
+    instance_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("krs_witnessed_instances.id"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    time: Mapped[str] = mapped_column(String(40), nullable=False)
+    signature: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    pq_signature: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    received_at: Mapped[str] = mapped_column(String(40), nullable=False)
+    countersignature: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
 # -- Directories, authentication, approval (instance database) ----------------------------

@@ -1,0 +1,101 @@
+"""`mailpki audit verify`: the log, its witnesses and the state, checked together.
+
+1. the chain, its checkpoints (ECDSA and ML-DSA-65) and the head (``verify_log``);
+2. the log against every configured witness's copy (``check_copy``): records a witness
+   saw sealed must still be there, unchanged, with their checkpoints, and the log may
+   not end before the newest witnessed checkpoint (a cut log, a rolled-back database);
+3. the state against the log (``check_instance_state``): certificates, revocations and
+   escrowed keys each need their record; recoveries need theirs on both sides when the
+   recovery service is embedded;
+4. the embedded recovery service's own log.
+A witness that cannot be read is a failure: it cannot vouch for anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mailpki.audit import VerifyReport
+from mailpki.audit.consistency import check_instance_state, check_recoveries
+from mailpki.audit.keys import pq_required_from
+from mailpki.audit.verify import Problem
+from mailpki.audit.witness import check_copy
+from mailpki.instance.audit_witnesses import witness_copies
+from mailpki.instance.instance import Instance
+
+__all__ = ["AuditCheck", "WitnessStatus", "check_audit"]
+
+
+@dataclass(frozen=True)
+class WitnessStatus:
+    name: str
+    location: str
+    independent: bool
+    why: str
+    held: int
+    last_seq: int
+    problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True)
+class AuditCheck:
+    log: VerifyReport
+    witnesses: tuple[WitnessStatus, ...]
+    unreadable: tuple[str, ...]
+    state: tuple[Problem, ...]
+    recovery: VerifyReport | None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        found = list(self.log.problems)
+        for witness in self.witnesses:
+            found.extend(witness.problems)
+        found.extend(self.state)
+        found.extend(Problem(None, "unreadable-witness", u) for u in self.unreadable)
+        if self.recovery is not None:
+            found.extend(
+                Problem(p.seq, p.kind, f"recovery service log: {p.message}")
+                for p in self.recovery.problems
+            )
+        return tuple(found)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.log.omitted == 0
+
+
+def check_audit(instance: Instance) -> AuditCheck:
+    log = instance.verify_audit()
+    keys = instance.audit_keys()
+    copies, unreadable = witness_copies(instance, keys)
+    statuses: list[WitnessStatus] = []
+    notes: list[str] = []
+    with instance.db.session() as session:
+        pq_from = pq_required_from(session, keys)
+        for copy in copies:
+            problems = check_copy(session, keys, copy, pq_from=pq_from)
+            statuses.append(
+                WitnessStatus(
+                    copy.name,
+                    copy.location,
+                    copy.independent,
+                    copy.why,
+                    len(copy.checkpoints),
+                    copy.last_seq,
+                    tuple(problems),
+                )
+            )
+            if not copy.checkpoints:
+                notes.append(
+                    f"witness {copy.name} holds no checkpoint of this instance yet: run "
+                    "'mailpki audit seal'"
+                )
+        state = check_instance_state(session)
+        recovery: VerifyReport | None = None
+        if instance.recovery_client.is_local:
+            service = instance.recovery_client.local_service()
+            recovery = service.verify_audit()
+            with service.db.session() as krs_session:
+                state += check_recoveries(session, krs_session)
+    return AuditCheck(log, tuple(statuses), tuple(unreadable), tuple(state), recovery, tuple(notes))
