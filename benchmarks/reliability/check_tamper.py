@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     with tempfile.TemporaryDirectory(prefix="tamper-") as tmp:
         work = Path(tmp)
+        work.chmod(0o755)  # the PostgreSQL server runs as its own user and must reach its dir
         if args.only in (None, "sqlite"):
             (work / "sqlite").mkdir()
             home = work / "sqlite" / "corp"

@@ -8,7 +8,6 @@ Every kind leaves the rest of the database alone; `restore` puts the pristine co
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -60,9 +59,9 @@ class SqliteTarget:
         )
 
     def restore(self, copy: Path) -> None:
-        shutil.copyfile(copy, self.path)
-        for suffix in ("-wal", "-shm"):
-            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        subprocess.run(
+            ["sqlite3", str(self.path), f".restore '{copy}'"], check=True, capture_output=True
+        )
 
 
 @dataclass
@@ -147,5 +146,6 @@ def make_history(home: Path, target: Target, work: Path, *, database_url: str | 
 
 
 def detected(home: Path) -> bool:
-    """Does `mailpki audit verify` refuse the log (non-zero exit)?"""
-    return mailpki("audit", "verify", "--home", home).returncode != 0
+    """Does `mailpki audit verify` refuse the log as tampered (not for another error)?"""
+    result = mailpki("audit", "verify", "--home", home)
+    return result.returncode != 0 and "audit log tampered" in result.stderr
