@@ -158,6 +158,14 @@ def _hand_to_krs(instance: Instance, keys: AuditKeys) -> HandOver:
     try:
         held = int(client.witnessed(keys.instance_id, 2**62).get("last_seq") or 0)
         pending = _checkpoints_after(instance, held)
+        mine = _checkpoints_after(instance, held - 1) if held else []
+        theirs = client.witnessed(keys.instance_id, held - 1).get("checkpoints") if held else []
+        if held and (not mine or not theirs or mine[0].hash != theirs[0].get("hash")):
+            return HandOver(
+                name, 0, held,
+                f"the witness holds checkpoint {held}, which this log no longer has: the "
+                "database was cut or rolled back; run 'mailpki audit verify'",
+            )  # fmt: skip
         if held == 0 and pending:
             pending = pending[-1:]  # a new chain starts at the newest checkpoint
         handed = 0
