@@ -385,9 +385,14 @@ class CertificateAuthority:
         return der
 
     def list_certificates(
-        self, *, limit: int | None = None, email: str | None = None, include_ca: bool = False
+        self,
+        *,
+        limit: int | None = None,
+        email: str | None = None,
+        include_ca: bool = False,
+        offset: int = 0,
     ) -> tuple[list[CertificateInfo], int]:
-        """Newest first; returns (page, total)."""
+        """Newest first, from `offset`; returns (page, total)."""
         query = select(CertificateRecord)
         count = select(func.count()).select_from(CertificateRecord)
         if not include_ca:
@@ -402,6 +407,8 @@ class CertificateAuthority:
         query = query.order_by(CertificateRecord.id.desc())
         if limit:
             query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
         now = datetime.now(UTC)
         with self.db.session() as session:
             total = session.scalar(count) or 0

@@ -10,6 +10,7 @@ import typer
 from mailpki import __version__
 from mailpki.cli import (
     admin,
+    api_token,
     ca,
     demo,
     directory,
@@ -40,6 +41,7 @@ app.add_typer(admin.config_app, name="config")
 app.add_typer(recovery.admin_app, name="admin")
 app.add_typer(recovery.recovery_app, name="recovery")
 app.add_typer(recovery_service.service_app, name="recovery-service")
+app.add_typer(api_token.app, name="api-token")
 recovery_service.register_connect(recovery.recovery_app)
 enroll.register(app)
 mail.register(app)

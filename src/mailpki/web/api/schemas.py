@@ -1,0 +1,156 @@
+"""The JSON shapes of the API, as pydantic models (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mailpki.ca.authority import CertificateInfo
+from mailpki.directory.entry import DirectoryEntry
+from mailpki.enrollment.requests import RequestView
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="A stable, machine-readable code, e.g. not_found.")
+    message: str = Field(description="What went wrong, for a person.")
+
+
+class ErrorBody(BaseModel):
+    """Every error of the API has this shape."""
+
+    error: ErrorDetail
+
+
+class Person(BaseModel):
+    login: str
+    directory: str
+    mail: str | None
+    display_name: str | None
+    given_name: str | None
+    surname: str | None
+    organisation: str | None
+    site: str | None
+    enabled: bool
+
+    @classmethod
+    def of(cls, entry: DirectoryEntry) -> Person:
+        return cls(
+            login=entry.login,
+            directory=entry.directory,
+            mail=entry.mail,
+            display_name=entry.display_name,
+            given_name=entry.given_name,
+            surname=entry.surname,
+            organisation=entry.organisation,
+            site=entry.site,
+            enabled=entry.enabled,
+        )
+
+
+class Certificate(BaseModel):
+    serial: str = Field(description="Hex, as `mailpki certs list` prints it.")
+    subject: str
+    email: str | None
+    profile: str
+    status: Literal["valid", "revoked", "expired"]
+    not_before: datetime
+    not_after: datetime
+    revoked_at: datetime | None
+    reason: str | None
+
+    @classmethod
+    def of(cls, info: CertificateInfo) -> Certificate:
+        return cls(
+            serial=info.serial,
+            subject=info.subject,
+            email=info.email,
+            profile=info.profile,
+            status=info.status,  # type: ignore[arg-type]
+            not_before=info.not_before,
+            not_after=info.not_after,
+            revoked_at=info.revoked_at,
+            reason=info.reason,
+        )
+
+
+class CertificatePage(BaseModel):
+    items: list[Certificate]
+    total: int = Field(description="How many match, over all pages.")
+    offset: int
+    limit: int
+
+
+class Revocation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        default="unspecified",
+        max_length=40,
+        description="RFC 5280 reason: keyCompromise, affiliationChanged, superseded, …",
+    )
+
+
+class InvitationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    logins: list[str] = Field(
+        min_length=1,
+        max_length=50_000,
+        description="Directory logins (or mail addresses) of the people to invite.",
+    )
+    resend: bool = Field(default=False, description="Replace an open invitation link.")
+
+
+class InvitationReport(BaseModel):
+    invited: int
+    errors: list[str] = Field(description="One line per person who was not invited, and why.")
+    notes: list[str]
+
+
+class EnrollmentRequest(BaseModel):
+    id: int
+    login: str
+    directory: str
+    mail: str | None
+    state: str
+    reasons: list[str]
+    created_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    note: str | None
+
+    @classmethod
+    def of(cls, view: RequestView) -> EnrollmentRequest:
+        return cls(
+            id=view.id,
+            login=view.login,
+            directory=view.directory,
+            mail=view.mail,
+            state=view.state,
+            reasons=list(view.reasons),
+            created_at=view.created_at,
+            decided_at=view.decided_at,
+            decided_by=view.decided_by,
+            note=view.note,
+        )
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(default="", max_length=1000)
+
+
+class Recovery(BaseModel):
+    """One key recovery, as the recovery service reports it."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class AuditStatus(BaseModel):
+    intact: bool
+    records: int
+    checkpoints: int
+    problems: list[str]
