@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from markupsafe import Markup
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
-from starlette.routing import Mount
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mailpki.ca.settings import FULL_CRL, ROOT_CRL, crl_scope
@@ -22,7 +21,7 @@ from mailpki.instance.health import check_readiness, read_status
 from mailpki.instance.housekeeping import Housekeeping
 from mailpki.instance.instance import Instance
 from mailpki.instance.portal import Portal
-from mailpki.web.api.app import create_api
+from mailpki.web.api.app import ApiPrefix, create_api
 from mailpki.web.health import HealthSource, RequestMetrics, health_routes, parse_allow_list
 from mailpki.web.pki import create_pki_app
 from mailpki.web.portal.routes import portal_routes
@@ -139,16 +138,12 @@ def create_app(home: Path, *, housekeeping: bool = False) -> Starlette:
         certdir_rate_per_minute=int(instance.config.get("web.certdir_rate_per_minute")),
         extra_routes=[
             *health_routes(health, registry),
-            Mount(
-                "/api/v1",
-                app=create_api(
-                    instance, rate_per_minute=int(instance.config.get("api.rate_per_minute"))
-                ),
-            ),
             *portal_routes(portal, theme),
         ],
         certdir_frame=certdir_frame,
     )
+    api = create_api(instance, rate_per_minute=int(instance.config.get("api.rate_per_minute")))
+    app.add_middleware(ApiPrefix, api=api)
     app.add_middleware(RequestMetrics, registry=registry)
     if housekeeping:
         threading.Thread(target=portal.prepare, name="warm-up", daemon=True).start()

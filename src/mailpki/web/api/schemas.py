@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from mailpki.ca.authority import CertificateInfo
 from mailpki.directory.entry import DirectoryEntry
@@ -92,10 +92,13 @@ class Revocation(BaseModel):
     )
 
 
+Login = Annotated[str, StringConstraints(min_length=1, max_length=320, pattern=r"\S")]
+
+
 class InvitationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    logins: list[str] = Field(
+    logins: list[Login] = Field(
         min_length=1,
         max_length=50_000,
         description="Directory logins (or mail addresses) of the people to invite.",
@@ -149,8 +152,18 @@ class Recovery(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class Witness(BaseModel):
+    name: str
+    location: str
+    independent: bool = Field(
+        description="False when the instance's administrator could rewrite it."
+    )
+    last_seq: int = Field(description="The last record this witness saw sealed.")
+
+
 class AuditStatus(BaseModel):
     intact: bool
     records: int
     checkpoints: int
     problems: list[str]
+    witnesses: list[Witness]

@@ -1,0 +1,214 @@
+"""The JSON API over real HTTP against `mailpki serve`: the authorization matrix, the
+error shape, audit, rate limits, and schemathesis against the API's own OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.integration.cli_helpers import mailpki, make_csr
+
+ROLES = ("officer", "operator", "auditor")
+# (method, path, body, the roles allowed) — the table in the README.
+ENDPOINTS: list[tuple[str, str, dict[str, object] | None, set[str]]] = [
+    ("GET", "/people?q=fr", None, {"operator", "auditor"}),
+    ("GET", "/certificates", None, {"operator", "auditor"}),
+    ("GET", "/certificates/ABCDEF01", None, {"operator", "auditor"}),
+    ("GET", "/certificates/ABCDEF01/pem", None, {"operator", "auditor"}),
+    ("POST", "/certificates/ABCDEF01/revoke", {"reason": "superseded"}, {"operator"}),
+    ("POST", "/invitations", {"logins": ["nobody-here"]}, {"operator"}),
+    ("GET", "/requests", None, {"officer", "auditor"}),
+    ("POST", "/requests/999/approve", {"note": "ok"}, {"officer"}),
+    ("POST", "/requests/999/reject", {"note": "no"}, {"officer"}),
+    ("GET", "/recovery/report", None, {"auditor"}),
+    ("GET", "/audit/status", None, {"auditor"}),
+]
+
+
+def call(
+    base: str, method: str, path: str, token: str | None, body: object = None
+) -> tuple[int, dict[str, str], object]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{base}/api/v1{path}", data=data, method=method)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            raw, status, headers = response.read(), response.status, dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        raw, status, headers = exc.read(), exc.code, dict(exc.headers)
+    content_type = headers.get("content-type", headers.get("Content-Type", ""))
+    payload: object = json.loads(raw) if "json" in content_type else raw.decode()
+    return status, headers, payload
+
+
+def token(home: Path, name: str, role: str, *extra: str) -> str:
+    result = mailpki("api-token", "create", "--home", home, "--name", name, "--role", role, *extra)
+    assert result.code == 0, result.err
+    return result.out.strip()
+
+
+@pytest.fixture
+def people(sqlite_home: Path, tmp_path: Path) -> Path:
+    csv = tmp_path / "people.csv"
+    csv.write_text(
+        "login,mail,name,given_name,surname,site,groups\n"
+        "frank,frank@example.com,Frank Miller,Frank,Miller,Berlin,staff\n"
+        "greta,greta@example.com,Greta Hansen,Greta,Hansen,Oslo,staff\n"
+    )
+    assert mailpki("directory", "import", "--home", sqlite_home, csv).code == 0
+    return sqlite_home
+
+
+def test_authorization_matrix(
+    people: Path, tmp_path: Path, serve: Callable[[], str], sqlite_home: Path
+) -> None:
+    tokens: dict[str, str | None] = {role: token(people, f"t-{role}", role) for role in ROLES}
+    tokens["anonymous"] = None
+    expired = token(people, "t-expired", "operator", "--expires", "1")
+    with sqlite3.connect(people / "mailpki.db") as conn:
+        conn.execute(
+            "UPDATE api_tokens SET expires_at = '2020-01-01 00:00:00.000000' WHERE name = 't-expired'"
+        )
+    tokens["expired"] = expired
+    revoked = token(people, "t-revoked", "auditor")
+    assert mailpki("api-token", "revoke", "--home", people, "t-revoked").code == 0
+    tokens["revoked"] = revoked
+    other = tmp_path / "other"
+    assert mailpki(
+        "init", "--home", other, "--org", "Other", "--domain", "other.example",
+        "--ca-key-type", "p256",
+    ).code == 0  # fmt: skip
+    tokens["other instance"] = token(other, "t-operator", "operator")
+    tokens["garbage"] = "mpk_" + "A" * 43
+    base = serve()
+
+    for method, path, body, allowed in ENDPOINTS:
+        for who, secret in tokens.items():
+            status, headers, payload = call(base, method, path, secret, body)
+            if status >= 400:
+                assert isinstance(payload, dict) and set(payload) == {"error"}, (who, path, payload)
+            if who in allowed:
+                assert status not in (401, 403), (who, method, path, status, payload)
+            elif who in ROLES:
+                assert status == 403, (who, method, path, status, payload)
+                assert payload["error"]["code"] == "forbidden"  # type: ignore[index]
+            else:
+                assert status == 401, (who, method, path, status, payload)
+                assert payload["error"]["code"] == "unauthorized"  # type: ignore[index]
+                assert headers.get("www-authenticate", headers.get("WWW-Authenticate")) == "Bearer"
+
+
+def test_revoke_and_invite_are_audited_with_the_token_name(
+    people: Path, tmp_path: Path, serve: Callable[[], str]
+) -> None:
+    result = mailpki(
+        "ca", "issue", "--home", people, "--csr", make_csr(tmp_path, "alice"),
+        "--email", "alice@example.com", "--name", "Alice Smith", "--out", tmp_path / "a.pem",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    serial = result.out.split("serial ", 1)[1].split()[0]
+    ops = token(people, "hr-sync", "operator")
+    base = serve()
+
+    status, _, page = call(base, "GET", "/certificates?email=alice@example.com", ops)
+    assert status == 200 and page["total"] == 1  # type: ignore[index]
+    status, _, pem = call(base, "GET", f"/certificates/{serial}/pem", ops)
+    assert status == 200 and str(pem).startswith("-----BEGIN CERTIFICATE-----")
+    status, _, cert = call(
+        base, "POST", f"/certificates/{serial}/revoke", ops, {"reason": "keyCompromise"}
+    )
+    assert status == 200, cert
+    assert cert["status"] == "revoked" and cert["reason"] == "keyCompromise"  # type: ignore[index]
+    status, _, again = call(base, "POST", f"/certificates/{serial}/revoke", ops, {})
+    assert status in (400, 409) and "error" in again  # type: ignore[operator]
+
+    status, _, report = call(
+        base, "POST", "/invitations", ops, {"logins": ["frank", "greta", "nobody-here"]}
+    )
+    assert status == 200, report
+    assert report["invited"] == 2  # type: ignore[index]
+    assert len(report["errors"]) == 1 and "nobody-here" in report["errors"][0]  # type: ignore[index]
+
+    with sqlite3.connect(people / "mailpki.db") as conn:
+        actors = {
+            event: actor
+            for event, actor in conn.execute(
+                "SELECT event, actor FROM audit_records WHERE event IN "
+                "('cert.revoked', 'invitation.created', 'api.token_created')"
+            )
+        }
+    assert actors["cert.revoked"] == "api:hr-sync"
+    assert actors.get("invitation.created", "api:hr-sync") == "api:hr-sync"
+    assert mailpki("audit", "verify", "--home", people).code == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"logins": []}, 422),
+        ({"logins": ["  "]}, 422),
+        ({"logins": ["x" * 400]}, 422),
+        ({"logins": "frank"}, 422),
+        ({"logins": ["frank"], "extra": 1}, 422),
+        ({"reason": "because"}, 422),
+    ],
+)
+def test_bad_bodies_get_the_stable_error_shape(
+    people: Path, serve: Callable[[], str], body: dict[str, object], code: int
+) -> None:
+    ops = token(people, "ops", "operator")
+    base = serve()
+    status, _, payload = call(base, "POST", "/invitations", ops, body)
+    assert status == code
+    assert set(payload) == {"error"}  # type: ignore[arg-type]
+    assert set(payload["error"]) == {"code", "message"}  # type: ignore[index]
+
+
+def test_calls_are_rate_limited_per_token(people: Path, serve: Callable[[], str]) -> None:
+    assert mailpki("config", "set", "--home", people, "api.rate_per_minute", "3").code == 0
+    first, second = token(people, "a", "auditor"), token(people, "b", "auditor")
+    base = serve()
+    statuses = [call(base, "GET", "/requests", first)[0] for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    status, headers, payload = call(base, "GET", "/requests", first)
+    assert headers.get("retry-after", headers.get("Retry-After")) == "60"
+    assert status == 429 and payload["error"]["code"] == "rate_limited"  # type: ignore[index]
+    assert call(base, "GET", "/requests", second)[0] == 200  # another token has its own
+
+
+def _schemathesis() -> str:
+    found = shutil.which("schemathesis") or str(Path(sys.executable).with_name("schemathesis"))
+    assert Path(found).exists(), "schemathesis is a test dependency"
+    return found
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
+    people: Path, serve: Callable[[], str], role: str
+) -> None:
+    secret = token(people, f"fuzz-{role}", role)
+    base = serve()
+    proc = subprocess.run(
+        [
+            _schemathesis(), "run", f"{base}/api/v1/openapi.json",
+            "-H", f"Authorization: Bearer {secret}",
+            "--checks", "not_a_server_error,status_code_conformance,"
+            "content_type_conformance,response_schema_conformance",
+            "--max-examples", "10", "--generation-deterministic",
+        ],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
