@@ -384,3 +384,19 @@ def test_whole_message_without_from_option(env: Env, smtp_server: SMTPServer) ->
     assert result.code == 0, result.err
     [received] = smtp_server.messages
     assert received.mail_from == "bob@example.com"
+
+
+def test_send_encrypted_to_yourself_and_a_colleague(env: Env, smtp_server: SMTPServer) -> None:
+    """The sender among the --to addresses (their copy is added anyway) is one recipient."""
+    result = send(
+        env, smtp_server, "--to", "bob@example.com", "--to", "alice@example.com",
+        "--to", "Alice@Example.com", "--subject", "note to self", "--body-file", env.body,
+        "--sign", "--encrypt", "--p12", env.bob, "--password-file", env.password,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    [received] = smtp_server.messages
+    path = save(env, received.raw)
+    for p12 in (env.bob, env.alice):
+        opened_result, opened = decrypt(env, path, p12)
+        assert opened_result.code == 0, opened_result.err
+        assert is_valid(verify(env, opened))

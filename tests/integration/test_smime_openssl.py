@@ -710,3 +710,27 @@ def test_stdin_and_stdout(env: Env) -> None:
     assert opened.stdout.endswith(
         b"\r\n\r\nHello Alice,\r\nthe numbers are attached.\r\n-- \r\nBob\r\n"
     )
+
+
+def recipient_count(path: Path) -> int:
+    """How many RecipientInfos the enveloped message carries (openssl's own parse)."""
+    printed = subprocess.run(
+        ["openssl", "cms", "-cmsout", "-print", "-in", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return printed.count("d.ktri:") + printed.count("d.kari:")
+
+
+def test_sign_encrypt_to_yourself_merges_your_copy(env: Env) -> None:
+    """`--to` naming the sender (the sent copy is added anyway) or one address twice, in
+    any case, is one recipient: the message is made, each person gets one copy."""
+    out = fresh(env, "to-self")
+    result = mailpki(
+        "mail", "sign-encrypt", "--home", env.home, "--p12", env.bob.p12,
+        "--password-file", env.password, "--to", env.bob.email, "--to", "BOB@example.com",
+        "--to", env.alice.email, write(env, "plain", PLAIN), out,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert recipient_count(out) == 2
+    for person in (env.alice, env.bob):
+        assert b"multipart/signed" in openssl_decrypt(env, out, person)

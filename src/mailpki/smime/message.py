@@ -48,6 +48,7 @@ __all__ = [
     "is_signed",
     "sender_addresses",
     "sign_message",
+    "unique_certificates",
     "verify_message",
 ]
 
@@ -107,11 +108,12 @@ def encrypt_message(
     key_transport: KeyTransport = "pkcs1v15",
 ) -> bytes:
     """The message encrypted to every certificate in `recipients` (add the sender's own
-    to keep a readable copy)."""
+    to keep a readable copy). A certificate named twice (the sender among the recipients,
+    an address given twice) gets one copy of the key."""
     entity = parse(data)
     der = encrypt(
         entity.inner_entity(for_signing=False),
-        recipients,
+        unique_certificates(recipients),
         cipher=cipher,
         key_transport=key_transport,
     )
@@ -123,6 +125,18 @@ def encrypt_message(
         'Content-Disposition: attachment; filename="smime.p7m"',
         pkcs7_mime_body(der),
     )
+
+
+def unique_certificates(certificates: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """`certificates` in their order, each (issuer, serial) once."""
+    seen: set[tuple[bytes, int]] = set()
+    unique = []
+    for certificate in certificates:
+        key = (certificate.issuer.public_bytes(), certificate.serial_number)
+        if key not in seen:
+            seen.add(key)
+            unique.append(certificate)
+    return unique
 
 
 @dataclass(frozen=True)
