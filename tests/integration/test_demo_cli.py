@@ -128,18 +128,51 @@ def test_a_spent_pin_is_renewed_by_the_next_run(demo: tuple[Path, str]) -> None:
         instance.close()
 
 
-def test_other_port_updates_only_the_portal_url(demo: tuple[Path, str]) -> None:
+def test_another_port_never_changes_the_settings(demo: tuple[Path, str]) -> None:
+    """Printing the logons again must not move the links already mailed (web.base_url)."""
     home, _ = demo
     pins = printed_pins(run_demo(home))
-    moved = run_demo(home, "8766")
-    assert "Open http://127.0.0.1:8766/" in moved
-    assert printed_pins(moved) == pins
+    config_before = (home / "config.toml").read_bytes()
+    result = mailpki("demo", "--home", home, "--no-serve", "--port", "8766")
+    assert result.code == 0, result.err
+    assert "Open http://127.0.0.1:8765/" in result.out
+    assert printed_pins(result.out) == pins
+    assert "point at http://127.0.0.1:8765" in result.err
+    assert "config set --home" in result.err and "web.base_url http://127.0.0.1:8766" in result.err
+    assert (home / "config.toml").read_bytes() == config_before
     instance = Instance.open(home)
     try:
-        assert instance.config.get("web.base_url") == "http://127.0.0.1:8766"
+        assert instance.config.get("web.base_url") == "http://127.0.0.1:8765"
     finally:
         instance.close()
-    run_demo(home)
+    # Without --port the demo keeps to its own links: nothing to warn about.
+    again = mailpki("demo", "--home", home, "--no-serve")
+    assert again.code == 0 and "warning" not in again.err
+    assert "Open http://127.0.0.1:8765/" in again.out
+
+
+def test_a_void_pin_is_renewed_by_the_next_run(demo: tuple[Path, str]) -> None:
+    home, _ = demo
+    pins = printed_pins(run_demo(home))
+    pin, _mail = pins["1007"]
+    instance = Instance.open(home)
+    try:
+        for n in range(5):  # pins.max_attempts wrong tries void the PIN
+            with pytest.raises(AuthenticationError):
+                instance.pin_logon.authenticate("1007", "00000000", source=f"192.0.2.{n}")
+    finally:
+        instance.close()
+    renewed = printed_pins(run_demo(home))
+    assert renewed["1007"][0] != pin
+    assert {k: v for k, v in renewed.items() if k != "1007"} == {
+        k: v for k, v in pins.items() if k != "1007"
+    }
+
+
+def test_the_demo_says_its_revocation_urls_do_not_resolve(demo: tuple[Path, str]) -> None:
+    home, out = demo
+    assert "http://pki.example.com" in out and "does not resolve" in out
+    assert "web.base_url https://pki.yourcompany.com" in out
 
 
 def test_home_from_environment(demo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,12 +29,16 @@ def limiter_keys(login: str, source: str = "") -> tuple[str, ...]:
     return (base, f"{base}\x1f{source}") if source else (base,)
 
 
-def lockout_message(until: datetime) -> str:
-    # Rounded up to the minute: "after 10:16" must not be a minute early.
+def lock_end(until: datetime) -> str:
+    """The lock's end as HH:MM UTC, rounded up: "after 10:16" must not be a minute early."""
     until = until.astimezone(UTC)
     if until.second or until.microsecond:
         until = until.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    return f"too many failed logons: try again after {until:%H:%M} UTC"
+    return f"{until:%H:%M} UTC"
+
+
+def lockout_message(until: datetime) -> str:
+    return f"too many failed logons: try again after {lock_end(until)}"
 
 
 def _digest(key: str) -> str:

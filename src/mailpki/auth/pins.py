@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from mailpki.auth.identity import Identity, check_expected_mail
-from mailpki.auth.limiter import LoginLimiter, limiter_keys
+from mailpki.auth.limiter import LoginLimiter, limiter_keys, lock_end
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.directory.people_import import CsvRecord, read_csv
 from mailpki.directory.validation import MAX_REPORTED_ERRORS, check_mail, check_text
@@ -473,6 +473,16 @@ _REFUSALS = {
 }
 
 
+def pin_lockout_message(until: datetime, max_attempts: int) -> str:
+    """The lockout as a PIN holder needs it: the same words whether or not the id exists
+    (a guesser learns nothing), and the fact that waiting does not bring the PIN back."""
+    return (
+        f"too many failed logons. A PIN is void after {max_attempts} wrong tries, and the "
+        "right one is then refused too: ask HR (who gave you the PIN) for a new one, and "
+        f"log on with it after {lock_end(until)}"
+    )
+
+
 class PinAuthenticator:
     """Logon by employee id (or mail) and one-time HR PIN.
 
@@ -571,7 +581,9 @@ class PinAuthenticator:
         ident = login.strip()
         keys = limiter_keys(ident, source)
         for key in keys:
-            self._limiter.check(key)
+            until = self._limiter.locked_until(key)
+            if until is not None:
+                raise AuthenticationError(pin_lockout_message(until, self._max_attempts))
         pin = secret.strip()
         if (
             not ident

@@ -103,6 +103,7 @@ class DemoPin:
 class DemoInfo:
     home: Path
     base_url: str  # the portal's URL as configured (web.base_url)
+    pki_base_url: str  # where certificates send clients for CRLs and OCSP
     people: tuple[DemoPerson, ...]
     pins: tuple[DemoPin, ...]
     created: bool  # made by this call
@@ -189,8 +190,16 @@ def parse_credentials(
     return tuple(people), tuple(pins)
 
 
+def configured_base_url(home: Path) -> str | None:
+    """web.base_url of the instance in `home`, or None when there is none yet."""
+    if not (home / CONFIG_FILE).exists():
+        return None
+    return str(Config.load(home).get("web.base_url"))
+
+
 def prepare_demo(home: Path, *, base_url: str, actor: str) -> DemoInfo:
-    """A demo instance in `home`: created with sample people on first use, else reused.
+    """A demo instance in `home`: created with sample people on first use (its portal
+    links under `base_url`), else reused as it is, with spent PINs renewed.
 
     A home holding another instance (no credentials file) is not changed at all."""
     credentials = home / CREDENTIALS_FILE
@@ -204,12 +213,10 @@ def prepare_demo(home: Path, *, base_url: str, actor: str) -> DemoInfo:
     except (OSError, UnicodeDecodeError) as exc:
         raise InstanceError(f"cannot read {credentials}: {exc}") from None
     people, pins = parse_credentials(text, where=credentials)
-    config = Config.load(home)
+    # Settings are never changed here (web.base_url least of all: invitations already
+    # mailed carry it); only spent PINs are replaced, which is what a rerun is for.
     instance = Instance.open(home)
     try:
-        if str(config.get("web.base_url")) != base_url.rstrip("/"):
-            # Our own demo home served on another host or port: its links must follow.
-            instance.set_config("web.base_url", base_url, actor=actor)
         pins = _refresh_spent_pins(instance, people, pins, actor=actor)
     finally:
         instance.close()
@@ -219,13 +226,17 @@ def prepare_demo(home: Path, *, base_url: str, actor: str) -> DemoInfo:
 def _refresh_spent_pins(
     instance: Instance, people: tuple[DemoPerson, ...], pins: tuple[DemoPin, ...], *, actor: str
 ) -> tuple[DemoPin, ...]:
-    """A PIN works for one logon: a demo run gives the people who used theirs a new one
-    (so the printed table always works) and rewrites the credentials file."""
+    """A PIN works for one logon and is void after too many wrong tries: a demo run gives
+    the people whose PIN is used, void or expired a new one (so the printed table always
+    works) and rewrites the credentials file."""
+    max_attempts = int(instance.config.get("pins.max_attempts"))
     with instance.db.session() as session:
         spent = set(
             session.scalars(
                 select(HRPin.employee_id).where(
-                    HRPin.used_at.is_not(None) | (HRPin.expires_at <= datetime.now(UTC))
+                    HRPin.used_at.is_not(None)
+                    | (HRPin.expires_at <= datetime.now(UTC))
+                    | (HRPin.attempts >= max_attempts)
                 )
             )
         )
@@ -258,6 +269,7 @@ def _info(
     return DemoInfo(
         home=home,
         base_url=str(config.get("web.base_url")),
+        pki_base_url=str(config.get("web.pki_base_url")) or str(config.get("web.base_url")),
         people=people,
         pins=pins,
         created=created,

@@ -6,13 +6,18 @@ import asyncio
 import os
 import socket
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from markupsafe import Markup
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mailpki.ca.settings import FULL_CRL, ROOT_CRL, crl_scope
@@ -21,6 +26,7 @@ from mailpki.instance.health import check_readiness, read_status
 from mailpki.instance.housekeeping import Housekeeping
 from mailpki.instance.instance import Instance
 from mailpki.instance.portal import Portal
+from mailpki.web.access_log import AccessLog, logging_config, note
 from mailpki.web.api.app import ApiPrefix, create_api
 from mailpki.web.health import HealthSource, RequestMetrics, health_routes, parse_allow_list
 from mailpki.web.pki import create_pki_app
@@ -145,6 +151,30 @@ def create_app(home: Path, *, housekeeping: bool = False) -> Starlette:
     api = create_api(instance, rate_per_minute=int(instance.config.get("api.rate_per_minute")))
     app.add_middleware(ApiPrefix, api=api)
     app.add_middleware(RequestMetrics, registry=registry)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """404 and 405 from the router in the portal's frame (the PKI endpoints answer
+        their own plain 404s: mail clients, not people, fetch those)."""
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            message = "This page cannot be used that way. Go back to the start and try again."
+        else:
+            message = "There is no page at this address. Check the link, or start again."
+        note(exc.detail)
+        html = theme.render(
+            "error.html",
+            org=portal.org,
+            csrf="",
+            user=None,
+            certdir_url="/certs",
+            message=message,
+            error_status=exc.status_code,
+        )
+        return HTMLResponse(html, status_code=exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(404, http_error)
+    app.add_exception_handler(405, http_error)
+    app.add_middleware(AccessLog)
     if housekeeping:
         threading.Thread(target=portal.prepare, name="warm-up", daemon=True).start()
         Housekeeping(instance, portal=portal).start()
@@ -171,22 +201,38 @@ class NoDelayH11Protocol(H11Protocol):
         super().connection_made(transport)
 
 
-def run_server(home: Path, *, host: str, port: int, workers: int = 1) -> None:
-    import uvicorn
+def run_server(
+    home: Path,
+    *,
+    listener: socket.socket,
+    workers: int = 1,
+    log_level: str = "info",
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve the instance on `listener` (bound and listening already: see web/listen.py).
 
+    `on_ready` runs once the app is built, just before requests are answered; logging
+    (plain lines on stderr, access_log.logging_config) is set up before it."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config_args: dict[str, Any] = {
+        "log_config": logging_config(log_level),
+        "log_level": log_level,
+        "access_log": False,
+        "http": NoDelayH11Protocol,
+    }
     if workers > 1:
         # Each worker process opens the instance itself (PKCS#11 sessions do not survive fork).
         os.environ[HOME_ENV] = str(home.resolve())
-        app: Starlette | str = "mailpki.web.server:create_app_from_env"
-    else:
-        app = create_app(home, housekeeping=True)
-    uvicorn.run(
-        app,
-        factory=workers > 1,
-        workers=workers if workers > 1 else None,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        http=NoDelayH11Protocol,
-    )
+        config = uvicorn.Config(
+            "mailpki.web.server:create_app_from_env", factory=True, workers=workers, **config_args
+        )
+        if on_ready is not None:
+            on_ready()
+        Multiprocess(config, sockets=[listener]).run()
+        return
+    config = uvicorn.Config(create_app(home, housekeeping=True), **config_args)
+    if on_ready is not None:
+        on_ready()
+    uvicorn.Server(config).run(sockets=[listener])

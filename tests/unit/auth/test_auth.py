@@ -495,10 +495,37 @@ def test_pin_logon_is_locked_out_by_the_limiter(db: Database, clock: Clock) -> N
     for _ in range(2):
         with pytest.raises(AuthenticationError, match=WRONG_PIN):
             auth.authenticate("E100", "000000")
-    with pytest.raises(AuthenticationError, match="try again after 09:05 UTC"):
+    with pytest.raises(AuthenticationError, match="log on with it after 09:05 UTC"):
         auth.authenticate("E100", PIN_UMA)
     clock.advance(minutes=5)
     assert auth.authenticate("E100", PIN_UMA).method == "pin"
+
+
+def test_the_pin_lockout_says_the_pin_is_void_and_who_gives_a_new_one(
+    db: Database, clock: Clock
+) -> None:
+    """With the defaults (5 failures lock, 5 wrong tries void the PIN) the lock ends but the
+    PIN stays void: the lockout says so, and the same for an id nobody has."""
+    hasher = CountingHasher()
+    import_pins(db, PIN_CSV.encode(), validity=VALIDITY, clock=clock, hasher=hasher)
+    limiter = LoginLimiter(db, max_failures=5, lockout=timedelta(minutes=15), clock=clock)
+    auth = PinAuthenticator(
+        db, limiter, max_attempts=5, lookup_mail=lambda _m: None, clock=clock, hasher=hasher
+    )
+    answers = []
+    for ident in ("E100", "E999"):
+        for _ in range(5):
+            with pytest.raises(AuthenticationError, match=f"^{WRONG_PIN}$"):
+                auth.authenticate(ident, "000000")
+        with pytest.raises(AuthenticationError) as info:
+            auth.authenticate(ident, PIN_UMA)
+        answers.append(str(info.value))
+    assert answers[0] == answers[1]
+    assert "void after 5 wrong tries" in answers[0] and "ask HR" in answers[0]
+    assert answers[0].endswith("after 09:15 UTC")
+    clock.advance(minutes=15)
+    with pytest.raises(AuthenticationError, match="void after too many wrong attempts"):
+        auth.authenticate("E100", PIN_UMA)
 
 
 def test_a_disabled_directory_entry_does_not_spend_the_pin(pins: Pins) -> None:

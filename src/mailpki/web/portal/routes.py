@@ -32,6 +32,7 @@ from mailpki.enrollment.invitations import check_token
 from mailpki.enrollment.portal_store import check_handle
 from mailpki.errors import AuthenticationError, InputError, MailPKIError, NotFoundError
 from mailpki.instance.portal import Portal, PortalOutcome
+from mailpki.web.access_log import note
 from mailpki.web.certdir import RateLimiter
 from mailpki.web.portal.sessions import PortalSession, SessionCookies
 from mailpki.web.portal.theme import Theme
@@ -65,6 +66,8 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
     logon_limiter = RateLimiter(LOGON_RATE_PER_MINUTE, LOGON_RATE_PER_MINUTE)
 
     def page(session: PortalSession, name: str, *, status: int = 200, **context: Any) -> Response:
+        if status >= 400 and context.get("message"):
+            note(str(context["message"]))  # the reason, on the request's access line
         html = theme.render(
             name,
             org=portal.org,
@@ -76,7 +79,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         return cookies.attach(session, HTMLResponse(html, status_code=status))
 
     def error(session: PortalSession, message: str, *, status: int) -> Response:
-        return page(session, "error.html", status=status, message=message)
+        return page(session, "error.html", status=status, message=message, error_status=status)
 
     async def load(request: Request) -> PortalSession:
         return await run_in_threadpool(cookies.load, request)
