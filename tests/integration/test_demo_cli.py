@@ -170,7 +170,7 @@ def test_a_void_pin_is_renewed_by_the_next_run(demo: tuple[Path, str]) -> None:
 
 
 def test_the_demo_says_its_revocation_urls_do_not_resolve(demo: tuple[Path, str]) -> None:
-    home, out = demo
+    _home, out = demo
     assert "http://pki.example.com" in out and "does not resolve" in out
     assert "web.base_url https://pki.yourcompany.com" in out
 
