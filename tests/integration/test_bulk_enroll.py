@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from mailpki.ca.serials import to_hex
+from mailpki.ca.serials import show_serial
 from mailpki.instance import enrollments
 from mailpki.instance.enrollments import p12_name
 from mailpki.instance.instance import Instance
@@ -105,7 +105,7 @@ def test_bulk_enroll_everyone(home: Path, tmp_path: Path) -> None:
         assert GENERATED.fullmatch(row["password"]), row
         assert Path(row["file"]) == out / p12_name(row["email"])
         loaded = open_p12(Path(row["file"]), row["password"])
-        assert to_hex(loaded.certificate.serial_number) == row["serial"]
+        assert show_serial(loaded.certificate.serial_number) == row["serial"]
         assert email_of(loaded) == row["email"]
         if key_types[row["email"]] == "p256":
             assert isinstance(loaded.key, ec.EllipticCurvePrivateKey)
@@ -168,7 +168,7 @@ def test_password_file_is_used_for_every_file_and_never_printed(
     assert "Correct-Horse" not in result.out + result.err
     for row in rows:
         loaded = open_p12(Path(row["file"]), b"Correct-Horse-Battery-7")
-        assert to_hex(loaded.certificate.serial_number) == row["serial"]
+        assert show_serial(loaded.certificate.serial_number) == row["serial"]
     assert {r["state"] for r in escrowed(sqlite_home)} == {"delivered"}
 
 

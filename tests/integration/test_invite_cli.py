@@ -152,3 +152,76 @@ def test_concurrent_redeem_exactly_one_wins(
         for db in databases:
             db.dispose()
     assert sorted(outcomes) == ["used", "used", "used", "won"], outcomes
+
+
+def enroll_user(home: Path, tmp_path: Path, login: str) -> None:
+    password = tmp_path / "p12.pw"
+    password.write_text("a long passphrase 2026\n")
+    result = mailpki(
+        "enroll", "--home", home, "--user", login, "--out", tmp_path / f"{login}.p12",
+        "--password-file", password,
+    )  # fmt: skip
+    assert result.code == 0, result.out + result.err
+
+
+def test_invite_skips_a_certificate_holder_unless_forced(
+    sqlite_home: Path, tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    setup(sqlite_home, tmp_path, smtp_server)
+    enroll_user(sqlite_home, tmp_path, "alice")
+    result = mailpki("invite", "--home", sqlite_home, "alice", "bob")
+    assert result.code == 0, result.err
+    assert "1 invited, 1 skipped" in result.out
+    skipped = next(line for line in result.out.splitlines() if line.startswith("skipped alice"))
+    assert "already holds a valid certificate" in skipped and "--force" in skipped
+    assert re.search(r"certificate [0-9A-F]{32}, valid until \d{4}-\d\d-\d\d", skipped)
+    assert links(smtp_server, "alice@example.com") == []
+    forced = mailpki("invite", "--home", sqlite_home, "alice", "--force")
+    assert forced.code == 0 and "invited alice" in forced.out, forced.out + forced.err
+    assert "invited (--force)" in forced.err
+    assert len(links(smtp_server, "alice@example.com")) == 1
+
+
+def test_invite_near_expiry_is_a_renewal(
+    sqlite_home: Path, tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    setup(sqlite_home, tmp_path, smtp_server)
+    shipped = Path(__file__).resolve().parents[2] / "src/mailpki/policy/profiles"
+    profile = (shipped / "sponsored-multipurpose.toml").read_text()
+    (sqlite_home / "profiles").mkdir(exist_ok=True)
+    (sqlite_home / "profiles" / "sponsored-multipurpose.toml").write_text(
+        re.sub(r"(?m)^validity_days = \d+$", "validity_days = 20", profile)
+    )
+    enroll_user(sqlite_home, tmp_path, "dave")
+    result = mailpki("invite", "--home", sqlite_home, "dave")
+    assert result.code == 0 and "invited dave" in result.out, result.out + result.err
+    assert "dave: invited to renew" in result.err
+    assert len(links(smtp_server, "dave@example.com")) == 1
+
+
+@pytest.mark.parametrize(
+    ("logon", "says", "not_says"),
+    [
+        ("pin", "employee id and the one-time PIN that HR gives you", "usual login"),
+        ("directory", "usual login and password", "PIN"),
+        ("directory,pin", "usual login and password (the ones", None),
+    ],
+)
+def test_the_invitation_says_how_to_log_on(
+    sqlite_home: Path,
+    tmp_path: Path,
+    smtp_server: SMTPServer,
+    logon: str,
+    says: str,
+    not_says: str | None,
+) -> None:
+    setup(sqlite_home, tmp_path, smtp_server)
+    assert mailpki("config", "set", "--home", sqlite_home, "portal.logon", logon).code == 0
+    assert mailpki("invite", "--home", sqlite_home, "bob").code == 0
+    [mail] = [m for m in smtp_server.messages if "bob@example.com" in m.rcpt_tos]
+    text = " ".join(mail.text.split())
+    assert "The page first asks who you are." in text and says in text
+    if not_says:
+        assert not_says not in text
+    html_part = mail.message.get_body(preferencelist=("html",))
+    assert html_part is not None and says in " ".join(str(html_part.get_content()).split())

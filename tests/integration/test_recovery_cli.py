@@ -109,7 +109,7 @@ def add_admin(home: Path, folder: Path, name: str, role: str) -> tuple[Path, str
     match = re.search(rf"{role} certificate ([0-9A-F]+), PKCS#12 written", result.out)
     assert match, result.out
     pw = write_password(folder / f"{name}-{role}.pw", shown_password(result.out))
-    return out, match.group(1), pw
+    return out, stored_serial(match.group(1)), pw
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def enroll(home: Path, folder: Path, name: str, *extra: str | Path) -> Enrolled:
     )  # fmt: skip
     match = re.search(r"example\.com: certificate ([0-9A-F]+), key escrowed", result.out)
     assert match, result.out
-    return Enrolled(out, match.group(1), shown_password(result.out), result)
+    return Enrolled(out, stored_serial(match.group(1)), shown_password(result.out), result)
 
 
 def load_p12(path: Path, password: str) -> tuple[Any, x509.Certificate]:
@@ -145,6 +145,11 @@ def private_der(key: Any) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+
+
+def stored_serial(printed: str) -> str:
+    """The serial as the service keeps it (no leading zeros) from the zero-padded print."""
+    return format(int(printed, 16), "X")
 
 
 def cert_serial(cert: x509.Certificate) -> str:

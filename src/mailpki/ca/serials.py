@@ -23,6 +23,17 @@ def to_hex(serial: int) -> str:
     return format(serial, "X")
 
 
+SERIAL_DIGITS = 32  # 127-bit serials: at most 32 hex digits
+
+
+def show_serial(serial: int | str) -> str:
+    """How a serial is printed, in the CLI and on pages: upper-case hex zero-padded to
+    32 digits, so every serial has the same width (a random serial can have leading zero
+    digits). `parse_serial` reads it back; storage keeps `to_hex`."""
+    value = int(serial, 16) if isinstance(serial, str) else serial
+    return format(value, f"0{SERIAL_DIGITS}X")
+
+
 def parse_serial(text: str) -> int:
     """Accept hex as printed by 'certs list', with optional 0x, colons or spaces."""
     cleaned = text.strip().lower().replace(":", "").replace(" ", "")

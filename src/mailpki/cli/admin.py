@@ -11,7 +11,7 @@ from rich.table import Table
 
 from mailpki.audit.bundle import verify_bundle
 from mailpki.audit.verify import Problem
-from mailpki.ca.serials import parse_serial
+from mailpki.ca.serials import parse_serial, show_serial
 from mailpki.cli.common import (
     HomeOption,
     console,
@@ -56,7 +56,13 @@ def certs_list(
         # Piped: one tab-separated line per certificate, nothing cut, easy to grep and cut.
         sys.stdout.write("serial\tsubject\tmail\tprofile\tstatus\tnot_after\n")
         for row in rows:
-            fields = (row.serial, row.subject, row.email or "", row.profile, row.status)
+            fields = (
+                show_serial(row.serial),
+                row.subject,
+                row.email or "",
+                row.profile,
+                row.status,
+            )
             sys.stdout.write("\t".join(fields) + f"\t{row.not_after:%Y-%m-%d}\n")
         return
     table = Table()
@@ -69,7 +75,7 @@ def certs_list(
     for row in rows:
         style = {"revoked": "red", "expired": "yellow"}.get(row.status, "")
         table.add_row(
-            row.serial,
+            show_serial(row.serial),
             row.subject,
             row.email or "",
             row.profile,

@@ -10,7 +10,7 @@ import typer
 
 from mailpki.base.files import write_atomically
 from mailpki.ca.crl import parse_reason, reason_name
-from mailpki.ca.serials import parse_serial
+from mailpki.ca.serials import parse_serial, show_serial
 from mailpki.cli.common import (
     HomeOption,
     check_output,
@@ -22,6 +22,7 @@ from mailpki.cli.common import (
     read_input,
 )
 from mailpki.errors import CAError, InputError
+from mailpki.instance.enrollments import flush_mail
 from mailpki.instance.instance import cli_actor
 from mailpki.instance.operations import (
     export_root_key,
@@ -94,7 +95,7 @@ def issue(
     instance.seal()
     write_atomically(out, issued.pem)
     console.print(
-        f"issued serial [bold]{issued.serial}[/] ({issued.profile}) for {issued.subject}, "
+        f"issued serial [bold]{show_serial(issued.serial)}[/] ({issued.profile}) for {issued.subject}, "
         f"valid until {issued.not_after:%Y-%m-%d}; written to {out}",
         highlight=False,
     )
@@ -146,8 +147,17 @@ def revoke(
     instance.publish_pending()  # remove it from the directory now (else: queued, retried)
     instance.seal()
     console.print(
-        f"revoked {info.serial} ({info.subject}) for {reason_name(flag)}", highlight=False
+        f"revoked {show_serial(info.serial)} ({info.subject}) for {reason_name(flag)}",
+        highlight=False,
     )
+    if info.email:
+        delivery = flush_mail(instance)
+        sent = delivery is not None and not delivery.failed and not delivery.skipped
+        console.print(
+            f"{info.email} is told by mail"
+            + ("" if sent else " (queued: 'mailpki mail flush' or the server sends it)"),
+            highlight=False,
+        )
 
 
 @app.command()
@@ -232,7 +242,7 @@ def issuing_renew(
     instance = open_instance(home)
     renewed = renew_issuing_ca(instance, years=years, actor=cli_actor())
     console.print(
-        f"issuing CA re-signed: serial {renewed.serial_number:X}, valid until "
+        f"issuing CA re-signed: serial {show_serial(renewed.serial_number)}, valid until "
         f"{renewed.not_valid_after_utc:%Y-%m-%d}; the old certificate is kept in ca/",
         highlight=False,
     )

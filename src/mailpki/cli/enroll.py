@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from mailpki.ca.serials import show_serial
 from mailpki.cli.common import (
     HomeOption,
     console,
@@ -145,7 +146,7 @@ def enroll(
     finally:
         instance.close()
     console.print(
-        f"{outcome.email}: certificate {outcome.serial}, key escrowed, PKCS#12 written to {outcome.path}",
+        f"{outcome.email}: certificate {show_serial(outcome.serial)}, key escrowed, PKCS#12 written to {outcome.path}",
         highlight=False,
     )
     if outcome.signing_certificate_path:
@@ -213,7 +214,8 @@ def bulk(
                         markup=False,
                     )
                     continue
-                sys.stdout.write(f"{item.email},{item.serial},{item.path},{item.password or ''}\n")
+                serial = show_serial(item.serial) if item.serial else ""
+                sys.stdout.write(f"{item.email},{serial},{item.path},{item.password or ''}\n")
                 sys.stdout.flush()
     finally:
         instance.close()
@@ -239,7 +241,7 @@ def keys_list(
         print_json(
             [
                 {
-                    "serial": r.serial,
+                    "serial": show_serial(r.serial),
                     "email": r.owner_email,
                     "key_type": r.key_type,
                     "state": r.state,
@@ -251,7 +253,9 @@ def keys_list(
         )
         return
     for r in rows:
-        console.print(f"{r.serial}  {r.owner_email}  {r.key_type}  {r.state}", highlight=False)
+        console.print(
+            f"{show_serial(r.serial)}  {r.owner_email}  {r.key_type}  {r.state}", highlight=False
+        )
 
 
 @keys_app.command("reconcile")
@@ -273,7 +277,9 @@ def keys_reconcile(
     finally:
         instance.close()
     for serial in result.revoked:
-        console.print(f"revoked {serial} (key escrowed but never delivered)", highlight=False)
+        console.print(
+            f"revoked {show_serial(serial)} (key escrowed but never delivered)", highlight=False
+        )
     for error in result.errors:
         err_console.print(error, highlight=False, markup=False)
     console.print(f"{len(result.revoked)} revoked", highlight=False)

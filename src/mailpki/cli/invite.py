@@ -32,6 +32,10 @@ def invite(
         bool,
         typer.Option("--resend", help="Replace an open invitation with a new link."),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Invite people who already hold a valid certificate, too."),
+    ] = False,
     remind: Annotated[
         bool,
         typer.Option(
@@ -43,8 +47,8 @@ def invite(
     home: HomeOption = None,
 ) -> None:
     """Invite people to enroll: a signed, expiring, one-time link by mail."""
-    if remind and (logins or all_people or filter_text is not None or resend):
-        raise InputError("--remind takes no logins, --all, --filter or --resend")
+    if remind and (logins or all_people or filter_text is not None or resend or force):
+        raise InputError("--remind takes no logins, --all, --filter, --resend or --force")
     instance = open_instance(home)
     try:
         if remind:
@@ -58,6 +62,7 @@ def invite(
             filter_text=filter_text,
             resend=resend,
             actor=cli_actor(),
+            force=force,
         )
     finally:
         instance.close()

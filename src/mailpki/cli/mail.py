@@ -14,6 +14,7 @@ import typer
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from mailpki.ca.serials import show_serial
 from mailpki.cli.common import (
     HomeOption,
     console,
@@ -164,7 +165,7 @@ def _recipients(kit: Toolkit, addresses: list[str]) -> list[x509.Certificate]:
     for address in dict.fromkeys(a.strip().lower() for a in addresses):
         hit = finder.find(address)
         err_console.print(
-            f"{address}: certificate {hit.certificate.serial_number:X} from {hit.source} "
+            f"{address}: certificate {show_serial(hit.certificate.serial_number)} from {hit.source} "
             f"(revocation: {hit.verdict.revocation})",
             highlight=False,
         )
@@ -341,7 +342,7 @@ def verify(
                 "signer": signer.subject.rfc4514_string(),
                 "signer_addresses": signer_addresses,
                 "from": list(verified.from_addresses),
-                "serial": f"{signer.serial_number:X}",
+                "serial": show_serial(signer.serial_number),
                 "chain": chain,
                 "revocation": verdict.revocation,
                 "revocation_source": verdict.revocation_source,
@@ -351,7 +352,7 @@ def verify(
         )
     else:
         lines = [
-            f"signer:     {signer.subject.rfc4514_string()} (serial {signer.serial_number:X})",
+            f"signer:     {signer.subject.rfc4514_string()} (serial {show_serial(signer.serial_number)})",
             f"addresses:  {', '.join(signer_addresses)}; "
             f"From: {', '.join(verified.from_addresses) or '-'}",
             *(f"chain[{depth}]:   {subject}" for depth, subject in enumerate(chain)),

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mailpki.ca.serials import parse_serial, show_serial, to_hex
 from mailpki.cli.common import (
     HomeOption,
     console,
@@ -99,7 +100,8 @@ def admin_add(
     finally:
         instance.close()
     console.print(
-        f"{email}: {chosen} certificate {added.serial}, PKCS#12 written to {out}", highlight=False
+        f"{email}: {chosen} certificate {show_serial(added.serial)}, PKCS#12 written to {out}",
+        highlight=False,
     )
     if added.generated_password:
         console.print(
@@ -129,7 +131,7 @@ def recovery_request(
             instance,
             admin,
             email=email,
-            serial=serial.upper() if serial else None,
+            serial=to_hex(parse_serial(serial)) if serial else None,
             reason=reason,
             actor=cli_actor(),
         )
@@ -137,7 +139,8 @@ def recovery_request(
         instance.close()
     console.print(answer["request_id"], highlight=False)
     err_console.print(
-        f"request for {answer.get('target_email')} (certificate {answer.get('target_serial')}) "
+        f"request for {answer.get('target_email')} "
+        f"(certificate {show_serial(str(answer.get('target_serial') or '0'))}) "
         f"needs {answer.get('quorum')} approvals by recovery officers",
         highlight=False,
     )
@@ -206,7 +209,7 @@ def recovery_fetch(
     finally:
         instance.close()
     console.print(
-        f"recovered the key of {recovered.email} (certificate {recovered.serial}) into {out}",
+        f"recovered the key of {recovered.email} (certificate {show_serial(recovered.serial)}) into {out}",
         highlight=False,
     )
     if recovered.generated_password:
@@ -238,7 +241,8 @@ def recovery_list(
         console.print("no recovery requests", highlight=False)
     for r in rows:
         console.print(
-            f"{r['request_id']}  {r['state']:<9}  {r['target_email']} ({r['target_serial']})  "
+            f"{r['request_id']}  {r['state']:<9}  "
+            f"{r['target_email']} ({show_serial(str(r['target_serial']))})  "
             f"by {r['requester']}  approved by {', '.join(r['approved_by']) or '-'}",
             highlight=False,
         )
@@ -280,7 +284,8 @@ def _print_report(rows: list[dict[str, Any]]) -> None:
         console.print(f"{admin}: {len(items)} key(s) recovered", highlight=False)
         for r in items:
             console.print(
-                f"  {r['recovered_at']}  {r['target_email']} ({r['target_serial']})  "
+                f"  {r['recovered_at']}  "
+                f"{r['target_email']} ({show_serial(str(r['target_serial']))})  "
                 f"approved by {', '.join(r['approved_by'])}  request {r['request_id']}"
                 + (f"  reason: {r['reason']}" if r["reason"] else ""),
                 highlight=False,
@@ -323,9 +328,12 @@ def recovery_reissue(
     for r in results:
         if r.error:
             failed += 1
-            err_console.print(f"{r.old_serial}: {r.error}", highlight=False, markup=False)
+            err_console.print(
+                f"{show_serial(r.old_serial)}: {r.error}", highlight=False, markup=False
+            )
             continue
-        line = f"{r.email}: {r.old_serial} revoked, new certificate {r.new_serial} in {r.path}"
+        new = show_serial(r.new_serial) if r.new_serial else "-"
+        line = f"{r.email}: {show_serial(r.old_serial)} revoked, new certificate {new} in {r.path}"
         if r.generated_password:
             line += f" (password, shown once: {r.generated_password})"
         console.print(line, highlight=False)

@@ -15,6 +15,7 @@ import html
 import re
 import secrets
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -41,15 +42,24 @@ __all__ = [
     "hash_token",
     "invite",
     "load_template",
+    "logon_help",
     "peek",
     "redeem",
     "remind",
+    "render_template",
 ]
 
 TOKEN_BYTES = 32
 # secrets.token_urlsafe(32): 43 characters of the URL-safe base64 alphabet, no padding.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
-TEMPLATE_NAMES = ("invitation.txt", "reminder.txt", "invitation.html", "reminder.html")
+TEMPLATE_NAMES = (
+    "invitation.txt",
+    "reminder.txt",
+    "invitation.html",
+    "reminder.html",
+    "revocation.txt",
+    "revocation.html",
+)
 MAX_TEMPLATE_BYTES = 64 * 1024
 _ORG_IN_SUBJECT_MAX = 120
 
@@ -130,7 +140,8 @@ def load_template(name: str, theme: Path | None = None) -> string.Template:
     return string.Template(text)
 
 
-def _render(name: str, theme: Path | None, values: dict[str, str]) -> str:
+def render_template(name: str, theme: Path | None, values: dict[str, str]) -> str:
+    """A mail template filled in (values HTML-escaped for the .html ones)."""
     template = load_template(name, theme)
     if name.endswith(".html"):
         # Names come from the directory: `<script>` there must stay text in the mail.
@@ -140,8 +151,23 @@ def _render(name: str, theme: Path | None, values: dict[str, str]) -> str:
     except (KeyError, ValueError) as exc:
         raise ConfigError(
             f"the mail template {name} has an unknown or malformed placeholder ({exc}); "
-            "known: $name, $link, $expires, $org"
+            f"known: {', '.join('$' + key for key in values)}"
         ) from None
+
+
+_LOGON_WAYS = {
+    "directory": "with your usual login and password (the ones you use for your computer and mail)",
+    "pin": "with your employee id and the one-time PIN that HR gives you (it never comes "
+    "in this mail: ask HR if you have none)",
+}
+
+
+def logon_help(methods: Sequence[str]) -> str:
+    """How the person logs on after opening the link, for the mail ($logon)."""
+    ways = [_LOGON_WAYS[m] for m in methods if m in _LOGON_WAYS]
+    if not ways:
+        return "The page tells you how to log on."
+    return "You log on " + ", or ".join(ways) + "."
 
 
 def _expires_text(when: datetime) -> str:
@@ -198,6 +224,7 @@ def invite(
     org: str = "",
     theme: Path | None = None,
     now: datetime | None = None,
+    logon: str = "",
 ) -> InviteReport:
     """Invite each person: a fresh token, its hash stored, the link mailed (queued).
 
@@ -248,6 +275,7 @@ def invite(
                     base_url=base_url,
                     org=org,
                     theme=theme,
+                    logon=logon,
                 )
                 audit.append(
                     session,
@@ -282,6 +310,7 @@ def _send_link(
     base_url: str,
     org: str,
     theme: Path | None,
+    logon: str = "",
 ) -> Invitation:
     """A new invitation row (only its token's hash) and its mail, in the caller's
     transaction: the first invitation and a reminder differ only in wording."""
@@ -301,15 +330,15 @@ def _send_link(
     session.add(row)
     session.flush()
     values = {"name": name, "link": _link(base_url, token), "expires": _expires_text(expires),
-              "org": org}  # fmt: skip
+              "org": org, "logon": logon or logon_help(())}  # fmt: skip
     template = "reminder" if reminder else "invitation"
     queue(
         session,
         kind="invitation.reminder" if reminder else "invitation",
         to=mail,
         subject=_subject(org, reminder=reminder),
-        body=_render(f"{template}.txt", theme, values),
-        html=_render(f"{template}.html", theme, values),
+        body=render_template(f"{template}.txt", theme, values),
+        html=render_template(f"{template}.html", theme, values),
         now=when,
     )
     return row
@@ -383,6 +412,7 @@ def remind(
     actor: str = "system:invitations",
     org: str = "",
     theme: Path | None = None,
+    logon: str = "",
 ) -> int:
     """One reminder per open invitation sent more than ``older_than`` ago: a fresh link
     (same expiry; the old link is revoked). Returns how many reminders were queued."""
@@ -421,6 +451,7 @@ def remind(
                 base_url=base_url,
                 org=org,
                 theme=theme,
+                logon=logon,
             )
             audit.append(
                 session,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 
@@ -20,10 +20,12 @@ from mailpki.auth.directory_logon import DirectoryAuthenticator
 from mailpki.auth.limiter import LoginLimiter
 from mailpki.auth.pins import PinAuthenticator
 from mailpki.ca.authority import ISSUING, OCSP_PROFILE, CAHierarchy, CertificateAuthority
+from mailpki.ca.serials import show_serial
 from mailpki.ca.settings import CASettings
 from mailpki.ca.setup import AUDIT_KEY
 from mailpki.directory.publisher import PUBLISH, UNPUBLISH, Publisher, queue_job, safe_run
 from mailpki.directory.registry import DirectoryRegistry
+from mailpki.enrollment.notices import queue_revocation_notice
 from mailpki.enrollment.requests import ApprovalQueue
 from mailpki.errors import ConfigError, InstanceError
 from mailpki.instance.audit_keys import audit_keys, load_or_create_mldsa
@@ -47,6 +49,9 @@ AUDIT_PUBLIC_KEY = "audit-key.pub.pem"
 RECOVERY_DIR = "recovery"
 TRANSPORT_KEY_FILE = "transport.pub.pem"
 CA_FILES = {"root": "root.pem", "issuing": "issuing.pem", "ocsp": "ocsp-responder.pem"}
+
+
+THEME_DIR = "theme"  # the instance's own pages, stylesheet and mail templates
 
 
 def cli_actor() -> str:
@@ -155,7 +160,23 @@ class Instance:
         if self.config.get("directory.publish") == "true":
             ca.issue_listeners.append(_queue_publication(PUBLISH))
             ca.revoke_listeners.append(_queue_publication(UNPUBLISH))
+        ca.revoke_listeners.append(self._queue_revocation_notice)
         return ca
+
+    def _queue_revocation_notice(self, session: Session, record: CertificateRecord) -> None:
+        """A CA listener: the subscriber is told of the revocation by mail (outbox)."""
+        if record.issuer != ISSUING or not record.email or record.profile == OCSP_PROFILE:
+            return
+        queue_revocation_notice(
+            session,
+            mail=record.email,
+            serial=show_serial(record.serial),
+            reason=record.revocation_reason,
+            revoked_at=record.revoked_at or datetime.now(UTC),
+            org=str(self.config.get("instance.org")),
+            portal_url=str(self.config.get("web.base_url")),
+            theme=self.home / THEME_DIR,
+        )
 
     # -- directories, logon, approval ---------------------------------------------------
 

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import string
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+from cryptography import x509
+
+from mailpki.ca.serials import show_serial
 from mailpki.directory.entry import DirectoryEntry
-from mailpki.enrollment.invitations import InviteReport, invite, remind
+from mailpki.enrollment.invitations import InviteReport, invite, logon_help, remind
 from mailpki.errors import InputError, MailPKIError
 from mailpki.instance.enrollments import flush_mail
-from mailpki.instance.instance import Instance
+from mailpki.instance.instance import THEME_DIR, Instance
 
-THEME_DIR = "theme"
 # `--all` walks the directories by prefix: every letter and digit, at most this many
 # entries per prefix and directory search (the directory's own page limit).
 ALL_PREFIXES = string.ascii_lowercase + string.digits
 ALL_LIMIT = 1000
+RENEWAL_DAYS = 30  # a certificate this close to expiry does not stop an invitation
+
+
+def _logon_text(instance: Instance) -> str:
+    """How the portal lets people log on (portal.logon), in words for the mail."""
+    return logon_help([m.strip() for m in str(instance.config.get("portal.logon")).split(",")])
 
 
 def _matches(entry: DirectoryEntry, filter_text: str) -> bool:
@@ -33,6 +41,35 @@ def _matches(entry: DirectoryEntry, filter_text: str) -> bool:
         wanted = filter_text.strip().casefold()
         fields = [entry.site, entry.organisation]
     return any(f is not None and f.strip().casefold() == wanted for f in fields)
+
+
+def _without_certificate_holders(
+    instance: Instance, entries: list[DirectoryEntry], report: InviteReport, *, force: bool
+) -> list[DirectoryEntry]:
+    """`entries` less those who hold a valid certificate (noted in `report`)."""
+    kept = []
+    renew_from = datetime.now(UTC) + timedelta(days=RENEWAL_DAYS)
+    for entry in entries:
+        mail = (entry.mail or "").strip()
+        held = [x509.load_der_x509_certificate(d) for d in instance.ca.valid_certificates(mail)]
+        if not mail or not held:
+            kept.append(entry)
+            continue
+        newest = max(held, key=lambda c: c.not_valid_after_utc)
+        until = f"{newest.not_valid_after_utc:%Y-%m-%d}"
+        what = f"certificate {show_serial(newest.serial_number)}, valid until {until}"
+        if newest.not_valid_after_utc <= renew_from:
+            report.notes.append(f"{entry.login}: invited to renew ({what})")
+            kept.append(entry)
+        elif force:
+            report.notes.append(f"{entry.login}: already holds a valid {what}; invited (--force)")
+            kept.append(entry)
+        else:
+            report.skipped.append(
+                f"{entry.login}: already holds a valid {what}; use --force to invite anyway "
+                f"(renewal invitations are sent from {RENEWAL_DAYS} days before expiry)"
+            )
+    return kept
 
 
 def _everyone(instance: Instance, report: InviteReport) -> list[DirectoryEntry]:
@@ -60,8 +97,12 @@ def invite_users(
     filter_text: str | None,
     resend: bool,
     actor: str,
+    force: bool = False,
 ) -> InviteReport:
-    """Invite the named people (or everyone), mail the links now (best effort)."""
+    """Invite the named people (or everyone), mail the links now (best effort).
+
+    Someone who already holds a valid certificate is skipped (with why) unless `force`;
+    one whose certificate expires within RENEWAL_DAYS is invited, for its renewal."""
     if all_people and logins:
         raise InputError("give logins or --all, not both")
     if not all_people and not logins:
@@ -85,6 +126,7 @@ def invite_users(
                 entries.append(entry)
     if filter_text is not None:
         entries = [e for e in entries if _matches(e, filter_text)]
+    entries = _without_certificate_holders(instance, entries, pre, force=force)
     report = invite(
         instance.db,
         instance.audit,
@@ -95,8 +137,10 @@ def invite_users(
         resend=resend,
         org=str(instance.config.get("instance.org")),
         theme=instance.home / THEME_DIR,
+        logon=_logon_text(instance),
     )
     report.errors[:0] = pre.errors
+    report.skipped[:0] = pre.skipped
     report.notes[:0] = pre.notes
     if report.sent:
         delivery = flush_mail(instance)
@@ -118,6 +162,7 @@ def remind_users(instance: Instance, actor: str) -> int:
         actor=actor,
         org=str(instance.config.get("instance.org")),
         theme=instance.home / THEME_DIR,
+        logon=_logon_text(instance),
     )
     if count:
         flush_mail(instance)

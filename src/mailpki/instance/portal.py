@@ -67,6 +67,14 @@ class DownloadLink:
 
 
 @dataclass(frozen=True)
+class InvitedPerson:
+    """Whom an invitation link is for, as its landing page names them."""
+
+    name: str  # "" when the directory does not answer
+    mail: str
+
+
+@dataclass(frozen=True)
 class PortalOutcome:
     email: str
     queued_request: int | None = None
@@ -141,10 +149,19 @@ class Portal:
 
     # -- logon ---------------------------------------------------------------------------
 
-    def invitation_for(self, token: str) -> str:
-        """The mail address an invitation link was sent to, if the link can still be
-        used (InputError subclasses say why not); the link is not used up."""
-        return peek(self.instance.db, token).mail
+    def invitation_for(self, token: str) -> InvitedPerson:
+        """Who an invitation link was sent to (name from the directory when it answers,
+        and the mail address), if the link can still be used (InputError subclasses say
+        why not); the link is not used up."""
+        row = peek(self.instance.db, token)
+        name = ""
+        try:
+            entry = self.instance.directories.find_by_login(row.login)
+            if entry is not None and entry.directory == row.directory:
+                name = entry.display_name or ""
+        except MailPKIError:
+            pass  # the page still names the address
+        return InvitedPerson(name=name, mail=row.mail)
 
     def logon(
         self, *, method: str, login: str, secret: str, source: str, invitation: str | None

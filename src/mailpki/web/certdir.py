@@ -37,6 +37,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailpki.ca.authority import display_name
+from mailpki.ca.serials import show_serial
 
 __all__ = [
     "HTML_CSP",
@@ -179,7 +180,7 @@ class _Entry:
 
     @property
     def serial(self) -> str:
-        return format(self.certificate.serial_number, "X")
+        return show_serial(self.certificate.serial_number)
 
     @property
     def fingerprint(self) -> str:
@@ -238,9 +239,13 @@ def _preferred(entries: Sequence[_Entry]) -> _Entry:
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#222}
-table{border-collapse:collapse;width:100%;margin-top:1rem}
-th,td{border-bottom:1px solid #ddd;padding:.4rem;text-align:left;vertical-align:top}
-code{font-size:.85em;word-break:break-all}
+ul.certs{list-style:none;padding:0}
+li.cert{border-bottom:1px solid #ddd;padding:.5rem 0}
+li.cert h2{font-size:1.1rem;margin:.3rem 0}
+dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.2rem 1rem;margin:0}
+dd{margin:0;min-width:0}
+a.download{margin-right:1rem}
+code{font-size:.85em;overflow-wrap:anywhere}
 input{width:20rem;max-width:100%}
 .note{color:#555}
 """
@@ -299,27 +304,30 @@ def _page(
 
 
 def _listing(mail: str, entries: Sequence[_Entry]) -> str:
-    rows = []
+    """One block per certificate (a heading and a list of its details), not a table: long
+    values wrap within the page, so nothing scrolls sideways at any width."""
+    items = []
     for entry in entries:
         cert = entry.certificate
         signs, encrypts = entry.uses()
         use = " and ".join(u for u, ok in (("signing", signs), ("encryption", encrypts)) if ok)
-        links = " · ".join(
-            f'<a href="{_link(mail, ext, entry.serial)}">{label}</a>'
-            for ext, label in (("pem", "PEM"), ("cer", "DER"), ("p7c", "PKCS#7"))
+        links = " ".join(
+            f'<a class="download" href="{_link(mail, ext, entry.serial)}">{label}</a>'
+            for ext, label in (("pem", "PEM"), ("cer", "DER (.cer)"), ("p7c", "PKCS#7 (.p7c)"))
         )
-        rows.append(
-            f"<tr><td>{_e(display_name(cert.subject))}</td><td><code>{entry.serial}</code></td>"
-            f"<td>{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC</td><td>{use}</td>"
-            f"<td><code>{entry.fingerprint}</code></td><td>{links}</td></tr>"
+        items.append(
+            f'<li class="cert"><h2>{_e(display_name(cert.subject))}</h2><dl>'
+            f"<dt>Valid until</dt><dd>{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC</dd>"
+            f"<dt>Use</dt><dd>{use}</dd>"
+            f'<dt>SHA-256 fingerprint</dt><dd><code class="fingerprint">{entry.fingerprint}'
+            f"</code></dd><dt>Serial</dt><dd><code>{entry.serial}</code></dd>"
+            f'<dt>Download</dt><dd class="links">{links}</dd></dl></li>'
         )
     count = f"{len(entries)} valid certificate{'s' if len(entries) != 1 else ''}"
     return (
         f"<p>{count} for <strong>{_e(mail)}</strong>. Compare the fingerprint with the "
         "person through another channel before you rely on it.</p>"
-        "<table><thead><tr><th>Subject</th><th>Serial</th><th>Valid until</th><th>Use</th>"
-        f"<th>SHA-256 fingerprint</th><th>Download</th></tr></thead><tbody>{''.join(rows)}"
-        "</tbody></table>"
+        f'<ul class="certs">{"".join(items)}</ul>'
     )
 
 

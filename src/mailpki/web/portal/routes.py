@@ -4,6 +4,7 @@
     GET  /enroll/{token}      logon from an invitation link (the link is used at logon)
     POST /logon               check credentials, rotate the session
     GET  /form, POST /form    the pre-filled form; accept -> issue, escrow, package
+    GET  /fetch/{handle}      the download page, marking that file as downloading; it starts it
     GET  /download/{handle}   the PKCS#12, once, from the session that made it
     GET  /waiting             a request queued for an officer
     POST /logout
@@ -55,6 +56,11 @@ def _field(form: FormData, name: str) -> str:
     return value
 
 
+def _sentence(message: str) -> str:
+    """A message as the page shows it: a sentence, starting with a capital letter."""
+    return message[:1].upper() + message[1:]
+
+
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -66,8 +72,10 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
     logon_limiter = RateLimiter(LOGON_RATE_PER_MINUTE, LOGON_RATE_PER_MINUTE)
 
     def page(session: PortalSession, name: str, *, status: int = 200, **context: Any) -> Response:
-        if status >= 400 and context.get("message"):
-            note(str(context["message"]))  # the reason, on the request's access line
+        if context.get("message"):
+            context["message"] = _sentence(str(context["message"]))
+            if status >= 400:
+                note(context["message"])  # the reason, on the request's access line
         html = theme.render(
             name,
             org=portal.org,
@@ -119,11 +127,14 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         status: int = 200,
         next_page: str = "",
     ) -> Response:
+        if next_page == "/admin":
+            return page(session, "officer-logon.html", status=status, message=message,
+                        login=login if method == "directory" else "")  # fmt: skip
         return page(
             session,
             "logon.html",
             status=status,
-            methods=portal.methods if next_page != "/admin" else ("directory",),
+            methods=portal.methods,
             next_page=next_page,
             invitation=invitation,
             invited=invited,
@@ -290,7 +301,6 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         session.data["downloads"] = [
             {"handle": d.handle, "filename": d.filename, "what": d.what} for d in outcome.downloads
         ]
-        session.data["serial"] = outcome.serial
         await run_in_threadpool(cookies.save, session)
         # Rendered here, not after a redirect: a generated password is shown once and is
         # never stored, not even in the session.
@@ -298,9 +308,9 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
             session,
             "done.html",
             downloads=session.data["downloads"],
-            serial=outcome.serial,
             password=outcome.generated_password,
             mail=outcome.email,
+            fetching=None,
         )
         response.background = BackgroundTask(portal.after_enrollment)
         return response
@@ -315,9 +325,31 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
             session,
             "done.html",
             downloads=session.data["downloads"],
-            serial=session.data.get("serial"),
             password=None,
             mail=portal.form(session.identity).mail,
+            fetching=None,
+        )
+
+    async def fetch(request: Request) -> Response:
+        """The done page with one file marked as downloading, which it then starts (a
+        meta refresh: no script). The Download button is gone once it was used."""
+        session = await load(request)
+        if session.identity is None:
+            return RedirectResponse("/", status_code=303)
+        handle = check_handle(request.path_params["handle"])
+        downloads = session.data.get("downloads") or []
+        if handle is None or not any(d.get("handle") == handle for d in downloads):
+            return error(
+                session, "This download link is not valid, was used or has expired.", status=404
+            )
+        fetched = any(d.get("handle") == handle and d.get("fetched") for d in downloads)
+        return page(
+            session,
+            "done.html",
+            downloads=downloads,
+            password=None,
+            mail=portal.form(session.identity).mail,
+            fetching=None if fetched else handle,
         )
 
     async def download(request: Request) -> Response:
@@ -429,6 +461,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         Route("/form", show_form, methods=["GET"]),
         Route("/form", submit_form, methods=["POST"]),
         Route("/done", done, methods=["GET"]),
+        Route("/fetch/{handle}", fetch, methods=["GET"]),
         Route("/download/{handle}", download, methods=["GET"]),
         Route("/waiting", waiting, methods=["GET"]),
         Route("/logout", logout, methods=["POST"]),
