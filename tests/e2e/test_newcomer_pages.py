@@ -155,7 +155,7 @@ def test_404_and_405_wear_the_portal_frame(
 def test_the_invitation_page_names_the_person(
     page: Page, portal: tuple[Path, str], smtp_server: SMTPServer, screenshots: Path, width: int
 ) -> None:
-    home, url = portal
+    home, _url = portal
     ok(mailpki("invite", "--home", home, "nina"))
     [mail] = mails_to(smtp_server, "nina.newcomer@example.com")
     assert "The page first asks who you are." in " ".join(mail.text.split())
@@ -177,7 +177,7 @@ def test_the_invitation_page_names_the_person(
 def test_the_result_page_after_the_one_time_download(
     page: Page, portal: tuple[Path, str], tmp_path: Path, screenshots: Path, width: int
 ) -> None:
-    home, url = portal
+    _home, url = portal
     page.set_viewport_size({"width": width, "height": 900})
     page.goto(url)
     pin_logon(page, "E-7001", "70017001")

@@ -32,7 +32,7 @@ from starlette.routing import BaseRoute, Route
 from mailpki.enrollment.invitations import check_token
 from mailpki.enrollment.portal_store import check_handle
 from mailpki.errors import AuthenticationError, InputError, MailPKIError, NotFoundError
-from mailpki.instance.portal import Portal, PortalOutcome
+from mailpki.instance.portal import InvitedPerson, Portal, PortalOutcome
 from mailpki.web.access_log import note
 from mailpki.web.certdir import RateLimiter
 from mailpki.web.portal.sessions import PortalSession, SessionCookies
@@ -120,7 +120,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         session: PortalSession,
         *,
         invitation: str | None = None,
-        invited: str | None = None,
+        invited: InvitedPerson | None = None,
         message: str | None = None,
         method: str = "directory",
         login: str = "",
