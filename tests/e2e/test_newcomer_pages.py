@@ -7,6 +7,8 @@ Download button goes once it was used; messages start with a capital letter."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -193,14 +195,56 @@ def test_the_result_page_after_the_one_time_download(
     assert not re.search(r"serial", page.locator("main").inner_text(), re.I)
     assert fits(page)
     shot(page, screenshots, f"76-result-{width}")
+    password = page.locator("#generated-password").inner_text().strip()
     buttons = page.get_by_role("link", name=re.compile("^Download "))
     expect(buttons).to_have_count(2)
+    files = []
     with page.expect_download() as info:
         buttons.first.click()
-    info.value.save_as(tmp_path / info.value.suggested_filename)
+    files.append(tmp_path / info.value.suggested_filename)
+    info.value.save_as(files[-1])
     expect(page.get_by_role("link", name=re.compile("^Download "))).to_have_count(1)
     expect(page.get_by_text(re.compile(r"✓ .*\.p12 (is downloading|downloaded)"))).to_have_count(1)
     page.goto(f"{url}/done")
     expect(page.get_by_role("link", name=re.compile("^Download "))).to_have_count(1)
     expect(page.get_by_text(re.compile(r"✓ .*\.p12 downloaded"))).to_have_count(1)
     shot(page, screenshots, f"77-result-after-download-{width}")
+    with page.expect_download() as info:
+        page.get_by_role("link", name=re.compile("^Download ")).click()
+    files.append(tmp_path / info.value.suggested_filename)
+    info.value.save_as(files[-1])
+    expect(page.get_by_role("link", name=re.compile("^Download "))).to_have_count(0)
+    # The tutorial names the real files and how each client trusts the root.
+    page.get_by_role("link", name=re.compile("set it up")).click()
+    expect(page.locator("#p12-name")).to_have_text(
+        "nina.newcomer@example.com-encryption.p12 and nina.newcomer@example.com-signing.p12"
+    )
+    expect(page.locator("#thunderbird-trust")).to_be_visible()
+    expect(page.locator("#thunderbird")).to_contain_text(
+        "Find Example Corp S/MIME Root CA (under Example Corp), select it → Edit Trust…"
+    )
+    expect(page.locator("#thunderbird")).to_contain_text("This certificate can identify mail users")
+    expect(page.locator("#apple-trust")).to_contain_text("Always Trust")
+    expect(page.locator("#outlook-trust")).to_contain_text("certmgr.msc")
+    assert "NAME.p12" not in page.content()
+    assert fits(page)
+    shot(page, screenshots, f"78-tutorial-trust-{width}")
+    # NSS (Thunderbird's engine) lists each file under its own friendly name.
+    names = {path.name: nss_friendly_names(path, password, tmp_path) for path in files}
+    assert names == {
+        "nina.newcomer@example.com-signing.p12": {"Nina Newcomer (signing)"},
+        "nina.newcomer@example.com-encryption.p12": {"Nina Newcomer (encryption)"},
+    }
+
+
+def nss_friendly_names(path: Path, password: str, folder: Path) -> set[str]:
+    """The friendly names NSS's `pk12util -l` reads from a PKCS#12 file."""
+    if shutil.which("pk12util") is None:
+        pytest.skip("pk12util not installed (apt-get install libnss3-tools)")
+    secret = folder / "p12.pw"
+    secret.write_text(password)
+    listed = subprocess.run(
+        ["pk12util", "-l", str(path), "-w", str(secret)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return set(re.findall(r"Friendly Name: (.+)", listed))

@@ -75,3 +75,15 @@ def test_guide_images_exist() -> None:
     assert images
     for image in images:
         assert (GUIDE.parent / image).resolve().is_file(), image
+
+
+@pytest.mark.parametrize("path", [TEMPLATE, GUIDE], ids=["tutorial", "user-guide"])
+def test_every_client_is_told_to_trust_the_root(path: Path) -> None:
+    """After the PKCS#12 import, NSS (Thunderbird) leaves the root untrusted for mail and the
+    person's own certificate cannot be selected; Apple Mail wants the root trusted too."""
+    text = " ".join(path.read_text("utf-8").split())
+    assert "NAME.p12" not in text  # the real file name, not a placeholder
+    assert "Authorities" in text and "Edit Trust" in text
+    assert "This certificate can identify mail users" in text  # Thunderbird
+    assert "Always Trust" in text and "Secure Mail (S/MIME)" in text  # Apple Mail
+    assert "certmgr.msc" in text and "Trusted Root Certification Authorities" in text  # Outlook

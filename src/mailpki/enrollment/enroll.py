@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from mailpki.audit import AuditLog
 from mailpki.ca.authority import CertificateAuthority
 from mailpki.ca.csr import load_csr
+from mailpki.ca.serials import show_serial
 from mailpki.errors import InputError, MailPKIError, RevocationError
 from mailpki.keymanager.manager import KeyManager
 from mailpki.keymanager.pkcs12 import package
@@ -133,7 +134,12 @@ class Enroller:
             issued.certificate,
             self.chain,
             request.password,
-            friendly_name=f"{person.name or person.email} (S/MIME {issued.serial})",
+            # Dual key: the two files must not share a name in the client's key store.
+            friendly_name=(
+                f"{person.name or person.email} (encryption)"
+                if request.signing_csr is not None
+                else f"{person.name or person.email} (S/MIME {show_serial(issued.serial)})"
+            ),
             legacy=request.legacy_p12,
         )
         self.on_step("packaged")

@@ -7,7 +7,7 @@ its checks, its audit records and its state (server-side sessions and downloads)
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.x509.oid import NameOID
 
 from mailpki.auth.identity import Identity
 from mailpki.directory.entry import DirectoryEntry
@@ -149,6 +150,23 @@ class Portal:
 
     # -- logon ---------------------------------------------------------------------------
 
+    @cached_property
+    def root_name(self) -> str:
+        """The root CA's name as mail programs list it (the tutorial says to trust it)."""
+        names = self.instance.hierarchy.root.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return (
+            str(names[0].value) if names else self.instance.hierarchy.root.subject.rfc4514_string()
+        )
+
+    def p12_files(self, identity: Mapping[str, Any] | None, fetched: Sequence[str]) -> list[str]:
+        """The names of a person's PKCS#12 files, for the tutorial: those of this session,
+        else the name their file gets, else a pattern."""
+        if fetched:
+            return list(fetched)
+        if identity is not None:
+            return [p12_name(self.form(identity).mail)]
+        return ["<your mail address>.p12"]
+
     def invitation_for(self, token: str) -> InvitedPerson:
         """Who an invitation link was sent to (name from the directory when it answers,
         and the mail address), if the link can still be used (InputError subclasses say
@@ -277,7 +295,7 @@ class Portal:
                 enrolled.signing_certificate,
                 [self.instance.hierarchy.issuing, self.instance.hierarchy.root],
                 secret,
-                friendly_name=f"{_display_name(entry)} (S/MIME signing)",
+                friendly_name=f"{_display_name(entry)} (signing)",
                 legacy=legacy,
             )
             name = f"{base}-signing.p12"

@@ -442,7 +442,9 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
 
     async def tutorial(request: Request) -> Response:
         session = await load(request)
-        return page(session, "tutorial.html")
+        fetched = [str(d.get("filename")) for d in session.data.get("downloads") or []]
+        files = await run_in_threadpool(portal.p12_files, session.identity, fetched)
+        return page(session, "tutorial.html", p12_files=files, root_name=portal.root_name)
 
     async def static(request: Request) -> Response:
         found = theme.static_file(request.path_params["path"])
