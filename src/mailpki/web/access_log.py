@@ -38,7 +38,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REDACTED = "…"
 # Path prefixes whose next segment is a secret: the link is the credential.
-SECRET_SEGMENTS = ("/enroll/", "/download/")
+SECRET_SEGMENTS = ("/enroll/", "/download/", "/fetch/")
 MAX_LOGGED_PATH = 200
 MAX_REASON = 300
 

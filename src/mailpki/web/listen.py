@@ -70,6 +70,14 @@ def _resolve(name: str) -> set[str]:
     return {str(info[4][0]) for info in infos}
 
 
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
@@ -95,6 +103,8 @@ def base_url_problem(
     name = parts.hostname
     if name in _LOOPBACK_NAMES:
         addresses = {"127.0.0.1"}
+    elif _is_address(name):
+        addresses = {name}
     else:
         try:
             addresses = resolve(name)
