@@ -335,7 +335,7 @@ def test_queued_request_waits_an_officer_approves_in_the_console_and_it_is_maile
         expect(console.get_by_role("heading", name="Officer console")).to_be_visible()
         console.get_by_label("Login", exact=True).fill("alice")
         console.get_by_label("Password", exact=True).fill(alice.password or "")
-        console.get_by_role("button", name="Log on", exact=True).click()
+        console.get_by_role("button", name="Log on to the console").click()
         row = console.locator(f"#request-{request_id}")
         expect(row).to_contain_text("dave")
         expect(row).to_contain_text("automatic approval is off")

@@ -46,7 +46,8 @@ PEOPLE = 90
 XSS_SCRIPT = "<script>alert(1)</script>"
 XSS_IMG = '"><img src=x onerror=alert(1)>'
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
-DOWNLOAD_RE = re.compile(r"/download/([A-Za-z0-9_-]{43})")
+# The result page's Download buttons (/fetch/HANDLE, which then starts /download/HANDLE).
+DOWNLOAD_RE = re.compile(r'href="/fetch/([A-Za-z0-9_-]{43})"')
 TOKEN_RE = re.compile(r"/enroll/([A-Za-z0-9_-]{43})")
 
 
@@ -514,12 +515,13 @@ def test_repeated_wrong_pins_lock_the_login(env: Env) -> None:
     for attempt in range(max_failures):
         response = logon(client, who, pin=f"{10000000 + attempt:08d}")
         assert response.status_code == 401
-        assert error_of(response) == "wrong employee id or PIN."
+        assert error_of(response) == "Wrong employee id or PIN."
     # Now even the right PIN, from another address, meets the lockout.
     for source in (client, env.client()):
         response = logon(source, who)
         assert response.status_code == 401
-        assert "too many failed logons" in error_of(response)
+        assert "Too many failed logons" in error_of(response)
+        assert "PIN is void" in error_of(response) and "ask HR" in error_of(response)
         assert source.get("/form", follow_redirects=False).status_code == 303
 
 
@@ -962,7 +964,7 @@ def test_unknown_choices_are_refused(env: Env, field: str, value: str) -> None:
 @pytest.mark.parametrize(
     ("password", "confirm", "reason"),
     [
-        ("Tr0ub4dor&3xyz", "Tr0ub4dor&3xyZ", "the two passwords differ"),
+        ("Tr0ub4dor&3xyz", "Tr0ub4dor&3xyZ", "The two passwords differ"),
         ("short1!A", "short1!A", "at least 12 characters"),
         ("Password1234!", "Password1234!", "every attacker's list"),
         ("abcdefghijkl", "abcdefghijkl", "three of"),
