@@ -90,9 +90,10 @@ def base_url_problem(
 ) -> str | None:
     """Why links under `base_url` would not reach a server listening on host:port, or None.
 
-    A name that does not resolve is a problem; a URL that names this machine's loopback
-    (or the --host address) must name the port too. A URL resolving elsewhere is taken
-    to be a reverse proxy in front of this server, which cannot be checked from here."""
+    A name that does not resolve is a problem; an http URL that names this machine's
+    loopback (or the --host address) must name the port too. An https URL, or one that
+    resolves elsewhere, is taken to be a reverse proxy in front of this server, which
+    cannot be checked from here."""
     parts = urllib.parse.urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"web.base_url {base_url!r} is not an http(s) URL: links in mails will not open"
@@ -113,6 +114,8 @@ def base_url_problem(
                 f"web.base_url {base_url} names {name}, which does not resolve here: links "
                 "in mails and the certificates' revocation URLs will not open"
             )
+    if parts.scheme == "https":
+        return None  # this server speaks plain http: an https URL is a TLS proxy's
     bound = host.strip("[]")
     local = {a for a in addresses if _is_loopback(a) or a == bound}
     if not local:

@@ -49,6 +49,13 @@ def test_urls_that_reach_the_server(base_url: str, host: str, port: int) -> None
     assert base_url_problem(base_url, host, port, resolve=resolve) is None
 
 
+def test_an_https_url_on_this_machine_is_a_proxy_not_a_problem() -> None:
+    resolve = resolver({"pki.example.net": {"127.0.1.1"}})  # Debian's hostname line
+    assert base_url_problem("https://pki.example.net", "127.0.0.1", 8080, resolve=resolve) is None
+    problem = base_url_problem("http://pki.example.net", "127.0.0.1", 8080, resolve=resolve)
+    assert problem and "port 80," in problem
+
+
 def test_the_demo_case_a_moved_port_is_a_problem() -> None:
     problem = base_url_problem("http://127.0.0.1:8080", "127.0.0.1", 18092, resolve=NO_DNS)
     assert problem and "port 8080" in problem and "port 18092" in problem
