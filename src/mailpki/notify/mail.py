@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import re
 import smtplib
 import ssl
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -179,7 +180,7 @@ def build_message(row: OutboxMessage, sender: str, *, now: datetime | None = Non
     message["To"] = row.recipient
     message["Subject"] = row.subject
     message["Date"] = format_datetime((now or datetime.now(UTC)).astimezone(UTC), usegmt=True)
-    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
+    message["Message-ID"] = message_id(row, sender)
     # RFC 3834: machine-generated, so vacation responders do not answer it.
     message["Auto-Submitted"] = "auto-generated"
     # Quoted-printable keeps the body 7-bit clean for servers without 8BITMIME.
@@ -189,6 +190,17 @@ def build_message(row: OutboxMessage, sender: str, *, now: datetime | None = Non
             row.html_body, subtype="html", charset="utf-8", cte="quoted-printable"
         )
     return message
+
+
+def message_id(row: OutboxMessage, sender: str) -> str:
+    """The same Message-ID on every attempt of one outbox row: when a delivery is cut after
+    the server took the message (and so is tried again), mail systems and people see one
+    message twice, not two messages."""
+    if row.id is None or row.created_at is None:
+        return make_msgid(domain=sender.rpartition("@")[2])
+    seed = f"{row.id}|{row.created_at.isoformat()}|{row.recipient}|{row.subject}".encode()
+    digest = hashlib.sha256(seed).hexdigest()[:32]
+    return f"<{digest}.{row.id}@{sender.rpartition('@')[2] or 'mailpki.invalid'}>"
 
 
 # -- transports ------------------------------------------------------------------------
@@ -408,6 +420,9 @@ class DeliveryReport:
     skipped: int = 0
 
 
+CLAIM_SECONDS = 120  # longer than one SMTP delivery can take (connect + send timeouts)
+
+
 def deliver_pending(
     db: Database,
     settings: MailSettings,
@@ -439,6 +454,8 @@ def deliver_pending(
     channel = transport_for(settings) if transport is None else transport
     try:
         for index, row in enumerate(rows):
+            if not _claim(db, row.id):
+                continue  # another node (or thread) is sending it right now
             try:
                 channel.send(build_message(row, settings.sender))
             except Exception as exc:
@@ -466,12 +483,36 @@ def _error_text(exc: Exception) -> str:
     return _one_line(f"{exc.__class__.__name__}: {exc}")
 
 
+def _claim(db: Database, row_id: int) -> bool:
+    """Take one unsent mail for `CLAIM_SECONDS`: a conditional UPDATE only one sender can
+    win, so two nodes flushing the outbox at once never send the same mail twice. (A node
+    that dies between sending and recording it leaves the claim to run out: that mail is
+    sent again later, at least once rather than at most once.)"""
+    now = datetime.now(UTC)
+    with db.transaction() as session:
+        result = session.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.id == row_id,
+                OutboxMessage.sent_at.is_(None),
+                (OutboxMessage.claimed_until.is_(None)) | (OutboxMessage.claimed_until < now),
+            )
+            .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def _mark_sent(db: Database, row_id: int) -> None:
     with db.transaction() as session:
         session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == row_id, OutboxMessage.sent_at.is_(None))
-            .values(sent_at=datetime.now(UTC), attempts=OutboxMessage.attempts + 1)
+            .values(
+                sent_at=datetime.now(UTC),
+                attempts=OutboxMessage.attempts + 1,
+                claimed_until=None,
+            )
         )
 
 
@@ -480,7 +521,7 @@ def _mark_failed(db: Database, row_id: int, error: str) -> None:
         session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == row_id, OutboxMessage.sent_at.is_(None))
-            .values(attempts=OutboxMessage.attempts + 1, last_error=error)
+            .values(attempts=OutboxMessage.attempts + 1, last_error=error, claimed_until=None)
         )
 
 

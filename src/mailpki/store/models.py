@@ -215,6 +215,8 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Set while one sender delivers it, so two nodes never send the same mail twice.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 # -- Key Recovery Service (its own database) ---------------------------------------------
