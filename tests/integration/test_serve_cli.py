@@ -158,9 +158,11 @@ def test_every_request_is_logged_without_secrets(sqlite_home: Path, start_serve:
     assert fetch(f"{served.url}/ca/root.crt") == 200
     text = wait_for(served, r"GET /ca/root\.crt 200 ")
     assert token not in text and "hidden.person" not in text
-    assert re.search(r"INFO mailpki\.access: GET /enroll/… 410 [\d.]+ ms 127\.0\.0\.1 - \S", text)
+    assert re.search(
+        r"INFO mailpki\.access: GET /enroll/… 410 [\d.]+ ms 127\.0\.0\.1 [0-9a-f]{16} - \S", text
+    )
     assert re.search(r"GET /certs\?mail=… 404 [\d.]+ ms 127\.0\.0\.1", text)
-    assert re.search(r"GET /no-such-page 404 [\d.]+ ms 127\.0\.0\.1 - Not Found", text)
+    assert re.search(r"GET /no-such-page 404 [\d.]+ ms 127\.0\.0\.1 [0-9a-f]{16} - Not Found", text)
     assert re.search(
         r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO mailpki\.access: GET /health 200", text, re.M
     )

@@ -193,6 +193,7 @@ def serve(
     instance = open_instance(home)
     try:
         base = str(instance.config.get("web.base_url"))
+        log_format = str(instance.config.get("log.format"))
         where = instance.home
     finally:
         instance.close()
@@ -213,7 +214,12 @@ def serve(
         )
 
     run_server(
-        resolve_home(home), listener=listener, workers=workers, log_level=level, on_ready=ready
+        resolve_home(home),
+        listener=listener,
+        workers=workers,
+        log_level=level,
+        log_format=log_format,
+        on_ready=ready,
     )
 
 

@@ -137,6 +137,11 @@ SCHEMA: dict[str, Setting] = {
         "127.0.0.1/32,::1/128",
         "addresses or networks (comma-separated) that may read /metrics",
     ),
+    "log.format": Setting(
+        choice("plain", "json"),
+        "plain",
+        "what `serve` logs: plain lines, or one JSON object a line",
+    ),
     "api.rate_per_minute": Setting(
         int_range(1, 1_000_000), 600, "JSON API calls per token per minute (per node)"
     ),

@@ -2,22 +2,29 @@
 
 An access line names the method, the path, the status, the time taken and the client:
 
-    2026-12-04 15:40:02 INFO mailpki.access: GET /certs?mail=… 404 3.1 ms 127.0.0.1
+    2026-12-04 15:40:02 INFO mailpki.access: GET /certs?mail=… 404 3.1 ms 127.0.0.1 5f0c1e9a2b7d4c3e
 
 Secrets never reach the log: query values are dropped (only the parameter names stay)
 and the one-time parts of paths (invitation tokens, download handles) are replaced by
 `…`. A refused request carries the reason the person was shown (`note()` from the
 handler); a failure inside the app is logged with its exception.
 
-Plain text is the format here; `logging_config()` builds the `logging.dictConfig` that
-uvicorn applies in the server process and in each worker process, so a future format
-option belongs in that one function.
+Every response carries an `X-Request-ID` (the caller's, when it sent a sane one, else a
+new one), and its access line names it, so a user's report can be matched with the log.
+
+`logging_config()` builds the `logging.dictConfig` that uvicorn applies in the server
+process and in each worker process: plain lines (the default) or, with `log.format =
+json`, one JSON object per line (time, level, logger, message, and for access lines the
+method, path, status, ms, client, request_id and reasons as their own fields).
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
+import re
+import secrets
 import time
 from typing import Any
 
@@ -27,6 +34,7 @@ __all__ = [
     "ACCESS_LOGGER",
     "LOG_LEVELS",
     "AccessLog",
+    "check_format",
     "check_level",
     "logging_config",
     "note",
@@ -35,6 +43,9 @@ __all__ = [
 
 ACCESS_LOGGER = "mailpki.access"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("plain", "json")
+REQUEST_ID_HEADER = b"x-request-id"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REDACTED = "…"
 # Path prefixes whose next segment is a secret: the link is the credential.
@@ -56,14 +67,50 @@ def check_level(level: str) -> str:
     return lowered
 
 
-def logging_config(level: str = "info") -> dict[str, Any]:
-    """The dictConfig for mailpki's and uvicorn's loggers: plain lines on stderr."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; an access line's parts are fields of their own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        access = getattr(record, "access", None)
+        if isinstance(access, dict):
+            entry.update(access)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+
+
+JsonFormatter.converter = time.gmtime  # type: ignore[assignment]
+
+
+def check_format(value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered not in LOG_FORMATS:
+        raise ValueError(f"the log format must be one of {', '.join(LOG_FORMATS)}, not {value!r}")
+    return lowered
+
+
+def logging_config(level: str = "info", fmt: str = "plain") -> dict[str, Any]:
+    """The dictConfig for mailpki's and uvicorn's loggers: plain or JSON lines on stderr."""
     name = check_level(level).upper()
-    handler = {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+    formatter = check_format(fmt)
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": formatter,
+        "stream": "ext://sys.stderr",
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": PLAIN_FORMAT, "datefmt": "%Y-%m-%d %H:%M:%S"}},
+        "formatters": {
+            "plain": {"format": PLAIN_FORMAT, "datefmt": "%Y-%m-%d %H:%M:%S"},
+            "json": {"()": "mailpki.web.access_log.JsonFormatter"},
+        },
         "handlers": {"stderr": handler},
         "loggers": {
             "mailpki": {"handlers": ["stderr"], "level": name, "propagate": False},
@@ -118,35 +165,58 @@ class AccessLog:
         status = 0
         reasons: list[str] = []
         token = _reason.set(reasons)
+        request_id = _request_id(scope)
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER
+                ]
+                headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                message["headers"] = headers
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         except Exception as exc:
-            self._write(scope, status or 500, started, [f"{type(exc).__name__}: {exc}"])
+            self._write(scope, status or 500, started, [f"{type(exc).__name__}: {exc}"], request_id)
             raise
         finally:
             _reason.reset(token)
-        self._write(scope, status, started, reasons)
+        self._write(scope, status, started, reasons, request_id)
 
     @staticmethod
-    def _write(scope: Scope, status: int, started: float, reasons: list[str]) -> None:
+    def _write(
+        scope: Scope, status: int, started: float, reasons: list[str], request_id: str
+    ) -> None:
         level = logging.ERROR if status >= 500 else logging.INFO
         if not log.isEnabledFor(level):
             return
         client = scope.get("client")
-        line = "%s %s %d %.1f ms %s" % (  # noqa: UP031 - one cheap format, only when logged
-            scope.get("method", "?"),
-            public_path(scope.get("path", ""), scope.get("query_string", b"")),
-            status,
-            (time.perf_counter() - started) * 1000,
-            client[0] if client else "-",
-        )
+        method = scope.get("method", "?")
+        path = public_path(scope.get("path", ""), scope.get("query_string", b""))
+        elapsed = (time.perf_counter() - started) * 1000
+        address = client[0] if client else "-"
+        line = "%s %s %d %.1f ms %s %s" % (  # noqa: UP031 - one cheap format, only when logged
+            method, path, status, elapsed, address, request_id,
+        )  # fmt: skip
         if reasons:
             line += " - " + "; ".join(reasons)
-        log.log(level, "%s", line)
+        fields = {
+            "method": method, "path": path, "status": status, "ms": round(elapsed, 1),
+            "client": address, "request_id": request_id, "reasons": reasons,
+        }  # fmt: skip
+        log.log(level, "%s", line, extra={"access": fields})
+
+
+def _request_id(scope: Scope) -> str:
+    """The caller's X-Request-ID when it is short and plain, else a new random one."""
+    for name, value in scope.get("headers", []):
+        if name.lower() == REQUEST_ID_HEADER:
+            text = str(value.decode("latin-1"))
+            if _SANE_REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return secrets.token_hex(8)

@@ -207,6 +207,7 @@ def run_server(
     listener: socket.socket,
     workers: int = 1,
     log_level: str = "info",
+    log_format: str = "plain",
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve the instance on `listener` (bound and listening already: see web/listen.py).
@@ -217,7 +218,7 @@ def run_server(
     from uvicorn.supervisors import Multiprocess
 
     config_args: dict[str, Any] = {
-        "log_config": logging_config(log_level),
+        "log_config": logging_config(log_level, log_format),
         "log_level": log_level,
         "access_log": False,
         "http": NoDelayH11Protocol,
