@@ -107,6 +107,18 @@ def _normalise(buf: bytes, pos: int, limit: int, depth: int) -> tuple[int, bytes
     return end, tag + der_length(len(contents)) + contents
 
 
+def elements(buf: bytes) -> list[bytes]:
+    """The encoded elements one after another in `buf` (e.g. the contents of a SET OF),
+    read without any schema; CMSError if they do not fill it exactly."""
+    found = []
+    pos = 0
+    while pos < len(buf):
+        end, replacement = _normalise(buf, pos, len(buf), 0)
+        found.append(buf[pos:end] if replacement is None else replacement)
+        pos = end
+    return found
+
+
 def octets(element: bytes) -> bytes:
     """Contents of a chunk of a constructed OCTET STRING (itself normalised)."""
     if element[:1] != b"\x04":
