@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 import typer
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mailpki.ca.serials import show_serial
@@ -28,11 +29,18 @@ from mailpki.cli.enroll import mail_app
 from mailpki.errors import CMSError, InputError, MailError
 from mailpki.instance.config import resolve_home
 from mailpki.instance.instance import Instance
-from mailpki.instance.smime_ops import Toolkit, envelope_recipients, envelope_sender, submit
+from mailpki.instance.smime_ops import (
+    Toolkit,
+    envelope_recipients,
+    envelope_sender,
+    sender_encryption_certificate,
+    submit,
+)
 from mailpki.keymanager.pkcs12 import LoadedPKCS12, load_pkcs12
 from mailpki.notify.mail import MailSettings
 from mailpki.smime.contacts import addresses_of
 from mailpki.smime.message import (
+    Verified,
     decrypt_message,
     encrypt_message,
     is_encrypted,
@@ -40,7 +48,7 @@ from mailpki.smime.message import (
     verify_message,
 )
 from mailpki.smime.mime import MAX_MESSAGE_BYTES
-from mailpki.smime.trust import TrustAnchors
+from mailpki.smime.trust import TrustAnchors, check_certificate
 
 contacts_app = typer.Typer(
     help="Correspondents' certificates kept for encryption (from their signed mails).",
@@ -85,6 +93,18 @@ CertdirOption = Annotated[
 ForceOption = Annotated[bool, typer.Option("--force", help="Overwrite OUT.")]
 PssOption = Annotated[
     bool, typer.Option("--pss", help="RSA keys sign with RSASSA-PSS (else PKCS#1 v1.5).")
+]
+EncryptionCertOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--encryption-cert",
+        help="Your encryption certificate, named in the signature as the one to encrypt to "
+        "(dual key; default: the signing certificate if it can encrypt, else the instance's).",
+    ),
+]
+AllowSha1Option = Annotated[
+    bool,
+    typer.Option("--allow-sha1", help="Accept signatures made with SHA-1 (older mail clients)."),
 ]
 
 _CIPHERS = ("aes256-cbc", "aes256-gcm")
@@ -178,6 +198,21 @@ def _close(instance: Instance | None) -> None:
         instance.close()
 
 
+def _encryption_certificate(
+    kit: Toolkit, loaded: LoadedPKCS12, explicit: Path | None
+) -> x509.Certificate | None:
+    """The certificate the signature names as the one to encrypt to (stderr says which)."""
+    chosen, how = sender_encryption_certificate(kit, loaded.certificate, explicit)
+    if chosen is None:
+        err_console.print(f"encryption-key preference: {how}", highlight=False)
+    elif chosen != loaded.certificate:
+        err_console.print(
+            f"encryption-key preference: certificate {chosen.serial_number:X} ({how})",
+            highlight=False,
+        )
+    return chosen
+
+
 # -- commands --------------------------------------------------------------------------
 
 
@@ -191,10 +226,18 @@ def sign(
         bool, typer.Option("--opaque", help="application/pkcs7-mime (else multipart/signed).")
     ] = False,
     pss: PssOption = False,
+    encryption_cert: EncryptionCertOption = None,
     force: ForceOption = False,
+    home: HomeOption = None,
 ) -> None:
-    """Sign a message with your key (multipart/signed, or opaque)."""
+    """Sign a message with your key (multipart/signed, or opaque). The signature names
+    your encryption certificate, so that replies are encrypted to it."""
     loaded = _p12(p12, password_file)
+    kit, instance = _toolkit(home)
+    try:
+        encryption_certificate = _encryption_certificate(kit, loaded, encryption_cert)
+    finally:
+        _close(instance)
     signed = sign_message(
         _read(source),
         loaded.certificate,
@@ -202,6 +245,7 @@ def sign(
         chain=loaded.chain,
         opaque=opaque,
         pss=pss,
+        encryption_certificate=encryption_certificate,
     )
     _write(out, signed, force)
 
@@ -249,6 +293,7 @@ def sign_encrypt(
     contacts: ContactsOption = None,
     certdir: CertdirOption = None,
     pss: PssOption = False,
+    encryption_cert: EncryptionCertOption = None,
     force: ForceOption = False,
     home: HomeOption = None,
 ) -> None:
@@ -257,12 +302,18 @@ def sign_encrypt(
     kit, instance = _toolkit(home, trust=trust, certs=cert, contacts=contacts, certdir=certdir)
     try:
         recipients = _recipients(kit, to)
+        encryption_certificate = _encryption_certificate(kit, loaded, encryption_cert)
         signed = sign_message(
-            _read(source), loaded.certificate, _signing_key(loaded), chain=loaded.chain, pss=pss
+            _read(source),
+            loaded.certificate,
+            _signing_key(loaded),
+            chain=loaded.chain,
+            pss=pss,
+            encryption_certificate=encryption_certificate,
         )
         data = encrypt_message(
             signed,
-            [*recipients, loaded.certificate],
+            [*recipients, _own_copy(loaded, encryption_certificate)],
             cipher=_cipher(cipher),
             key_transport="oaep" if oaep else "pkcs1v15",
         )
@@ -301,11 +352,13 @@ def verify(
     require_revocation: Annotated[
         bool, typer.Option("--require-revocation", help="Fail when revocation cannot be checked.")
     ] = False,
+    allow_sha1: AllowSha1Option = False,
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
     force: ForceOption = False,
     home: HomeOption = None,
 ) -> None:
     """Verify a signed message: signature, signer, chain, revocation, From address.
+    Also names the certificate the sender asks replies to be encrypted to.
     Exit 0 only if all is valid (1 if not)."""
     kit, instance = _toolkit(home, trust=trust)
     try:
@@ -316,7 +369,11 @@ def verify(
             raise InputError("no trust anchors: give --trust ROOT.pem or --home of an instance")
         try:
             verified = verify_message(
-                data, kit.anchors, revocation=kit.revocation, require_revocation=require_revocation
+                data,
+                kit.anchors,
+                revocation=kit.revocation,
+                require_revocation=require_revocation,
+                allow_sha1=allow_sha1,
             )
         except CMSError as exc:
             # A signature that does not match is a verdict, not a usage error: exit 1.
@@ -333,6 +390,8 @@ def verify(
     signer_addresses = addresses_of(signer)
     chain = [c.subject.rfc4514_string() for c in verdict.chain]
     signing_time = verified.signed.signing_time
+    encrypt_to = verified.encryption_certificate
+    preference = verified.signed.encryption_preference
     if out is not None and verified.valid:  # never hand on content that did not verify
         _write(out, verified.message, force)
     if json_output:
@@ -347,6 +406,12 @@ def verify(
                 "revocation": verdict.revocation,
                 "revocation_source": verdict.revocation_source,
                 "signing_time": signing_time.isoformat() if signing_time else None,
+                "digest_algorithm": verified.signed.digest_algorithm,
+                "signed_attributes": list(verified.signed.attributes),
+                "unknown_attributes": list(verified.signed.unknown_attributes),
+                "encryption_certificate": _certificate_json(encrypt_to, signer),
+                "encryption_preference": list(preference.named_by) if preference else [],
+                "warnings": list(verified.warnings),
                 "problems": list(verdict.problems),
             }
         )
@@ -357,6 +422,9 @@ def verify(
             f"From: {', '.join(verified.from_addresses) or '-'}",
             *(f"chain[{depth}]:   {subject}" for depth, subject in enumerate(chain)),
             f"revocation: {verdict.revocation} {verdict.revocation_source}".rstrip(),
+            f"encrypt to: {_describe_encryption(encrypt_to, signer, preference is not None)}",
+            f"attributes: {', '.join(verified.signed.attributes) or '-'}",
+            *(f"warning:    {warning}" for warning in verified.warnings),
             *(f"problem:    {problem}" for problem in verdict.problems),
             "VALID" if verified.valid else "NOT VALID",
         ]
@@ -364,6 +432,30 @@ def verify(
             console.print(line, highlight=False, markup=False)
     if not verified.valid:
         raise typer.Exit(1)
+
+
+def _certificate_json(
+    certificate: x509.Certificate | None, signer: x509.Certificate
+) -> dict[str, object] | None:
+    if certificate is None:
+        return None
+    return {
+        "subject": certificate.subject.rfc4514_string(),
+        "serial": f"{certificate.serial_number:X}",
+        "addresses": addresses_of(certificate),
+        "sha256_fingerprint": certificate.fingerprint(hashes.SHA256()).hex(),
+        "is_signer": certificate == signer,
+    }
+
+
+def _describe_encryption(
+    certificate: x509.Certificate | None, signer: x509.Certificate, stated: bool
+) -> str:
+    if certificate is None:
+        return "- (the encryption-key preference is unusable: see the warning)"
+    whose = "the signer's certificate" if certificate == signer else "another certificate"
+    how = "named by the signature" if stated else "no preference stated"
+    return f"serial {certificate.serial_number:X}, {whose} ({how})"
 
 
 @handle_errors
@@ -401,6 +493,7 @@ def send(
         int | None, typer.Option("--smtp-port", help="SMTP port (default: smtp.port).")
     ] = None,
     pss: PssOption = False,
+    encryption_cert: EncryptionCertOption = None,
     home: HomeOption = None,
 ) -> None:
     """Compose a message, sign and/or encrypt it, and submit it over SMTP."""
@@ -425,15 +518,22 @@ def send(
         )
     kit, instance = _toolkit(home, trust=trust, certs=cert, contacts=contacts, certdir=certdir)
     try:
+        encryption_certificate = None
         if loaded is not None and do_sign:
+            encryption_certificate = _encryption_certificate(kit, loaded, encryption_cert)
             message = sign_message(
-                message, loaded.certificate, _signing_key(loaded), chain=loaded.chain, pss=pss
+                message,
+                loaded.certificate,
+                _signing_key(loaded),
+                chain=loaded.chain,
+                pss=pss,
+                encryption_certificate=encryption_certificate,
             )
         if do_encrypt:
             # Everyone it is delivered to must be able to read it.
             recipients = _recipients(kit, [*to, *envelope_recipients(message)])
             if loaded is not None:
-                recipients.append(loaded.certificate)
+                recipients.append(_own_copy(loaded, encryption_certificate))
             message = encrypt_message(
                 message,
                 recipients,
@@ -479,18 +579,26 @@ def _compose(sender: str, to: list[str], subject: str, body: bytes) -> bytes:
     return message.as_bytes()
 
 
+def _own_copy(
+    loaded: LoadedPKCS12, encryption_certificate: x509.Certificate | None
+) -> x509.Certificate:
+    """The sender's certificate a sent copy is encrypted to: the encryption one if the
+    signature names one, else the PKCS#12's own."""
+    return encryption_certificate or loaded.certificate
+
+
 def _signing_key(loaded: LoadedPKCS12) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
     if not isinstance(loaded.key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise InputError("the PKCS#12 key cannot sign S/MIME (RSA or EC keys only)")
     return loaded.key
 
 
-def _signer_of(data: bytes) -> x509.Certificate:
+def _signer_of(data: bytes, allow_sha1: bool) -> x509.Certificate:
     """The signer certificate of a signed message (its signature checked), to stand in as
     the only anchor when the user trusts no CA: the contact is pinned, not chained."""
     from mailpki.smime.message import signer_certificate
 
-    return signer_certificate(data)
+    return signer_certificate(data, allow_sha1=allow_sha1)
 
 
 # -- contacts ----------------------------------------------------------------------------
@@ -502,40 +610,76 @@ def contacts_add_from_signed(
     source: InFile,
     trust: TrustOption = [],  # noqa: B006
     contacts: ContactsOption = None,
+    allow_sha1: AllowSha1Option = False,
     home: HomeOption = None,
 ) -> None:
-    """Keep the signer's certificate of a signed message (its signature must verify and
-    its address match From; a foreign CA is fine: you vouch for it by adding it)."""
+    """Keep the certificate to encrypt to of a signed message's sender: the one its
+    encryption-key preference names (in dual key not the signing one), else the
+    signer's. The signature must verify and the address match From; a foreign CA is
+    fine: you vouch for it by adding it."""
     kit, instance = _toolkit(home, trust=trust, contacts=contacts)
     try:
         data = _read(source)
         # The signature must verify; the signer's CA need not be one we trust.
-        anchors = kit.anchors or TrustAnchors(roots=(_signer_of(data),))
-        verified = verify_message(data, anchors, revocation=kit.revocation)
+        anchors = kit.anchors or TrustAnchors(roots=(_signer_of(data, allow_sha1),))
+        verified = verify_message(data, anchors, revocation=kit.revocation, allow_sha1=allow_sha1)
+        signer = verified.signed.signer
+        if verified.verdict.revocation == "revoked":
+            raise InputError(
+                "the signer's certificate is revoked: "
+                + "; ".join(p for p in verified.verdict.problems if "revoked" in p)
+            )
+        if not set(verified.from_addresses) & set(addresses_of(signer)):
+            raise InputError(
+                f"the signer's certificate is for {', '.join(addresses_of(signer))}, "
+                f"not the From address {', '.join(verified.from_addresses) or '(none)'}"
+            )
+        if signer.not_valid_after_utc <= datetime.now(UTC):
+            raise InputError(
+                f"the signer's certificate expired on {signer.not_valid_after_utc:%Y-%m-%d}"
+            )
+        keep = _certificate_to_keep(verified, kit)
     finally:
         _close(instance)
-    signer = verified.signed.signer
-    if verified.verdict.revocation == "revoked":
-        raise InputError(
-            "the signer's certificate is revoked: "
-            + "; ".join(p for p in verified.verdict.problems if "revoked" in p)
-        )
-    if not set(verified.from_addresses) & set(addresses_of(signer)):
-        raise InputError(
-            f"the signer's certificate is for {', '.join(addresses_of(signer))}, "
-            f"not the From address {', '.join(verified.from_addresses) or '(none)'}"
-        )
-    if signer.not_valid_after_utc <= datetime.now(UTC):
-        raise InputError(
-            f"the signer's certificate expired on {signer.not_valid_after_utc:%Y-%m-%d}"
-        )
-    contact = kit.contacts.add(signer)
+    contact = kit.contacts.add(keep)
     trusted = "chains to a trusted root" if verified.valid else "not from a CA you trust (pinned)"
+    which = "" if keep == signer else "the encryption certificate the signature names; "
     console.print(
         f"added {', '.join(contact.addresses)} (fingerprint {contact.fingerprint[:16]}, "
-        f"until {contact.not_after:%Y-%m-%d}; {trusted}) to {kit.contacts.folder}",
+        f"until {contact.not_after:%Y-%m-%d}; {which}{trusted}) to {kit.contacts.folder}",
         highlight=False,
     )
+
+
+def _certificate_to_keep(verified: Verified, kit: Toolkit) -> x509.Certificate:
+    """The certificate add-from-signed stores: the preferred encryption certificate,
+    checked like the signer (same From address, encryption allowed, not revoked, and
+    chaining to the anchors when the signer does)."""
+    signer = verified.signed.signer
+    preference = verified.signed.encryption_preference
+    if preference is None:
+        return signer
+    keep = verified.encryption_certificate
+    if keep is None:
+        raise InputError(f"{preference.problem}: nothing stored")
+    if keep == signer:
+        return signer
+    address = next(a for a in verified.from_addresses if a in addresses_of(signer))
+    anchors = kit.anchors if verified.valid and kit.anchors else TrustAnchors(roots=(keep,))
+    verdict = check_certificate(
+        keep,
+        anchors,
+        purpose="encrypt",
+        address=address,
+        extra_intermediates=[c for c in verified.signed.certificates if c != keep],
+        revocation=kit.revocation,
+    )
+    if not verdict.valid:
+        raise InputError(
+            "the encryption certificate the signature names is not usable: "
+            + "; ".join(verdict.problems)
+        )
+    return keep
 
 
 @contacts_app.command("list")

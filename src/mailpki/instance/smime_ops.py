@@ -16,15 +16,22 @@ from pathlib import Path
 
 from cryptography import x509
 
-from mailpki.errors import InputError, MailError
+from mailpki.errors import InputError, MailError, NotFoundError
 from mailpki.instance.instance import Instance
 from mailpki.notify.mail import MailSettings, SMTPTransport
 from mailpki.smime.contacts import ContactStore, addresses_of, default_contacts_folder
 from mailpki.smime.mime import header_value, parse
 from mailpki.smime.recipients import RecipientFinder, Source, certdir_source, contacts_source
-from mailpki.smime.trust import RevocationChecker, TrustAnchors, http_fetch
+from mailpki.smime.trust import RevocationChecker, TrustAnchors, can_encrypt, http_fetch
 
-__all__ = ["Toolkit", "envelope_recipients", "envelope_sender", "load_certificates", "submit"]
+__all__ = [
+    "Toolkit",
+    "envelope_recipients",
+    "envelope_sender",
+    "load_certificates",
+    "sender_encryption_certificate",
+    "submit",
+]
 
 MAX_CERT_FILE = 1024 * 1024
 
@@ -112,6 +119,39 @@ class Toolkit:
 
     def finder(self) -> RecipientFinder:
         return RecipientFinder(self.sources, self.anchors, self.revocation)
+
+
+def sender_encryption_certificate(
+    kit: Toolkit, signer: x509.Certificate, explicit: Path | None
+) -> tuple[x509.Certificate | None, str]:
+    """(the certificate a signature should ask correspondents to encrypt to, how it was
+    chosen). `explicit` (--encryption-cert) wins; else the signer's own certificate if
+    it can encrypt (single key); else, in dual-key mode, the sender's encryption
+    certificate as the instance or the contacts know it. None when there is none."""
+    signer_addresses = set(addresses_of(signer))
+    if explicit is not None:
+        found = load_certificates([explicit], "encryption certificate file")
+        if len(found) != 1:
+            raise InputError(f"{explicit} must hold exactly one certificate")
+        chosen = found[0]
+        if not signer_addresses & set(addresses_of(chosen)):
+            raise InputError(
+                f"the encryption certificate in {explicit} is not for "
+                f"{', '.join(sorted(signer_addresses)) or 'the signer'}"
+            )
+        if not can_encrypt(chosen):
+            raise InputError(f"the certificate in {explicit} does not allow encryption")
+        return chosen, f"from {explicit}"
+    if can_encrypt(signer):
+        return signer, "the signing certificate (single key)"
+    finder = kit.finder()
+    for address in sorted(signer_addresses):
+        try:
+            hit = finder.find(address)
+        except NotFoundError:
+            continue
+        return hit.certificate, f"found in {hit.source}"
+    return None, "none found: the signing certificate cannot encrypt (give --encryption-cert)"
 
 
 def _instance_sources(instance: Instance) -> list[Source]:

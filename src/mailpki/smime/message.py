@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mailpki.cms.enveloped import Cipher, KeyTransport, decrypt, encrypt
 from mailpki.cms.signed import SignedContent, sign, verify_signed
-from mailpki.errors import CMSError
 from mailpki.smime.mime import (
     Entity,
     SMIMEError,
@@ -63,15 +62,23 @@ def sign_message(
     chain: Sequence[x509.Certificate] = (),
     opaque: bool = False,
     pss: bool = False,
+    encryption_certificate: x509.Certificate | None = None,
 ) -> bytes:
     """The message signed by `key`: multipart/signed, or opaque with `opaque`; RSA keys
-    sign with PKCS#1 v1.5, or RSASSA-PSS with `pss`."""
+    sign with PKCS#1 v1.5, or RSASSA-PSS with `pss`. With `encryption_certificate` the
+    signature tells correspondents to encrypt to that certificate (RFC 8551 §2.5.3, and
+    Microsoft's attribute for Outlook) and carries it."""
     entity = parse(data)
     inner = entity.inner_entity()
-    try:
-        der = sign(inner, certificate, key, extra_certificates=chain, detached=not opaque, pss=pss)
-    except CMSError:
-        raise
+    der = sign(
+        inner,
+        certificate,
+        key,
+        extra_certificates=chain,
+        detached=not opaque,
+        pss=pss,
+        encryption_certificate=encryption_certificate,
+    )
     if opaque:
         return outer_message(
             entity,
@@ -177,6 +184,27 @@ class Verified:
     def valid(self) -> bool:
         return self.verdict.valid
 
+    @property
+    def encryption_certificate(self) -> x509.Certificate | None:
+        """The certificate to encrypt a reply to: the one the signature's encryption-key
+        preference names, else the signer's own; None if the preference is unusable
+        (damaged, or naming a certificate the message does not carry)."""
+        preference = self.signed.encryption_preference
+        if preference is None:
+            return self.signed.signer
+        return preference.certificate
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What is odd about the message without making its signature invalid."""
+        found = []
+        preference = self.signed.encryption_preference
+        if preference is not None and preference.problem:
+            found.append(preference.problem)
+        if self.signed.digest_algorithm == "sha1":
+            found.append("the message is signed with SHA-1, a weak hash (allowed on request)")
+        return tuple(found)
+
 
 def verify_message(
     data: bytes,
@@ -185,12 +213,14 @@ def verify_message(
     revocation: RevocationChecker | None = None,
     require_revocation: bool = False,
     at: datetime | None = None,
+    allow_sha1: bool = False,
 ) -> Verified:
     """Check the signature (CMSError if it is wrong) and then the signer: chain to
     `anchors`, validity, emailProtection, the From address in the certificate, and
-    revocation. The verdict lists every problem; `valid` only if there is none."""
+    revocation. The verdict lists every problem; `valid` only if there is none.
+    `allow_sha1` accepts signatures made with SHA-1 (older clients)."""
     entity = parse(data)
-    signed, inner = _signed_content(entity)
+    signed, inner = _signed_content(entity, allow_sha1)
     senders = sender_addresses(entity)
     verdict = check_certificate(
         signed.signer,
@@ -218,21 +248,21 @@ def verify_message(
     return Verified(_rejoin(entity, inner), signed, verdict, senders)
 
 
-def signer_certificate(data: bytes) -> x509.Certificate:
+def signer_certificate(data: bytes, *, allow_sha1: bool = False) -> x509.Certificate:
     """The certificate whose key made the message's (checked) signature."""
-    return _signed_content(parse(data))[0].signer
+    return _signed_content(parse(data), allow_sha1)[0].signer
 
 
-def _signed_content(entity: Entity) -> tuple[SignedContent, bytes]:
+def _signed_content(entity: Entity, allow_sha1: bool) -> tuple[SignedContent, bytes]:
     kind, params = content_type(entity)
     if kind == "multipart/signed":
         first, signature = signed_parts(entity)
-        return verify_signed(signature, detached_content=first), first
+        return verify_signed(signature, detached_content=first, allow_sha1=allow_sha1), first
     if (
         kind in ("application/pkcs7-mime", "application/x-pkcs7-mime")
         and params.get("smime-type", "signed-data").lower() == "signed-data"
     ):
-        signed = verify_signed(decode_body(entity))
+        signed = verify_signed(decode_body(entity), allow_sha1=allow_sha1)
         return signed, signed.content
     raise SMIMEError(f"the message is not signed ({kind})")
 

@@ -862,6 +862,11 @@ def _key_usage_problem(cert: x509.Certificate, purpose: Purpose) -> str | None:
     return "the certificate's key cannot be used to encrypt mail"
 
 
+def can_encrypt(cert: x509.Certificate) -> bool:
+    """Whether the certificate's key and key usage allow encrypting mail to it."""
+    return _key_usage_problem(cert, "encrypt") is None
+
+
 def _normalise_address(address: str) -> str:
     local, _, domain = address.rpartition("@")
     domain = domain.rstrip(".")
