@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from mailpki.errors import MailPKIError, PKCS12Error
+from mailpki.keymanager._pkcs12_order import issuer_first
 
 PKCS12_MAX_SIZE = 1024 * 1024
 
@@ -102,9 +103,10 @@ def build_pkcs12(
     rounds: against that much entropy the rounds add nothing, and they would cost
     ~130 ms per file in bulk enrollment. A person's own password gets the full count.
 
-    `legacy=True` writes PBES1 3DES + HMAC-SHA1 for gpgsm 2.2 and old Outlook. gpgsm
-    2.2.40 imports that only for RSA keys (it crashes on a P-256 key) and refuses the
-    modern (PBES2) file outright.
+    `legacy=True` writes PBES1 3DES + HMAC-SHA1 for gpgsm 2.2 and old Outlook, its
+    certificates root first so that gpgsm imports it without complaint. gpgsm 2.2.40
+    imports that only for RSA keys (it crashes on a P-256 key) and refuses the modern
+    (PBES2) file outright.
     """
     if not password:
         raise MailPKIError("refusing to build a PKCS#12 file with an empty password")
@@ -129,13 +131,17 @@ def build_pkcs12(
             .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
             .hmac_hash(hashes.SHA256())
         )
-    return pkcs12.serialize_key_and_certificates(
+    data = pkcs12.serialize_key_and_certificates(
         friendly_name.encode("utf-8"),
         key,
         certificate,
         list(chain),
         builder.build(bytes(password)),
     )
+    if legacy and chain:
+        # gpgsm checks each certificate's issuer as it imports it: root first.
+        data = issuer_first(data, bytes(password))
+    return data
 
 
 def package(
@@ -173,6 +179,7 @@ def load_pkcs12(data: bytes, password: bytes) -> LoadedPKCS12:
         )
     if not password:
         raise PKCS12Error("give the password of the PKCS#12 file")
+    data = _definite_lengths(data)
     _check_kdf_rounds(data)
     try:
         loaded = pkcs12.load_pkcs12(data, bytes(password))
@@ -210,6 +217,19 @@ def load_pkcs12(data: bytes, password: bytes) -> LoadedPKCS12:
         chain=tuple(others),
         friendly_name=name.decode("utf-8", errors="replace") if name is not None else None,
     )
+
+
+def _definite_lengths(data: bytes) -> bytes:
+    """The file in DER. NSS (Thunderbird, Firefox, pk12util) writes BER with indefinite
+    lengths, which pyca/cryptography reads only with a UserWarning on the terminal. Only
+    the outer structure is re-encoded: the authenticated safe stays byte for byte as it
+    is (the MAC covers those bytes), and pyca/cryptography reads BER inside it quietly."""
+    try:
+        pfx = asn1_pkcs12.Pfx.load(data, strict=True)
+        der: bytes = pfx.dump(force=True)
+    except Exception as exc:  # asn1crypto parses lazily and raises many types
+        raise PKCS12Error(_BAD_FILE) from exc
+    return der
 
 
 def _check_kdf_rounds(data: bytes) -> None:

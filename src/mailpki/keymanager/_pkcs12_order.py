@@ -1,0 +1,135 @@
+"""Put the certificates of a legacy PKCS#12 file in issuer-first order.
+
+gpgsm 2.2 stores each certificate bag as it reads it and looks for its issuer at that
+moment: with the person's certificate first (as pyca/cryptography writes it, the CAs
+after), every certificate but the root reports "issuer certificate not found" and the
+import exits 2, although all of it was imported. Root first, person last, the import
+is clean.
+
+pyca/cryptography cannot choose the order, so the file it wrote is opened (legacy
+PBES1: the PKCS#12 KDF of RFC 7292 appendix B, SHA-1, 3-key 3DES-CBC), its certificate
+bags reordered, and the safe encrypted again with the same key and IV, and the MAC
+recomputed. Only files this module's caller has just built pass through it, with the
+password it built them with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from asn1crypto import cms, core
+from asn1crypto import pkcs12 as asn1_pkcs12
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+__all__ = ["issuer_first", "pkcs12_kdf_sha1"]
+
+_PBE_SHA1_3DES = "1.2.840.113549.1.12.1.3"
+_SHA1_BLOCK, _SHA1_SIZE = 64, 20
+_KEY_ID, _IV_ID, _MAC_ID = 1, 2, 3
+
+
+def pkcs12_kdf_sha1(password: bytes, salt: bytes, purpose: int, rounds: int, size: int) -> bytes:
+    """RFC 7292 appendix B.2 with SHA-1; `password` is UTF-8 (made a BMPString here)."""
+    bmp = password.decode("utf-8").encode("utf-16-be") + b"\0\0" if password else b""
+    v = _SHA1_BLOCK
+
+    def stretch(data: bytes) -> bytes:
+        if not data:
+            return b""
+        length = v * -(-len(data) // v)
+        return (data * (length // len(data) + 1))[:length]
+
+    block_i = bytearray(stretch(salt) + stretch(bmp))
+    diversifier = bytes([purpose]) * v
+    out = b""
+    while len(out) < size:
+        digest = hashlib.sha1(diversifier + block_i).digest()  # noqa: S324 - the KDF's hash
+        for _ in range(rounds - 1):
+            digest = hashlib.sha1(digest).digest()  # noqa: S324
+        out += digest
+        b_value = int.from_bytes(stretch(digest), "big") + 1
+        for start in range(0, len(block_i), v):
+            chunk = int.from_bytes(block_i[start : start + v], "big")
+            block_i[start : start + v] = ((chunk + b_value) % (1 << (8 * v))).to_bytes(v, "big")
+    return out[:size]
+
+
+def _crypt(key: bytes, iv: bytes, data: bytes, *, encrypt: bool) -> bytes:
+    cipher = Cipher(TripleDES(key), modes.CBC(iv))
+    if encrypt:
+        padder = padding.PKCS7(64).padder()
+        encryptor = cipher.encryptor()
+        return encryptor.update(padder.update(data) + padder.finalize()) + encryptor.finalize()
+    decryptor = cipher.decryptor()
+    unpadder = padding.PKCS7(64).unpadder()
+    plain = decryptor.update(data) + decryptor.finalize()
+    return unpadder.update(plain) + unpadder.finalize()
+
+
+def _reordered(bags: asn1_pkcs12.SafeContents) -> asn1_pkcs12.SafeContents:
+    """The bags with the certificates reversed (they were: person, issuing CA, root)."""
+    certs = [bag for bag in bags if bag["bag_id"].native == "cert_bag"]
+    others = [bag for bag in bags if bag["bag_id"].native != "cert_bag"]
+    return asn1_pkcs12.SafeContents([*others, *reversed(certs)])
+
+
+def issuer_first(data: bytes, password: bytes) -> bytes:
+    """The legacy PKCS#12 `data` (as pyca/cryptography writes it) with its certificate
+    bags root first; ValueError if it is not such a file."""
+    pfx = asn1_pkcs12.Pfx.load(data)
+    safes = []
+    for info in pfx.authenticated_safe:
+        if info["content_type"].native != "encrypted_data":
+            safes.append(info)
+            continue
+        encrypted = info["content"]["encrypted_content_info"]
+        algorithm = encrypted["content_encryption_algorithm"]
+        if algorithm["algorithm"].dotted != _PBE_SHA1_3DES:
+            raise ValueError("not a legacy (PBES1 SHA-1 3DES) PKCS#12 safe")
+        salt = bytes(algorithm["parameters"]["salt"].native)
+        rounds = int(algorithm["parameters"]["iterations"].native)
+        key = pkcs12_kdf_sha1(password, salt, _KEY_ID, rounds, 24)
+        iv = pkcs12_kdf_sha1(password, salt, _IV_ID, rounds, 8)
+        plain = _crypt(key, iv, bytes(encrypted["encrypted_content"].native), encrypt=False)
+        reordered = _reordered(asn1_pkcs12.SafeContents.load(plain)).dump(force=True)
+        safes.append(
+            cms.ContentInfo(
+                {
+                    "content_type": "encrypted_data",
+                    "content": cms.EncryptedData(
+                        {
+                            "version": "v0",
+                            "encrypted_content_info": {
+                                "content_type": "data",
+                                "content_encryption_algorithm": algorithm,
+                                "encrypted_content": _crypt(key, iv, reordered, encrypt=True),
+                            },
+                        }
+                    ),
+                }
+            )
+        )
+    auth_safe = asn1_pkcs12.AuthenticatedSafe(safes).dump(force=True)
+    mac_data = pfx["mac_data"]
+    if mac_data["mac"]["digest_algorithm"]["algorithm"].native != "sha1":
+        raise ValueError("not a legacy (HMAC-SHA1) PKCS#12 MAC")
+    mac_salt = bytes(mac_data["mac_salt"].native)
+    mac_rounds = int(mac_data["iterations"].native)
+    mac_key = pkcs12_kdf_sha1(password, mac_salt, _MAC_ID, mac_rounds, _SHA1_SIZE)
+    digest = hmac.new(mac_key, auth_safe, "sha1").digest()
+    rebuilt = asn1_pkcs12.Pfx(
+        {
+            "version": "v3",
+            "auth_safe": {"content_type": "data", "content": core.OctetString(auth_safe)},
+            "mac_data": {
+                "mac": {"digest_algorithm": {"algorithm": "sha1"}, "digest": digest},
+                "mac_salt": mac_salt,
+                "iterations": mac_rounds,
+            },
+        }
+    )
+    result: bytes = rebuilt.dump(force=True)
+    return result
