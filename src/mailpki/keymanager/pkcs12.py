@@ -214,9 +214,27 @@ def load_pkcs12(data: bytes, password: bytes) -> LoadedPKCS12:
     return LoadedPKCS12(
         key=key,
         certificate=certificate,
-        chain=tuple(others),
+        chain=_issuer_after_subject(certificate, others),
         friendly_name=name.decode("utf-8", errors="replace") if name is not None else None,
     )
+
+
+def _issuer_after_subject(
+    certificate: x509.Certificate, others: Sequence[x509.Certificate]
+) -> tuple[x509.Certificate, ...]:
+    """The other certificates in chain order (issuing CA first, root last), whatever
+    order the file lists them in; any that are not in the chain follow as they came."""
+    remaining = list(others)
+    ordered: list[x509.Certificate] = []
+    current = certificate
+    while True:
+        issuer = next((c for c in remaining if c.subject == current.issuer), None)
+        if issuer is None or current.subject == current.issuer:
+            break
+        ordered.append(issuer)
+        remaining.remove(issuer)
+        current = issuer
+    return (*ordered, *remaining)
 
 
 def _definite_lengths(data: bytes) -> bytes:
