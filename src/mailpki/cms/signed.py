@@ -161,6 +161,7 @@ def sign(
     detached: bool = False,
     pss: bool = False,
     encryption_certificate: x509.Certificate | None = None,
+    extra_attributes: Sequence[tuple[str, bytes]] = (),
 ) -> bytes:
     """DER ContentInfo holding SignedData over `content`: SHA-256, signed attributes
     (contentType, signingTime, messageDigest, SMIMECapabilities), the signer's
@@ -172,7 +173,8 @@ def sign(
     With `encryption_certificate` the signature also carries the encryption-key
     preference, both as id-aa-encrypKeyPref (RFC 8551) and as Microsoft's attribute,
     naming that certificate (the signer's own in single-key mode, the encryption half
-    in dual-key mode), and the certificate itself is included."""
+    in dual-key mode), and the certificate itself is included. `extra_attributes`
+    (type OID, DER value) are signed as given, e.g. to reproduce another client's."""
     if _spki(key.public_key()) != _spki(certificate.public_key()):
         raise CMSError("the signing key does not belong to the signer certificate")
     if pss and not isinstance(key, rsa.RSAPrivateKey):
@@ -188,6 +190,7 @@ def sign(
         attributes += [
             encode_attribute(oid, v) for oid, v in preference_values(encryption_certificate)
         ]
+    attributes += [encode_attribute(oid, value) for oid, value in extra_attributes]
     signed_attrs = der_set(attributes)  # what the signature covers (RFC 5652 §5.4)
 
     if isinstance(key, ec.EllipticCurvePrivateKey):
