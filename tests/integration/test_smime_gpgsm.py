@@ -11,7 +11,9 @@ AES-CBC with PKCS#1 v1.5 is tried in that direction.
 from __future__ import annotations
 
 import base64
+import contextlib
 import email
+import json
 import os
 import re
 import shutil
@@ -23,9 +25,13 @@ from email import policy
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
+from mailpki.cms._der import definite_lengths
+from mailpki.keymanager.pkcs12 import build_pkcs12
+from tests.fixtures.smime_pki import root_ca, smime_leaf
 from tests.integration.cli_helpers import Result, mailpki
 
 pytestmark = pytest.mark.integration
@@ -440,3 +446,135 @@ def test_we_decrypt_then_verify_gpgsm_sign_and_encrypt(imported: Env) -> None:
     assert result.code == 0, result.err
     result = verify(env, opened)
     assert valid(result), result.out + result.err
+
+
+# -- a clean import, and a reply to the right certificate -------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_gnupghome(*trusted_roots: x509.Certificate) -> Iterator[Path]:
+    """A GNUPGHOME of its own (no CA certificate imported beforehand), trusting
+    `trusted_roots`; the gpg-agent it starts is stopped at the end."""
+    gnupghome = Path(tempfile.mkdtemp(prefix="gh-", dir="/tmp"))
+    gnupghome.chmod(0o700)
+    (gnupghome / "gpg-agent.conf").write_text("allow-loopback-pinentry\n")
+    (gnupghome / "gpgsm.conf").write_text("disable-crl-checks\ndisable-dirmngr\n")
+    (gnupghome / "trustlist.txt").write_text(
+        "".join(
+            f"{root.fingerprint(hashes.SHA1()).hex(':').upper()} S relax\n"
+            for root in trusted_roots
+        )
+    )
+    try:
+        yield gnupghome
+    finally:
+        subprocess.run(
+            ["gpgconf", "--kill", "all"],
+            env={**os.environ, "GNUPGHOME": str(gnupghome)},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        shutil.rmtree(gnupghome, ignore_errors=True)
+
+
+def test_gpgsm_imports_our_legacy_pkcs12_cleanly_into_an_empty_keybox(env: Env) -> None:
+    """The person's certificate comes after its issuers in the file, so gpgsm finds
+    each issuer as it imports: no "issuer certificate not found", exit 0."""
+    root = x509.load_pem_x509_certificate((env.home / "ca" / "root.pem").read_bytes())
+    with fresh_gnupghome(root) as empty:
+        proc = subprocess.run(
+            [str(GPGSM), "--batch", "--status-fd", "2", "--pinentry-mode", "loopback",
+             "--passphrase-fd", "0", "--import", str(env.alice_p12)],
+            input=PASSWORD.encode() + b"\n",
+            capture_output=True,
+            env={**os.environ, "GNUPGHOME": str(empty)},
+            timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, status(proc)
+        assert "not found" not in status(proc), status(proc)
+        assert "secret keys imported: 1" in status(proc)
+        assert "imported: 3" in status(proc)  # root, issuing CA, Alice
+
+
+def test_gpgsm_encrypts_a_reply_to_the_encryption_half_of_a_dual_key(env: Env) -> None:
+    """Dan signs with his signing-only certificate; the signature names and carries his
+    encryption certificate. gpgsm, having verified the mail, holds both halves; it does
+    not read the preference itself (by address it answers "Ambiguous name"), so the
+    reply goes to the certificate `mail verify --json` names, and mailpki decrypts it
+    with the encryption key. The signing half gpgsm refuses for encryption."""
+    root, root_key = root_ca("Dual Root", organisation="Dual Org")
+    sign_cert, sign_key = smime_leaf(
+        root, root_key, mail="dan@dual.test", name="Dan S", usage="sign"
+    )
+    enc_cert, enc_key = smime_leaf(
+        root, root_key, mail="dan@dual.test", name="Dan E", usage="encrypt"
+    )
+    password = PASSWORD.encode()
+    sign_p12 = write(
+        env,
+        "dan-sign",
+        build_pkcs12(sign_key, sign_cert, [root], password, friendly_name="s"),
+        ".p12",
+    )
+    enc_p12 = write(
+        env, "dan-enc", build_pkcs12(enc_key, enc_cert, [root], password, friendly_name="e"), ".p12"
+    )
+    enc_pem = write(env, "dan-enc", enc_cert.public_bytes(serialization.Encoding.PEM), ".pem")
+    root_pem = write(env, "dual-root", root.public_bytes(serialization.Encoding.PEM), ".pem")
+    plain = write(env, "plain", b"From: dan@dual.test\r\nTo: bob@example.com\r\n\r\nhello\r\n")
+    signed = fresh(env, "dual")
+    result = mailpki(
+        "mail", "sign", plain, signed, "--p12", sign_p12, "--password-file", env.password,
+        "--encryption-cert", enc_pem,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    report = json.loads(mailpki("mail", "verify", signed, "--trust", root_pem, "--json").out)
+    named = report["encryption_certificate"]
+    assert named["serial"] == f"{enc_cert.serial_number:X}" and named["is_signer"] is False
+    content, signature = detached_parts(signed)
+    with fresh_gnupghome(root) as reader:
+        gpg_env = {**os.environ, "GNUPGHOME": str(reader)}
+
+        def gpgsm(*args: str | Path) -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run(
+                [str(GPGSM), "--batch", "--status-fd", "2", *map(str, args)],
+                capture_output=True, env=gpg_env, timeout=120,
+            )  # fmt: skip
+
+        checked = gpgsm(
+            "--verify", write(env, "sig", signature, ".p7s"), write(env, "c", content, ".txt")
+        )
+        assert checked.returncode == 0 and "GOODSIG" in status(checked), status(checked)
+        source = write(env, "r", CONTENT, ".txt")
+        by_address = gpgsm(
+            "--output", fresh(env, "x", ".p7m"), "--encrypt", "-r", "dan@dual.test", source
+        )
+        assert "Ambiguous name" in status(by_address), status(by_address)
+        signing_half = gpgsm(
+            "--output", fresh(env, "x", ".p7m"), "--encrypt",
+            "-r", sign_cert.fingerprint(hashes.SHA1()).hex(), source,
+        )  # fmt: skip
+        assert signing_half.returncode != 0, status(signing_half)
+        reply = fresh(env, "reply", ".p7m")
+        named_fpr = x509.load_pem_x509_certificate(enc_pem.read_bytes()).fingerprint(hashes.SHA1())
+        encrypted = gpgsm("--output", reply, "--encrypt", "-r", named_fpr.hex(), source)
+        assert encrypted.returncode == 0, status(encrypted)
+    info = cms.ContentInfo.load(definite_lengths(reply.read_bytes()))
+    serials = [
+        ri.chosen["rid"].chosen["serial_number"].native for ri in info["content"]["recipient_infos"]
+    ]
+    assert serials == [enc_cert.serial_number]
+    message = write(
+        env,
+        "reply",
+        b"From: bob@example.com\r\nTo: dan@dual.test\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + b64(reply.read_bytes()),
+    )
+    out = fresh(env, "reply-clear")
+    opened = mailpki(
+        "mail", "decrypt", message, out, "--p12", enc_p12, "--password-file", env.password
+    )
+    assert opened.code == 0, opened.err
+    assert b"Hello from gpgsm" in out.read_bytes()

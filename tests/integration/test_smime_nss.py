@@ -232,7 +232,9 @@ def detached_parts(message: bytes) -> tuple[bytes, bytes]:
     end = message.index(b"\r\n" + marker, start)
     parsed = email.message_from_bytes(message, policy=policy.default)
     signature = parsed.get_payload()[1]  # type: ignore[index]
-    return message[start:end], signature.get_payload(decode=True)
+    decoded = signature.get_payload(decode=True)
+    assert isinstance(decoded, bytes)
+    return message[start:end], decoded
 
 
 def verify(env: Env, path: Path, *extra: str | Path) -> Result:
