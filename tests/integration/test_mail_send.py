@@ -4,6 +4,7 @@ delivered bytes decrypt and verify; errors send nothing."""
 from __future__ import annotations
 
 import email
+import json
 from dataclasses import dataclass
 from email import policy
 from pathlib import Path
@@ -145,6 +146,10 @@ def test_sign_only_send_verifies(env: Env, smtp_server: SMTPServer) -> None:
     out = env.work / f"verified-{next(_counter)}.eml"
     assert mailpki("mail", "verify", path, "--home", env.home, "--out", out).code == 0
     assert text_of(out.read_bytes()) == BODY
+    # The signature tells Alice's client which certificate to encrypt a reply to.
+    report = json.loads(mailpki("mail", "verify", path, "--home", env.home, "--json").out)
+    assert {"encrypKeyPref", "msEncryptionKeyPreference"} <= set(report["signed_attributes"])
+    assert report["encryption_certificate"]["is_signer"] is True  # single key
 
 
 def test_sign_only_send_8bit_body_verifies(env: Env, smtp_server: SMTPServer) -> None:
