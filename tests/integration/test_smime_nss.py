@@ -37,7 +37,7 @@ from mailpki.cms._der import definite_lengths
 from mailpki.keymanager.pkcs12 import build_pkcs12, load_pkcs12
 from tests.fixtures.nss import CERTUTIL, EMAIL_RECIPIENT, NSSDatabase, nss_database, require_nss
 from tests.fixtures.smime_pki import root_ca, smime_leaf
-from tests.integration.cli_helpers import Result, mailpki, mailpki_process, openssl
+from tests.integration.cli_helpers import Result, mailpki, mailpki_process, make_csr, openssl
 
 pytestmark = pytest.mark.integration
 
@@ -524,3 +524,37 @@ def test_pkcs12_exported_by_nss_loads_without_a_warning(env: Env) -> None:
     assert result.code == 0, result.err
     assert "Warning" not in result.err
     assert valid(verify(env, out))
+
+
+def test_dual_key_from_the_instance_names_the_escrowed_encryption_certificate(env: Env) -> None:
+    """A dual-key enrollment (own signing key, central encryption key): `mail sign --home`
+    finds the encryption half in the instance and names it; NSS verifies the result."""
+    csr = make_csr(env.work, "frank-sign", key="ec")
+    enc_p12 = env.work / "frank-enc.p12"
+    result = mailpki(
+        "enroll", "--home", env.home, "--email", "frank@example.com", "--name", "Frank Fern",
+        "--out", enc_p12, "--password-file", env.password, "--dual-key", "--signing-csr", csr,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    signing_pem = Path(result.out.split("not escrowed): ", 1)[1].split()[0])
+    sign_p12 = env.work / "frank-sign.p12"
+    openssl(
+        "pkcs12", "-export", "-inkey", env.work / "frank-sign.key", "-in", signing_pem,
+        "-out", sign_p12, "-passout", f"file:{env.password}", "-name", "Frank signing",
+    )  # fmt: skip
+    encryption = load_pkcs12(enc_p12.read_bytes(), PASSWORD.encode()).certificate
+    plain = write(env, "plain", headers("frank@example.com", "tom@example.com") + INNER)
+    signed = env.work / f"frank-{next(_counter)}.eml"
+    result = mailpki(
+        "mail", "sign", plain, signed, "--p12", sign_p12, "--password-file", env.password,
+        "--home", env.home,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert f"{encryption.serial_number:X}" in result.err  # stderr says which it named
+    report = json.loads(verify(env, signed, "--json").out)
+    assert report["valid"] is True, report
+    assert report["encryption_certificate"]["serial"] == f"{encryption.serial_number:X}"
+    assert report["encryption_certificate"]["is_signer"] is False
+    content, signature = detached_parts(signed.read_bytes())
+    proc = env.thunderbird.decode(signature, work=env.work, detached_content=content)
+    assert proc.returncode == 0, proc.stderr.decode()
