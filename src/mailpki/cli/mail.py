@@ -199,10 +199,24 @@ def _close(instance: Instance | None) -> None:
 
 
 def _encryption_certificate(
-    kit: Toolkit, loaded: LoadedPKCS12, explicit: Path | None
+    loaded: LoadedPKCS12, explicit: Path | None, home: Path | None, kit: Toolkit | None = None
 ) -> x509.Certificate | None:
-    """The certificate the signature names as the one to encrypt to (stderr says which)."""
-    chosen, how = sender_encryption_certificate(kit, loaded.certificate, explicit)
+    """The certificate the signature names as the one to encrypt to (stderr says which).
+    The instance is opened only when it must be asked (dual key, no --encryption-cert)."""
+    opened: list[Instance | None] = []
+
+    def toolkit() -> Toolkit:
+        if kit is not None:
+            return kit
+        built, instance = _toolkit(home)
+        opened.append(instance)
+        return built
+
+    try:
+        chosen, how = sender_encryption_certificate(loaded.certificate, explicit, toolkit)
+    finally:
+        for instance in opened:
+            _close(instance)
     if chosen is None:
         err_console.print(f"encryption-key preference: {how}", highlight=False)
     elif chosen != loaded.certificate:
@@ -233,11 +247,7 @@ def sign(
     """Sign a message with your key (multipart/signed, or opaque). The signature names
     your encryption certificate, so that replies are encrypted to it."""
     loaded = _p12(p12, password_file)
-    kit, instance = _toolkit(home)
-    try:
-        encryption_certificate = _encryption_certificate(kit, loaded, encryption_cert)
-    finally:
-        _close(instance)
+    encryption_certificate = _encryption_certificate(loaded, encryption_cert, home)
     signed = sign_message(
         _read(source),
         loaded.certificate,
@@ -302,7 +312,7 @@ def sign_encrypt(
     kit, instance = _toolkit(home, trust=trust, certs=cert, contacts=contacts, certdir=certdir)
     try:
         recipients = _recipients(kit, to)
-        encryption_certificate = _encryption_certificate(kit, loaded, encryption_cert)
+        encryption_certificate = _encryption_certificate(loaded, encryption_cert, home, kit)
         signed = sign_message(
             _read(source),
             loaded.certificate,
@@ -520,7 +530,7 @@ def send(
     try:
         encryption_certificate = None
         if loaded is not None and do_sign:
-            encryption_certificate = _encryption_certificate(kit, loaded, encryption_cert)
+            encryption_certificate = _encryption_certificate(loaded, encryption_cert, home, kit)
             message = sign_message(
                 message,
                 loaded.certificate,

@@ -556,9 +556,7 @@ def _signed_attrs_encodings(attrs: RawAttributes) -> list[bytes]:
     if received[:1] != b"\xa0":
         raise CMSError("the CMS signed attributes are not tagged [0]")
     encodings = [b"\x31" + received[1:]]
-    sorted_der = der_set(
-        _elements(received[2 + (received[1] & 0x7F if received[1] & 0x80 else 0) :])
-    )
+    sorted_der = der_set(_elements(attrs.contents or b""))
     if sorted_der != encodings[0]:
         encodings.append(sorted_der)
     return encodings

@@ -122,12 +122,13 @@ class Toolkit:
 
 
 def sender_encryption_certificate(
-    kit: Toolkit, signer: x509.Certificate, explicit: Path | None
+    signer: x509.Certificate, explicit: Path | None, toolkit: Callable[[], Toolkit]
 ) -> tuple[x509.Certificate | None, str]:
     """(the certificate a signature should ask correspondents to encrypt to, how it was
     chosen). `explicit` (--encryption-cert) wins; else the signer's own certificate if
     it can encrypt (single key); else, in dual-key mode, the sender's encryption
-    certificate as the instance or the contacts know it. None when there is none."""
+    certificate as the instance or the contacts know it (`toolkit` is only built then).
+    None when there is none."""
     signer_addresses = set(addresses_of(signer))
     if explicit is not None:
         found = load_certificates([explicit], "encryption certificate file")
@@ -144,7 +145,7 @@ def sender_encryption_certificate(
         return chosen, f"from {explicit}"
     if can_encrypt(signer):
         return signer, "the signing certificate (single key)"
-    finder = kit.finder()
+    finder = toolkit().finder()
     for address in sorted(signer_addresses):
         try:
             hit = finder.find(address)
