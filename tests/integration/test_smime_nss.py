@@ -558,3 +558,53 @@ def test_dual_key_from_the_instance_names_the_escrowed_encryption_certificate(en
     content, signature = detached_parts(signed.read_bytes())
     proc = env.thunderbird.decode(signature, work=env.work, detached_content=content)
     assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_nss_cannot_make_pss_and_its_attempt_is_refused_everywhere(env: Env) -> None:
+    """NSS 3.87 signs CMS with RSA-PSS only for an RSA-PSS key, and then labels the
+    signature rsassaPss without parameters (which means SHA-1) while computing PKCS#1
+    v1.5 over SHA-256. NSS itself, OpenSSL and mailpki all refuse that message; PSS
+    interop is therefore tested in the other direction only (NSS verifies ours)."""
+    folder = env.work / "nss-pss"
+    folder.mkdir()
+    openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", folder / "root.key", "-subj", "/CN=PSS Root/O=Example", "-days", "30",
+        "-out", folder / "root.pem",
+    )  # fmt: skip
+    openssl(
+        "genpkey", "-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048",
+        "-out", folder / "pat.key",
+    )  # fmt: skip
+    openssl(
+        "req", "-new", "-key", folder / "pat.key", "-subj", "/CN=Pat/O=Example",
+        "-out", folder / "pat.csr",
+    )  # fmt: skip
+    (folder / "ext.cnf").write_text(
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=emailProtection\nsubjectAltName=email:pat@example.com\n"
+    )
+    openssl(
+        "x509", "-req", "-in", folder / "pat.csr", "-CA", folder / "root.pem",
+        "-CAkey", folder / "root.key", "-CAcreateserial", "-days", "30",
+        "-extfile", folder / "ext.cnf", "-out", folder / "pat.pem",
+    )  # fmt: skip
+    openssl(
+        "pkcs12", "-export", "-inkey", folder / "pat.key", "-in", folder / "pat.pem",
+        "-out", folder / "pat.p12", "-passout", f"file:{env.password}", "-name", "pat",
+    )  # fmt: skip
+    nss = NSSDatabase.create(folder / "db")
+    assert nss.import_pkcs12(folder / "pat.p12", env.password).returncode == 0
+    nss.trust_root("PSS Root", folder / "root.pem")
+    der = nss.sign("pat", INNER, work=folder)
+    (folder / "pat.p7m").write_bytes(der)
+    assert "rsassaPss" in openssl("asn1parse", "-inform", "DER", "-in", folder / "pat.p7m").stdout
+    assert nss.decode(der, work=folder).returncode != 0  # NSS refuses its own message
+    refused = openssl(
+        "cms", "-verify", "-inform", "DER", "-in", folder / "pat.p7m",
+        "-CAfile", folder / "root.pem", "-out", os.devnull, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    message = write(env, "nss-pss", headers("pat@example.com") + pkcs7_mime("signed-data", der))
+    ours = mailpki("mail", "verify", message, "--trust", folder / "root.pem")
+    assert ours.code == 1 and "VALID" not in ours.out.splitlines()
