@@ -397,10 +397,13 @@ def test_we_decrypt_nss_mail(env: Env) -> None:
     assert "aes" in result.err.lower()
 
 
-def test_we_decrypt_then_verify_nss_signed_and_encrypted_mail(env: Env) -> None:
+@pytest.mark.parametrize("detached", [False, True], ids=["opaque", "detached"])
+def test_we_decrypt_then_verify_nss_signed_and_encrypted_mail(env: Env, detached: bool) -> None:
     nickname = next(n for n in env.thunderbird.nicknames() if "Tom" in n)
-    signed_der = env.thunderbird.sign(nickname, INNER, work=env.work)
-    inner_entity = pkcs7_mime("signed-data", signed_der)
+    signed_der = env.thunderbird.sign(nickname, INNER, detached=detached, work=env.work)
+    inner_entity = (
+        multipart_signed(INNER, signed_der) if detached else pkcs7_mime("signed-data", signed_der)
+    )
     enveloped = env.thunderbird.encrypt("alice@example.com", inner_entity, work=env.work)
     message = write(
         env, "nss-sign-enc", headers("tom@example.com") + pkcs7_mime("enveloped-data", enveloped)
