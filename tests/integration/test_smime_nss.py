@@ -383,6 +383,13 @@ def test_sha1_signatures_from_nss_need_allow_sha1(env: Env, detached: bool) -> N
     accepted = verify(env, path, "--allow-sha1")
     assert valid(accepted), accepted.out + accepted.err
     assert "SHA-1" in accepted.out  # the warning line
+    contacts = env.work / f"contacts-{next(_counter)}"
+    adding = ("contacts", "add-from-signed", path, "--contacts", contacts, "--home", env.home)
+    refused_add = mailpki(*adding)
+    assert refused_add.code != 0 and "SHA-1" in refused_add.err
+    assert not contacts.exists() or not list(contacts.iterdir())
+    assert mailpki(*adding, "--allow-sha1").code == 0
+    assert len(list(contacts.glob("*.pem"))) == 1
 
 
 def test_we_decrypt_nss_mail(env: Env) -> None:
