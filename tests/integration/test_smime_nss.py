@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mailpki.cms._der import definite_lengths
 from mailpki.keymanager.pkcs12 import build_pkcs12, load_pkcs12
-from tests.fixtures.nss import CERTUTIL, EMAIL_RECIPIENT, NSSDatabase, nss_database, require_nss
+from tests.fixtures.nss import CERTUTIL, EMAIL_RECIPIENT, NSSDatabase, require_nss
 from tests.fixtures.smime_pki import root_ca, smime_leaf
 from tests.integration.cli_helpers import Result, mailpki, mailpki_process, make_csr, openssl
 
@@ -103,7 +103,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     alice_cert = _pem(
         work / "alice.pem", load_pkcs12(alice.read_bytes(), PASSWORD.encode()).certificate
     )
-    thunderbird = next(nss_database(work / "thunderbird"))
+    thunderbird = NSSDatabase.create(work / "thunderbird")
     imported = thunderbird.import_pkcs12(tom, password)
     assert imported.returncode == 0, imported.stderr.decode()
     thunderbird.trust_root("Example Corp Root", home / "ca" / "root.pem")
