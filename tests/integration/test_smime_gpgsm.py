@@ -29,6 +29,7 @@ from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from mailpki.ca.serials import show_serial
 from mailpki.cms._der import definite_lengths
 from mailpki.keymanager.pkcs12 import build_pkcs12
 from tests.fixtures.smime_pki import root_ca, smime_leaf
@@ -531,7 +532,7 @@ def test_gpgsm_encrypts_a_reply_to_the_encryption_half_of_a_dual_key(env: Env) -
     assert result.code == 0, result.err
     report = json.loads(mailpki("mail", "verify", signed, "--trust", root_pem, "--json").out)
     named = report["encryption_certificate"]
-    assert named["serial"] == f"{enc_cert.serial_number:X}" and named["is_signer"] is False
+    assert named["serial"] == show_serial(enc_cert.serial_number) and named["is_signer"] is False
     content, signature = detached_parts(signed)
     with fresh_gnupghome(root) as reader:
         gpg_env = {**os.environ, "GNUPGHOME": str(reader)}

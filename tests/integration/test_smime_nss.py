@@ -33,6 +33,7 @@ from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from mailpki.ca.serials import show_serial
 from mailpki.cms._der import definite_lengths
 from mailpki.keymanager.pkcs12 import build_pkcs12, load_pkcs12
 from tests.fixtures.nss import CERTUTIL, EMAIL_RECIPIENT, NSSDatabase, require_nss
@@ -366,7 +367,7 @@ def test_we_verify_nss_signatures(env: Env, detached: bool) -> None:
     assert "encrypKeyPref" in report["signed_attributes"]
     assert "msEncryptionKeyPreference" in report["signed_attributes"]
     tom = x509.load_pem_x509_certificate(env.tom_cert.read_bytes())
-    assert report["encryption_certificate"]["serial"] == f"{tom.serial_number:X}"
+    assert report["encryption_certificate"]["serial"] == show_serial(tom.serial_number)
     assert report["encryption_certificate"]["is_signer"] is True
 
 
@@ -451,8 +452,10 @@ def test_add_from_signed_keeps_the_certificate_the_preference_names(
     path = write(env, "nss-dual", message)
     report = json.loads(mailpki("mail", "verify", path, "--trust", dual.root, "--json").out)
     assert report["valid"] is True
-    assert report["serial"] == f"{dual.sign_cert.serial_number:X}"
-    assert report["encryption_certificate"]["serial"] == f"{dual.encrypt_cert.serial_number:X}"
+    assert report["serial"] == show_serial(dual.sign_cert.serial_number)
+    assert report["encryption_certificate"]["serial"] == show_serial(
+        dual.encrypt_cert.serial_number
+    )
     assert report["encryption_certificate"]["is_signer"] is False
     contacts = env.work / f"contacts-{next(_counter)}"
     result = mailpki(
@@ -474,7 +477,9 @@ def test_our_dual_key_signature_names_the_encryption_half(env: Env, dual: DualKe
     assert result.code == 0, result.err
     report = json.loads(mailpki("mail", "verify", signed, "--trust", dual.root, "--json").out)
     assert report["valid"] is True
-    assert report["encryption_certificate"]["serial"] == f"{dual.encrypt_cert.serial_number:X}"
+    assert report["encryption_certificate"]["serial"] == show_serial(
+        dual.encrypt_cert.serial_number
+    )
     # NSS (a database trusting only the root) verifies it, attributes and all.
     reader = NSSDatabase.create(env.work / f"reader-{next(_counter)}")
     reader.trust_root("Dual Root", dual.root)
@@ -560,10 +565,10 @@ def test_dual_key_from_the_instance_names_the_escrowed_encryption_certificate(en
         "--home", env.home,
     )  # fmt: skip
     assert result.code == 0, result.err
-    assert f"{encryption.serial_number:X}" in result.err  # stderr says which it named
+    assert show_serial(encryption.serial_number) in result.err  # stderr says which it named
     report = json.loads(verify(env, signed, "--json").out)
     assert report["valid"] is True, report
-    assert report["encryption_certificate"]["serial"] == f"{encryption.serial_number:X}"
+    assert report["encryption_certificate"]["serial"] == show_serial(encryption.serial_number)
     assert report["encryption_certificate"]["is_signer"] is False
     content, signature = detached_parts(signed.read_bytes())
     proc = env.thunderbird.decode(signature, work=env.work, detached_content=content)

@@ -221,7 +221,7 @@ def _encryption_certificate(
         err_console.print(f"encryption-key preference: {how}", highlight=False)
     elif chosen != loaded.certificate:
         err_console.print(
-            f"encryption-key preference: certificate {chosen.serial_number:X} ({how})",
+            f"encryption-key preference: certificate {show_serial(chosen.serial_number)} ({how})",
             highlight=False,
         )
     return chosen
@@ -451,7 +451,7 @@ def _certificate_json(
         return None
     return {
         "subject": certificate.subject.rfc4514_string(),
-        "serial": f"{certificate.serial_number:X}",
+        "serial": show_serial(certificate.serial_number),
         "addresses": addresses_of(certificate),
         "sha256_fingerprint": certificate.fingerprint(hashes.SHA256()).hex(),
         "is_signer": certificate == signer,
@@ -465,7 +465,7 @@ def _describe_encryption(
         return "- (the encryption-key preference is unusable: see the warning)"
     whose = "the signer's certificate" if certificate == signer else "another certificate"
     how = "named by the signature" if stated else "no preference stated"
-    return f"serial {certificate.serial_number:X}, {whose} ({how})"
+    return f"serial {show_serial(certificate.serial_number)}, {whose} ({how})"
 
 
 @handle_errors
