@@ -16,11 +16,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from mailpki.audit import AuditLog
-from mailpki.ca.crl import RevokedEntry, build_crl, reason_name
+from mailpki.ca.crl import assemble_crl, encode_entry, reason_name
 from mailpki.ca.csr import load_csr
 from mailpki.ca.lint import Linter
 from mailpki.ca.ocsp import CertStatus, OCSPResponder
@@ -46,6 +46,8 @@ from mailpki.store.models import CertificateRecord, CRLRecord, SerialReservation
 ROOT, ISSUING = "root", "issuing"
 OCSP_PROFILE = "ocsp-responder"
 _REASON_FLAGS = {flag.name: flag for flag in x509.ReasonFlags}  # stored name -> flag
+_BACKFILL_BATCH = 10_000
+_STREAM_BATCH = 10_000
 
 
 def utc(moment: datetime) -> datetime:
@@ -127,19 +129,6 @@ class CRLInfo:
     this_update: datetime
     next_update: datetime
     der: bytes
-
-
-class _Counter(Iterator[RevokedEntry]):
-    """Counts what passes through, so a streamed CRL can report its size."""
-
-    def __init__(self, inner: Iterator[RevokedEntry]) -> None:
-        self.inner = inner
-        self.count = 0
-
-    def __next__(self) -> RevokedEntry:
-        item = next(self.inner)
-        self.count += 1
-        return item
 
 
 def reserve_serial(db: Database, issuer: str) -> tuple[int, int]:
@@ -465,6 +454,8 @@ class CertificateAuthority:
             record.status = "revoked"
             record.revoked_at = now
             record.revocation_reason = reason.name
+            # Encoded once, here: every later CRL only copies these bytes.
+            record.crl_entry_der = encode_entry(serial, now, reason)
             session.flush()
             self.audit.append(
                 session,
@@ -483,25 +474,69 @@ class CertificateAuthority:
 
     # -- CRLs ---------------------------------------------------------------------------
 
-    def _revoked_entries(
-        self, session: Session, issuer: str, partition: int | None
-    ) -> Iterator[RevokedEntry]:
-        """Streamed from the database: a million entries never sit in one list here."""
-        query = select(
-            CertificateRecord.serial,
-            CertificateRecord.revoked_at,
-            CertificateRecord.revocation_reason,
-        ).where(
+    @staticmethod
+    def _revoked_filter(issuer: str, partition: int | None) -> list[Any]:
+        conditions = [
             CertificateRecord.issuer == issuer,
             CertificateRecord.status == "revoked",
             CertificateRecord.revoked_at.is_not(None),
-        )
+        ]
         if partition is not None:
-            query = query.where(CertificateRecord.crl_partition == partition)
-        rows = session.execute(query.execution_options(yield_per=10_000))
-        for serial, revoked_at, reason in rows:
-            assert revoked_at is not None  # filtered above
-            yield RevokedEntry(int(serial, 16), utc(revoked_at), _REASON_FLAGS.get(reason or ""))
+            conditions.append(CertificateRecord.crl_partition == partition)
+        return conditions
+
+    def _encode_missing_entries(self, issuer: str, partition: int | None) -> int:
+        """Encode (once) the CRL entries of rows revoked before entries were stored."""
+        done = 0
+        conditions = [
+            *self._revoked_filter(issuer, partition),
+            CertificateRecord.crl_entry_der.is_(None),
+        ]
+        while True:
+            with self.db.transaction() as session:
+                rows = session.execute(
+                    select(
+                        CertificateRecord.id,
+                        CertificateRecord.serial,
+                        CertificateRecord.revoked_at,
+                        CertificateRecord.revocation_reason,
+                    )
+                    .where(*conditions)
+                    .limit(_BACKFILL_BATCH)
+                ).all()
+                if not rows:
+                    return done
+                session.execute(
+                    update(CertificateRecord),
+                    [
+                        {
+                            "id": row_id,
+                            "crl_entry_der": encode_entry(
+                                int(serial, 16),
+                                utc(revoked_at),
+                                _REASON_FLAGS.get(reason or ""),
+                            ),
+                        }
+                        for row_id, serial, revoked_at, reason in rows
+                    ],
+                )
+                done += len(rows)
+
+    def _revoked_entry_ders(
+        self, session: Session, issuer: str, partition: int | None
+    ) -> Iterator[bytes]:
+        """Stored entry DER, streamed from the database in batches (no object per entry kept)."""
+        query = select(CertificateRecord.crl_entry_der).where(
+            *self._revoked_filter(issuer, partition)
+        )
+        result = session.execute(query.execution_options(yield_per=_STREAM_BATCH))
+        for partial in result.scalars().partitions():
+            for der in partial:
+                if der is None:  # revoked after the backfill pass, by an old process
+                    raise CAError(
+                        "a revoked certificate has no stored CRL entry; sign the CRL again"
+                    )
+                yield der
 
     def partitions(self) -> list[int]:
         with self.db.session() as session:
@@ -525,23 +560,24 @@ class CertificateAuthority:
         actor: str,
     ) -> CRLInfo:
         now = datetime.now(UTC).replace(microsecond=0)
+        self._encode_missing_entries(*scope)
         with self.db.transaction() as session:
             current = session.scalar(
                 select(CRLRecord).where(CRLRecord.scope == name).with_for_update()
             )
             number = (current.number if current else 0) + 1
-            counted = _Counter(self._revoked_entries(session, *scope))
-            crl = build_crl(
+            counted: list[int] = [0]
+            der = assemble_crl(
                 issuer=issuer_cert,
                 key=key,
-                entries=counted,
-                serials_unique=True,  # certificates.serial is UNIQUE
+                # certificates.serial is UNIQUE: the entries need no duplicate check.
+                entry_ders=self._revoked_entry_ders(session, *scope),
                 number=number,
                 this_update=now,
                 next_update=now + validity,
                 distribution_point=distribution_point,
+                counter=counted,
             )
-            der = crl.public_bytes(Encoding.DER)
             if current is None:
                 session.add(
                     CRLRecord(
@@ -559,9 +595,9 @@ class CertificateAuthority:
                 session,
                 "crl.generated",
                 actor=actor,
-                data={"crl": name, "number": number, "entries": counted.count},
+                data={"crl": name, "number": number, "entries": counted[0]},
             )
-        return CRLInfo(name, number, counted.count, now, now + validity, der)
+        return CRLInfo(name, number, counted[0], now, now + validity, der)
 
     @property
     def root_is_online(self) -> bool:

@@ -3,21 +3,22 @@
 Pure: no database and no files. The caller passes the revoked entries, the CRL
 number and the times; this module only shapes and signs.
 
-Speed matters here (a CRL may list a million serials): the revoked entries are
-built into one list and handed to ``CertificateRevocationListBuilder``'s
-constructor. ``add_revoked_certificate()`` copies the whole list on every call,
-which is quadratic (1M entries do not finish in minutes).
+Speed matters here (a CRL may list a million serials). Each revoked entry is
+encoded to DER once (``encode_entry``, when the certificate is revoked; the store
+keeps the bytes), and a CRL run only concatenates those bytes into the
+TBSCertList and signs it once (``assemble_crl``): no Python object per entry, and
+memory grows with the size of the CRL, not with the number of objects.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtensionOID
 
@@ -28,8 +29,11 @@ __all__ = [
     "PrivateKey",
     "RevokedEntry",
     "SignatureHash",
+    "assemble_crl",
     "build_crl",
     "default_hash",
+    "encode_entries",
+    "encode_entry",
     "parse_reason",
     "reason_name",
 ]
@@ -126,28 +130,143 @@ def _check_key_matches(issuer: x509.Certificate, key: PrivateKey) -> None:
         raise CAError(f"the CRL signing key does not belong to {issuer.subject.rfc4514_string()}")
 
 
-def build_crl(
+# -- DER pieces -----------------------------------------------------------------------------
+# A CRL entry is tiny and fixed in shape, so it is encoded here once, when the certificate
+# is revoked, and stored; a CRL run only concatenates stored bytes. Unit tests check these
+# encoders byte for byte against cryptography's own CRL builder.
+
+_RFC_REASON_CODES: dict[x509.ReasonFlags, int] = {
+    x509.ReasonFlags.unspecified: 0,
+    x509.ReasonFlags.key_compromise: 1,
+    x509.ReasonFlags.ca_compromise: 2,
+    x509.ReasonFlags.affiliation_changed: 3,
+    x509.ReasonFlags.superseded: 4,
+    x509.ReasonFlags.cessation_of_operation: 5,
+    x509.ReasonFlags.certificate_hold: 6,
+    x509.ReasonFlags.remove_from_crl: 8,
+    x509.ReasonFlags.privilege_withdrawn: 9,
+    x509.ReasonFlags.aa_compromise: 10,
+}
+_MIN_TIME = dt.datetime(1950, 1, 1, tzinfo=dt.UTC)
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(body),)) + body
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    return bytes((tag,)) + _der_length(len(content)) + content
+
+
+def _der_time(moment: dt.datetime) -> bytes:
+    """UTCTime through 2049, GeneralizedTime after (RFC 5280 §5.1.2.4), whole seconds."""
+    moment = _utc(moment)
+    if moment < _MIN_TIME:
+        raise InputError(f"revocation time {moment:%Y-%m-%d} is before 1950")
+    if moment.year < 2050:
+        return _tlv(0x17, moment.strftime("%y%m%d%H%M%SZ").encode())
+    return _tlv(0x18, moment.strftime("%Y%m%d%H%M%SZ").encode())
+
+
+def encode_entry(
+    serial: int, revoked_at: dt.datetime, reason: x509.ReasonFlags | None = None
+) -> bytes:
+    """The DER of one revokedCertificates element (RFC 5280 §5.1.2.6).
+
+    ``unspecified`` is expressed by leaving the reason code out (RFC 5280 §5.3.1);
+    ``removeFromCRL`` belongs only in delta CRLs and is refused.
+    """
+    if not isinstance(serial, int) or serial <= 0 or serial.bit_length() > 159:
+        raise InputError(f"bad CRL entry: serial {serial!r} must be 1..2^159-1 (RFC 5280 §4.1.2.2)")
+    if reason is x509.ReasonFlags.remove_from_crl:
+        raise InputError(f"serial {serial:#x}: removeFromCRL cannot appear in a full CRL")
+    content = _tlv(0x02, serial.to_bytes(serial.bit_length() // 8 + 1, "big"))
+    content += _der_time(revoked_at)
+    if reason is not None and reason is not x509.ReasonFlags.unspecified:
+        # Extensions { Extension { id-ce-cRLReasons, OCTET STRING { ENUMERATED code } } }
+        extension = b"\x06\x03\x55\x1d\x15" + _tlv(
+            0x04, bytes((0x0A, 1, _RFC_REASON_CODES[reason]))
+        )
+        content += _tlv(0x30, _tlv(0x30, extension))
+    return _tlv(0x30, content)
+
+
+def _read_tlv(data: bytes | memoryview, offset: int) -> tuple[int, int, int]:
+    """(tag, content start, end) of the DER element at ``offset``."""
+    tag = data[offset]
+    first = data[offset + 1]
+    start = offset + 2
+    if first & 0x80:
+        count = first & 0x7F
+        length = int.from_bytes(bytes(data[start : start + count]), "big")
+        start += count
+    else:
+        length = first
+    return tag, start, start + length
+
+
+# One throwaway key per key family gives the CRL template its signatureAlgorithm
+# without a signature by the CA key: the CA key signs each CRL exactly once.
+_SHAPE_KEYS: dict[str, PrivateKey] = {}
+
+
+def _shape_key(key: PrivateKey) -> PrivateKey:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        family = "ec"
+    elif isinstance(key, rsa.RSAPrivateKey):
+        family = "rsa"
+    elif isinstance(key, ed25519.Ed25519PrivateKey):
+        family = "ed25519"
+    elif isinstance(key, ed448.Ed448PrivateKey):
+        family = "ed448"
+    else:
+        raise CAError(f"cannot sign a CRL with a {type(key).__name__}")
+    if family not in _SHAPE_KEYS:
+        _SHAPE_KEYS[family] = {
+            "ec": lambda: ec.generate_private_key(ec.SECP256R1()),
+            # Signs only the template, whose signature is thrown away.
+            "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=1024),  # noqa: S505
+            "ed25519": ed25519.Ed25519PrivateKey.generate,
+            "ed448": ed448.Ed448PrivateKey.generate,
+        }[family]()
+    return _SHAPE_KEYS[family]
+
+
+def _sign_tbs(key: PrivateKey, tbs: bytes, alg: SignatureHash | None) -> bytes:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        assert alg is not None
+        return key.sign(tbs, ec.ECDSA(alg))
+    if isinstance(key, rsa.RSAPrivateKey):
+        assert alg is not None
+        return key.sign(tbs, padding.PKCS1v15(), alg)
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return key.sign(tbs)
+    raise CAError(f"cannot sign a CRL with a {type(key).__name__}")
+
+
+def assemble_crl(
     *,
     issuer: x509.Certificate,
     key: PrivateKey,
-    entries: Iterable[RevokedEntry | tuple[int, dt.datetime, x509.ReasonFlags | None]],
+    entry_ders: Iterable[bytes],
     number: int,
     this_update: dt.datetime,
     next_update: dt.datetime,
     distribution_point: str | None = None,
     hash_alg: hashes.HashAlgorithm | None = None,
-    serials_unique: bool = False,
-) -> x509.CertificateRevocationList:
-    """Build and sign a CRL for ``issuer``.
+    counter: list[int] | None = None,
+) -> bytes:
+    """Sign a CRL whose revokedCertificates are the given pre-encoded entries; its DER.
 
-    ``serials_unique=True`` skips the duplicate check when the caller already
-    guarantees it (the store's unique constraint): at a million entries the check's
-    set costs ~75 MB.
-
-    ``entries`` may be RevokedEntry objects or plain ``(serial, revoked_at, reason)``
-    tuples (database rows). With ``distribution_point`` the CRL is a partition:
-    it carries a critical IssuingDistributionPoint naming that URI, which must be
-    byte-equal to the CRL distribution point in the certificates it covers.
+    Entries come from ``encode_entry`` (stored at revocation) and are copied, not
+    parsed: the caller guarantees their serials are unique (the store's constraint).
+    The rest of the TBSCertList (issuer, times, CRL number, AKI, IDP) comes from
+    cryptography's builder; the TBS is signed once with ``key``. Memory grows with the
+    output (about three times its size at the peak), not with the number of entries.
+    ``counter``, when given, receives the number of entries as its only element.
     """
     if number < 0 or number.bit_length() > 159:
         raise InputError(f"CRL number must be 0..2^159-1 (RFC 5280 §5.2.3), got {number}")
@@ -156,8 +275,11 @@ def build_crl(
     if next_update <= this_update:
         raise InputError("CRL next_update must be after this_update")
     _check_key_matches(issuer, key)
-
-    revoked = _revoked_certificates(entries, check_duplicates=not serials_unique)
+    alg = default_hash(key) if hash_alg is None else hash_alg
+    if alg is not None and not isinstance(alg, SignatureHash):
+        raise InputError(f"{alg.name} cannot sign a CRL; use SHA-256 or stronger")
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        alg = None
 
     extensions: list[x509.Extension[x509.ExtensionType]] = [
         x509.Extension(ExtensionOID.CRL_NUMBER, False, x509.CRLNumber(number)),
@@ -179,37 +301,61 @@ def build_crl(
         # partition as the complete list and accept certs revoked elsewhere.
         extensions.append(x509.Extension(ExtensionOID.ISSUING_DISTRIBUTION_POINT, True, idp))
 
-    builder = x509.CertificateRevocationListBuilder(
-        issuer_name=issuer.subject,
-        last_update=this_update,
-        next_update=next_update,
-        extensions=extensions,
-        revoked_certificates=revoked,
-    )
-    alg = default_hash(key) if hash_alg is None else hash_alg
-    if alg is not None and not isinstance(alg, SignatureHash):
-        raise InputError(f"{alg.name} cannot sign a CRL; use SHA-256 or stronger")
+    # 1. A template CRL without entries gives every other field of the TBSCertList.
     try:
-        return builder.sign(private_key=key, algorithm=alg)
+        template = (
+            x509.CertificateRevocationListBuilder(
+                issuer_name=issuer.subject,
+                last_update=this_update,
+                next_update=next_update,
+                extensions=extensions,
+            )
+            .sign(private_key=_shape_key(key), algorithm=alg)  # type: ignore[arg-type]
+            .public_bytes(serialization.Encoding.DER)
+        )
     except (ValueError, TypeError) as exc:
         raise CAError(f"cannot sign the CRL: {exc}") from exc
+    _, outer_start, _ = _read_tlv(template, 0)
+    _, tbs_start, tbs_end = _read_tlv(template, outer_start)
+    _, _, sigalg_end = _read_tlv(template, tbs_end)
+    signature_algorithm = template[tbs_end:sigalg_end]
+
+    # 2. Split the template's TBS after nextUpdate: version, signature, issuer,
+    # thisUpdate, nextUpdate come before revokedCertificates; [0] crlExtensions after.
+    offset = tbs_start
+    for _ in range(5):
+        _, _, offset = _read_tlv(template, offset)
+    head, tail = template[tbs_start:offset], template[offset:tbs_end]
+
+    # 3. The entries, concatenated as they stream in.
+    body = bytearray()
+    count = 0
+    for der in entry_ders:
+        body += der
+        count += 1
+    if counter is not None:
+        counter[:] = [count]
+    revoked = (b"\x30" + _der_length(len(body)), body) if count else (b"", b"")
+
+    # 4. Sign the TBS once; wrap it with the algorithm and the signature.
+    inner_len = len(head) + len(revoked[0]) + len(revoked[1]) + len(tail)
+    tbs = b"".join((b"\x30", _der_length(inner_len), head, revoked[0], revoked[1], tail))
+    del body, revoked
+    try:
+        signature = _sign_tbs(key, tbs, alg)
+    except (ValueError, TypeError) as exc:
+        raise CAError(f"cannot sign the CRL: {exc}") from exc
+    bit_string = _tlv(0x03, b"\x00" + signature)
+    outer_len = len(tbs) + len(signature_algorithm) + len(bit_string)
+    return b"".join((b"\x30", _der_length(outer_len), tbs, signature_algorithm, bit_string))
 
 
-# Reason code extensions are immutable: share one object per reason.
-_REASON_EXT: dict[x509.ReasonFlags, x509.CRLReason] = {
-    r: x509.CRLReason(r) for r in x509.ReasonFlags if r is not x509.ReasonFlags.unspecified
-}
-
-
-def _revoked_certificates(
+def encode_entries(
     entries: Iterable[RevokedEntry | tuple[int, dt.datetime, x509.ReasonFlags | None]],
     *,
     check_duplicates: bool = True,
-) -> list[x509.RevokedCertificate]:
-    out: list[x509.RevokedCertificate] = []
-    append = out.append
-    builder_cls = x509.RevokedCertificateBuilder
-    reason_ext = _REASON_EXT
+) -> Iterator[bytes]:
+    """``encode_entry`` over RevokedEntry objects or (serial, revoked_at, reason) rows."""
     seen: set[int] = set()
     for entry in entries:
         if isinstance(entry, RevokedEntry):
@@ -220,15 +366,37 @@ def _revoked_certificates(
             if serial in seen:
                 raise InputError(f"serial {serial:#x} is listed twice in the CRL entries")
             seen.add(serial)
-        if reason is x509.ReasonFlags.remove_from_crl:
-            # Only meaningful in delta CRLs (RFC 5280 §5.3.1); a released hold is simply absent.
-            raise InputError(f"serial {serial:#x}: removeFromCRL cannot appear in a full CRL")
-        try:
-            b = builder_cls(serial_number=serial, revocation_date=revoked_at)
-            if reason is not None and reason is not x509.ReasonFlags.unspecified:
-                # RFC 5280 §5.3.1: unspecified SHOULD be expressed by omitting the extension.
-                b = b.add_extension(reason_ext[reason], critical=False)
-            append(b.build())
-        except (ValueError, TypeError) as exc:
-            raise InputError(f"bad CRL entry for serial {serial!r}: {exc}") from exc
-    return out
+        yield encode_entry(serial, revoked_at, reason)
+
+
+def build_crl(
+    *,
+    issuer: x509.Certificate,
+    key: PrivateKey,
+    entries: Iterable[RevokedEntry | tuple[int, dt.datetime, x509.ReasonFlags | None]],
+    number: int,
+    this_update: dt.datetime,
+    next_update: dt.datetime,
+    distribution_point: str | None = None,
+    hash_alg: hashes.HashAlgorithm | None = None,
+    serials_unique: bool = False,
+) -> x509.CertificateRevocationList:
+    """Build and sign a CRL for ``issuer`` from revoked entries (encoded here).
+
+    ``serials_unique=True`` skips the duplicate check when the caller already
+    guarantees it (the store's unique constraint). With ``distribution_point`` the
+    CRL is a partition: it carries a critical IssuingDistributionPoint naming that
+    URI, which must be byte-equal to the CRL distribution point in the certificates
+    it covers. The CA's own CRLs use ``assemble_crl`` with entries stored at revocation.
+    """
+    der = assemble_crl(
+        issuer=issuer,
+        key=key,
+        entry_ders=encode_entries(entries, check_duplicates=not serials_unique),
+        number=number,
+        this_update=this_update,
+        next_update=next_update,
+        distribution_point=distribution_point,
+        hash_alg=hash_alg,
+    )
+    return x509.load_der_x509_crl(der)

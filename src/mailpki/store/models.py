@@ -82,6 +82,10 @@ class CertificateRecord(Base):
     revocation_reason: Mapped[str | None] = mapped_column(String(32))
     crl_partition: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # The DER of this certificate's CRL entry, encoded once when it is revoked: a CRL
+    # run concatenates these bytes. NULL for rows revoked before it existed (encoded
+    # once, on the next CRL run).
+    crl_entry_der: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     # CRL building and the "revoked since the last CRL?" check are index seeks, even
     # with a million revoked rows.
@@ -103,6 +107,22 @@ class CRLRecord(Base):
     number: Mapped[int] = mapped_column(BigInteger, nullable=False)
     this_update: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     next_update: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    der: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class OCSPResponseRecord(Base):
+    """The pre-signed OCSP response (SHA-1 CertID, no nonce) of one issued certificate.
+
+    Refreshed ahead of its next_update by any server, and at once on revocation;
+    every server loads what changed into its memory (see ca/presigned.py)."""
+
+    __tablename__ = "ocsp_responses"
+
+    serial: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # "good" / "revoked"
+    this_update: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    next_update: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
     der: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
