@@ -14,6 +14,7 @@ import pytest
 from cryptography import x509
 from sqlalchemy import update
 
+from mailpki.ca.serials import to_hex
 from mailpki.instance.instance import Instance
 from mailpki.store.models import CertificateRecord
 from tests.fixtures.ci_policy import in_ci
@@ -72,7 +73,7 @@ def test_assembled_crls_pass_openssl_and_pkilint(home: Path, tmp_path: Path) -> 
     with instance.db.transaction() as session:
         cleared = session.execute(
             update(CertificateRecord)
-            .where(CertificateRecord.serial == legacy.lower().lstrip("0"))
+            .where(CertificateRecord.serial == to_hex(int(legacy, 16)))
             .values(crl_entry_der=None)
         )
         assert cleared.rowcount == 1
