@@ -110,7 +110,7 @@ def test_assembled_crls_pass_openssl_and_pkilint(home: Path, tmp_path: Path) -> 
             continue  # the certificates name the partition as their CDP, not the full CRL
         ok = openssl("verify", *chain, *crls, good_pem)
         assert ok.returncode == 0
-        bad = openssl("verify", *chain, *crls, tmp_path / "legacy.pem", check=False)
+        bad = openssl("verify", *chain, *crls, legacy_pem, check=False)
         assert bad.returncode != 0 and "certificate revoked" in bad.stdout + bad.stderr
     _lint(cdp / "root.crl")
 
