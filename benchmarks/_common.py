@@ -81,7 +81,41 @@ def log(message: str) -> None:
 
 
 def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). getrusage's ru_maxrss is not used on Linux:
+    a process started by a large parent inherits the parent's peak there."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# Runs a command and prints its wall time and peak RSS; started from a small process so
+# that the command's ru_maxrss does not inherit a large parent's peak.
+_MEASURE = """
+import os, subprocess, sys, time
+t0 = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(os.waitstatus_to_exitcode(status), time.perf_counter() - t0, usage.ru_maxrss / 1024)
+"""
+
+
+def measure_command(cmd: list[str]) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one run of `cmd`; SystemExit if it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, check=False
+    )
+    try:
+        code, seconds, peak = proc.stdout.split()
+    except ValueError:
+        raise SystemExit(f"{cmd[0]} could not be measured: {proc.stderr}") from None
+    if int(code) != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} failed (exit {code}): {proc.stderr}")
+    return float(seconds), float(peak)
 
 
 def machine() -> dict[str, Any]:

@@ -16,8 +16,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import LargeBinary, bindparam, cast, func, literal, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import ColumnElement
 
 from mailpki.audit import AuditLog
 from mailpki.ca.crl import assemble_crl, encode_entry, reason_name
@@ -46,8 +47,6 @@ from mailpki.store.models import CertificateRecord, CRLRecord, SerialReservation
 ROOT, ISSUING = "root", "issuing"
 OCSP_PROFILE = "ocsp-responder"
 _REASON_FLAGS = {flag.name: flag for flag in x509.ReasonFlags}  # stored name -> flag
-_BACKFILL_BATCH = 10_000
-_STREAM_BATCH = 10_000
 
 
 def utc(moment: datetime) -> datetime:
@@ -485,58 +484,29 @@ class CertificateAuthority:
             conditions.append(CertificateRecord.crl_partition == partition)
         return conditions
 
-    def _encode_missing_entries(self, issuer: str, partition: int | None) -> int:
-        """Encode (once) the CRL entries of rows revoked before entries were stored."""
-        done = 0
-        conditions = [
-            *self._revoked_filter(issuer, partition),
-            CertificateRecord.crl_entry_der.is_(None),
-        ]
-        while True:
-            with self.db.transaction() as session:
-                rows = session.execute(
-                    select(
-                        CertificateRecord.id,
-                        CertificateRecord.serial,
-                        CertificateRecord.revoked_at,
-                        CertificateRecord.revocation_reason,
-                    )
-                    .where(*conditions)
-                    .limit(_BACKFILL_BATCH)
-                ).all()
-                if not rows:
-                    return done
-                session.execute(
-                    update(CertificateRecord),
-                    [
-                        {
-                            "id": row_id,
-                            "crl_entry_der": encode_entry(
-                                int(serial, 16),
-                                utc(revoked_at),
-                                _REASON_FLAGS.get(reason or ""),
-                            ),
-                        }
-                        for row_id, serial, revoked_at, reason in rows
-                    ],
-                )
-                done += len(rows)
-
     def _revoked_entry_ders(
         self, session: Session, issuer: str, partition: int | None
-    ) -> Iterator[bytes]:
-        """Stored entry DER, streamed from the database in batches (no object per entry kept)."""
-        query = select(CertificateRecord.crl_entry_der).where(
-            *self._revoked_filter(issuer, partition)
+    ) -> tuple[bytes, int]:
+        """(the stored entries concatenated, their number), joined by the database itself
+        (SQLite group_concat, PostgreSQL string_agg): no Python object per entry."""
+        column = CertificateRecord.crl_entry_der
+        empty = literal(b"", LargeBinary)
+        joined: ColumnElement[bytes] = (
+            cast(func.group_concat(column, empty), LargeBinary)
+            if self.db.is_sqlite
+            else func.string_agg(column, empty, type_=LargeBinary)
         )
-        result = session.execute(query.execution_options(yield_per=_STREAM_BATCH))
-        for partial in result.scalars().partitions():
-            for der in partial:
-                if der is None:  # revoked after the backfill pass, by an old process
-                    raise CAError(
-                        "a revoked certificate has no stored CRL entry; sign the CRL again"
-                    )
-                yield der
+        der, total, stored = session.execute(
+            select(joined, func.count(), func.count(column)).where(
+                *self._revoked_filter(issuer, partition)
+            )
+        ).one()
+        if stored != total:  # revoke() stores it; migration 0009 filled in older rows
+            raise CAError(
+                f"{total - stored} revoked certificates have no stored CRL entry: the "
+                "database has not been migrated to revision 0009, which fills them in"
+            )
+        return bytes(der or b""), int(total)
 
     def partitions(self) -> list[int]:
         with self.db.session() as session:
@@ -560,24 +530,23 @@ class CertificateAuthority:
         actor: str,
     ) -> CRLInfo:
         now = datetime.now(UTC).replace(microsecond=0)
-        self._encode_missing_entries(*scope)
         with self.db.transaction() as session:
             current = session.scalar(
                 select(CRLRecord).where(CRLRecord.scope == name).with_for_update()
             )
             number = (current.number if current else 0) + 1
-            counted: list[int] = [0]
+            # certificates.serial is UNIQUE: the entries need no duplicate check.
+            entries, count = self._revoked_entry_ders(session, *scope)
             der = assemble_crl(
                 issuer=issuer_cert,
                 key=key,
-                # certificates.serial is UNIQUE: the entries need no duplicate check.
-                entry_ders=self._revoked_entry_ders(session, *scope),
+                entry_ders=[entries] if count else [],
                 number=number,
                 this_update=now,
                 next_update=now + validity,
                 distribution_point=distribution_point,
-                counter=counted,
             )
+            del entries
             if current is None:
                 session.add(
                     CRLRecord(
@@ -595,9 +564,9 @@ class CertificateAuthority:
                 session,
                 "crl.generated",
                 actor=actor,
-                data={"crl": name, "number": number, "entries": counted[0]},
+                data={"crl": name, "number": number, "entries": count},
             )
-        return CRLInfo(name, number, counted[0], now, now + validity, der)
+        return CRLInfo(name, number, count, now, now + validity, der)
 
     @property
     def root_is_online(self) -> bool:

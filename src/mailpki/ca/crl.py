@@ -22,6 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtensionOID
 
+from mailpki.base.crl_entry import der_length as _der_length
+from mailpki.base.crl_entry import encode_entry
+from mailpki.base.crl_entry import tlv as _tlv
 from mailpki.errors import CAError, InputError
 
 __all__ = [
@@ -130,68 +133,10 @@ def _check_key_matches(issuer: x509.Certificate, key: PrivateKey) -> None:
         raise CAError(f"the CRL signing key does not belong to {issuer.subject.rfc4514_string()}")
 
 
-# -- DER pieces -----------------------------------------------------------------------------
-# A CRL entry is tiny and fixed in shape, so it is encoded here once, when the certificate
-# is revoked, and stored; a CRL run only concatenates stored bytes. Unit tests check these
-# encoders byte for byte against cryptography's own CRL builder.
-
-_RFC_REASON_CODES: dict[x509.ReasonFlags, int] = {
-    x509.ReasonFlags.unspecified: 0,
-    x509.ReasonFlags.key_compromise: 1,
-    x509.ReasonFlags.ca_compromise: 2,
-    x509.ReasonFlags.affiliation_changed: 3,
-    x509.ReasonFlags.superseded: 4,
-    x509.ReasonFlags.cessation_of_operation: 5,
-    x509.ReasonFlags.certificate_hold: 6,
-    x509.ReasonFlags.remove_from_crl: 8,
-    x509.ReasonFlags.privilege_withdrawn: 9,
-    x509.ReasonFlags.aa_compromise: 10,
-}
-_MIN_TIME = dt.datetime(1950, 1, 1, tzinfo=dt.UTC)
-
-
-def _der_length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0x80 | len(body),)) + body
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes((tag,)) + _der_length(len(content)) + content
-
-
-def _der_time(moment: dt.datetime) -> bytes:
-    """UTCTime through 2049, GeneralizedTime after (RFC 5280 §5.1.2.4), whole seconds."""
-    moment = _utc(moment)
-    if moment < _MIN_TIME:
-        raise InputError(f"revocation time {moment:%Y-%m-%d} is before 1950")
-    if moment.year < 2050:
-        return _tlv(0x17, moment.strftime("%y%m%d%H%M%SZ").encode())
-    return _tlv(0x18, moment.strftime("%Y%m%d%H%M%SZ").encode())
-
-
-def encode_entry(
-    serial: int, revoked_at: dt.datetime, reason: x509.ReasonFlags | None = None
-) -> bytes:
-    """The DER of one revokedCertificates element (RFC 5280 §5.1.2.6).
-
-    ``unspecified`` is expressed by leaving the reason code out (RFC 5280 §5.3.1);
-    ``removeFromCRL`` belongs only in delta CRLs and is refused.
-    """
-    if not isinstance(serial, int) or serial <= 0 or serial.bit_length() > 159:
-        raise InputError(f"bad CRL entry: serial {serial!r} must be 1..2^159-1 (RFC 5280 §4.1.2.2)")
-    if reason is x509.ReasonFlags.remove_from_crl:
-        raise InputError(f"serial {serial:#x}: removeFromCRL cannot appear in a full CRL")
-    content = _tlv(0x02, serial.to_bytes(serial.bit_length() // 8 + 1, "big"))
-    content += _der_time(revoked_at)
-    if reason is not None and reason is not x509.ReasonFlags.unspecified:
-        # Extensions { Extension { id-ce-cRLReasons, OCTET STRING { ENUMERATED code } } }
-        extension = b"\x06\x03\x55\x1d\x15" + _tlv(
-            0x04, bytes((0x0A, 1, _RFC_REASON_CODES[reason]))
-        )
-        content += _tlv(0x30, _tlv(0x30, extension))
-    return _tlv(0x30, content)
+# -- assembly -----------------------------------------------------------------------------
+# Entries are encoded once (base/crl_entry.py, at revocation) and stored; a CRL run only
+# concatenates stored bytes. Unit tests check the result byte for byte against
+# cryptography's own CRL builder.
 
 
 def _read_tlv(data: bytes | memoryview, offset: int) -> tuple[int, int, int]:
@@ -213,6 +158,17 @@ def _read_tlv(data: bytes | memoryview, offset: int) -> tuple[int, int, int]:
 _SHAPE_KEYS: dict[str, PrivateKey] = {}
 
 
+def _new_shape_key(family: str) -> PrivateKey:
+    if family == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    if family == "rsa":
+        # Signs only the template, whose signature is thrown away.
+        return rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
+    if family == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    return ed448.Ed448PrivateKey.generate()
+
+
 def _shape_key(key: PrivateKey) -> PrivateKey:
     if isinstance(key, ec.EllipticCurvePrivateKey):
         family = "ec"
@@ -225,13 +181,7 @@ def _shape_key(key: PrivateKey) -> PrivateKey:
     else:
         raise CAError(f"cannot sign a CRL with a {type(key).__name__}")
     if family not in _SHAPE_KEYS:
-        _SHAPE_KEYS[family] = {
-            "ec": lambda: ec.generate_private_key(ec.SECP256R1()),
-            # Signs only the template, whose signature is thrown away.
-            "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=1024),  # noqa: S505
-            "ed25519": ed25519.Ed25519PrivateKey.generate,
-            "ed448": ed448.Ed448PrivateKey.generate,
-        }[family]()
+        _SHAPE_KEYS[family] = _new_shape_key(family)
     return _SHAPE_KEYS[family]
 
 
@@ -262,11 +212,12 @@ def assemble_crl(
     """Sign a CRL whose revokedCertificates are the given pre-encoded entries; its DER.
 
     Entries come from ``encode_entry`` (stored at revocation) and are copied, not
-    parsed: the caller guarantees their serials are unique (the store's constraint).
+    parsed; an item may hold several entries already concatenated (the database joins
+    them). The caller guarantees the serials are unique (the store's constraint).
     The rest of the TBSCertList (issuer, times, CRL number, AKI, IDP) comes from
     cryptography's builder; the TBS is signed once with ``key``. Memory grows with the
     output (about three times its size at the peak), not with the number of entries.
-    ``counter``, when given, receives the number of entries as its only element.
+    ``counter``, when given, receives the number of items as its only element.
     """
     if number < 0 or number.bit_length() > 159:
         raise InputError(f"CRL number must be 0..2^159-1 (RFC 5280 §5.2.3), got {number}")
@@ -327,20 +278,27 @@ def assemble_crl(
         _, _, offset = _read_tlv(template, offset)
     head, tail = template[tbs_start:offset], template[offset:tbs_end]
 
-    # 3. The entries, concatenated as they stream in.
+    # 3. The entries, concatenated as they stream in (a single chunk is not copied).
+    chunks: list[bytes] = []
     body = bytearray()
     count = 0
     for der in entry_ders:
-        body += der
+        if count == 0:
+            chunks.append(der)
+        else:
+            if chunks:
+                body += chunks.pop()
+            body += der
         count += 1
     if counter is not None:
         counter[:] = [count]
-    revoked = (b"\x30" + _der_length(len(body)), body) if count else (b"", b"")
+    entries: bytes | bytearray = chunks[0] if chunks else body
+    revoked = (b"\x30" + _der_length(len(entries)), entries) if entries else (b"", b"")
 
     # 4. Sign the TBS once; wrap it with the algorithm and the signature.
     inner_len = len(head) + len(revoked[0]) + len(revoked[1]) + len(tail)
     tbs = b"".join((b"\x30", _der_length(inner_len), head, revoked[0], revoked[1], tail))
-    del body, revoked
+    del body, chunks, entries, revoked
     try:
         signature = _sign_tbs(key, tbs, alg)
     except (ValueError, TypeError) as exc:

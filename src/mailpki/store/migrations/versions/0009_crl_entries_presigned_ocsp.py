@@ -4,22 +4,70 @@ Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-04
 
-Rows revoked before this revision have no stored entry: the next CRL run encodes
-each of them once and stores it (CertificateAuthority.generate_issuing_crl).
+Certificates revoked before this revision get their entry encoded here, once.
 """
+
+from datetime import UTC
 
 import sqlalchemy as sa
 from alembic import op
+from cryptography import x509
+
+from mailpki.base.crl_entry import encode_entry
 
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
 
+_BATCH = 10_000
+_CERTS = sa.table(
+    "certificates",
+    sa.column("id", sa.Integer),
+    sa.column("serial", sa.String),
+    sa.column("status", sa.String),
+    sa.column("revoked_at", sa.DateTime(timezone=True)),
+    sa.column("revocation_reason", sa.String),
+    sa.column("crl_entry_der", sa.LargeBinary),
+)
+_FLAGS = {flag.name: flag for flag in x509.ReasonFlags}
+
+
+def _backfill_entries() -> None:
+    """Encode the CRL entry of every certificate revoked before this revision."""
+    connection = op.get_bind()
+    while True:
+        rows = connection.execute(
+            sa.select(_CERTS.c.id, _CERTS.c.serial, _CERTS.c.revoked_at, _CERTS.c.revocation_reason)
+            .where(
+                _CERTS.c.status == "revoked",
+                _CERTS.c.revoked_at.is_not(None),
+                _CERTS.c.crl_entry_der.is_(None),
+            )
+            .limit(_BATCH)
+        ).all()
+        if not rows:
+            return
+        connection.execute(
+            sa.update(_CERTS).where(_CERTS.c.id == sa.bindparam("row_id")),
+            [
+                {
+                    "row_id": row_id,
+                    "crl_entry_der": encode_entry(
+                        int(serial, 16),
+                        revoked_at if revoked_at.tzinfo else revoked_at.replace(tzinfo=UTC),
+                        _FLAGS.get(reason or ""),
+                    ),
+                }
+                for row_id, serial, revoked_at, reason in rows
+            ],
+        )
+
 
 def upgrade() -> None:
     with op.batch_alter_table("certificates") as batch_op:
         batch_op.add_column(sa.Column("crl_entry_der", sa.LargeBinary(), nullable=True))
+    _backfill_entries()
     op.create_table(
         "ocsp_responses",
         sa.Column("serial", sa.String(length=64), nullable=False),
