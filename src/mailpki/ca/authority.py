@@ -7,6 +7,7 @@ audit record cannot be written, the change does not happen.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from mailpki.ca.crl import assemble_crl, encode_entry, reason_name
 from mailpki.ca.csr import load_csr
 from mailpki.ca.lint import Linter
 from mailpki.ca.ocsp import CertStatus, OCSPResponder
+from mailpki.ca.presigned import PresignedResponses
 from mailpki.ca.serials import new_serial, to_hex
 from mailpki.ca.settings import FULL_CRL, ROOT_CRL, CASettings, crl_scope, partition_crl_name
 from mailpki.ca.signing import lint_for_signing
@@ -43,6 +45,8 @@ from mailpki.policy.profile import Profile, load_profile
 from mailpki.policy.roles import ADMIN_PROFILE
 from mailpki.store.db import Database
 from mailpki.store.models import CertificateRecord, CRLRecord, SerialReservation
+
+log = logging.getLogger(__name__)
 
 ROOT, ISSUING = "root", "issuing"
 OCSP_PROFILE = "ocsp-responder"
@@ -212,6 +216,7 @@ class CertificateAuthority:
         self._linter = linter
         self._issuing_key: CAPrivateKey | None = None
         self._responder: OCSPResponder | None = None
+        self._presigned: PresignedResponses | None = None
         self._profiles: dict[str, Profile] = {}
         # Called inside the transaction that stores an issued / revoked subscriber
         # certificate (the directory publisher queues its job there).
@@ -467,8 +472,17 @@ class CertificateAuthority:
             for listener in self.revoke_listeners:
                 listener(session, record)
             info = CertificateInfo.from_record(record, now)
+            issuer = record.issuer
         if self._responder is not None:
             self._responder.invalidate(serial)
+        if issuer == ISSUING:
+            try:
+                # The pre-signed "revoked" answer, at once (other servers load it).
+                self.presigned.refresh(serial)
+            except MailPKIError as exc:
+                # Revoked all the same: the background pass signs it, and other
+                # servers drop their "good" answer when they see the revocation.
+                log.warning("pre-signing the OCSP answer of %s failed: %s", serial_hex, exc)
         return info
 
     # -- CRLs ---------------------------------------------------------------------------
@@ -666,6 +680,15 @@ class CertificateAuthority:
                 reason=_REASON_FLAGS.get(row.revocation_reason or ""),
             )
         return CertStatus("good")
+
+    @property
+    def presigned(self) -> PresignedResponses:
+        """The pre-signed OCSP answers of the issuing CA (ca/presigned.py)."""
+        if self._presigned is None:
+            self._presigned = PresignedResponses(
+                db=self.db, responder=self.responder, status=self.status, issuer=ISSUING
+            )
+        return self._presigned
 
     def responder(self) -> OCSPResponder:
         if self._responder is None:

@@ -26,6 +26,14 @@ Choices, with the reason for each:
   answer is never served beyond its window even if the caller forgets.
 - A lookup that raises yields ``tryLater`` (the store is down, the status may
   exist); any other unexpected failure yields ``internalError``.
+- Pre-signed answers (RFC 5019): ``presign(serial, status)`` signs the nonce-less
+  answer for a SHA-1 CertID ahead of time, and ``load_presigned`` puts it in a map
+  keyed by the CertID's DER. A plain request (one SHA-1 CertID, no extensions, no
+  signature) is recognised by ``plain_cert_id`` without a full parse and answered from
+  that map: no signing, no database. The caller that keeps the map in step with the
+  store (ca/presigned.py) calls ``mark_synced()`` after each pass; when no pass has
+  succeeded for ``max_staleness`` (60 s) the map is not used, so another server's
+  revocation is never hidden for longer than that.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import datetime as dt
 import hashlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,7 +65,9 @@ __all__ = [
     "UNAUTHORIZED_RESPONSE",
     "CertStatus",
     "OCSPResponder",
+    "PresignedAnswer",
     "StatusLookup",
+    "plain_cert_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,6 +113,81 @@ _HASHES: dict[str, tuple[Callable[[bytes], bytes], hashes.HashAlgorithm]] = {
 
 _MAX_NONCE = 32  # RFC 8954 §2.1
 _DEFAULT_CACHE_TTL = dt.timedelta(seconds=60)
+MAX_STALENESS = 60.0  # seconds a pre-signed map may go without a sync before it is not used
+# AlgorithmIdentifier of SHA-1 in a CertID, with and without the NULL parameters.
+_SHA1_ALG_NULL = bytes.fromhex("300906052b0e03021a0500")
+_SHA1_ALG_BARE = bytes.fromhex("300706052b0e03021a")
+
+
+def _der_len(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(body),)) + body
+
+
+def _element(data: bytes, offset: int, limit: int) -> tuple[int, int, int]:
+    """(tag, content start, end) of the DER element at offset; ValueError past ``limit``."""
+    if offset + 2 > limit:
+        raise ValueError("truncated")
+    tag, first = data[offset], data[offset + 1]
+    start = offset + 2
+    if first & 0x80:
+        count = first & 0x7F
+        if count == 0 or count > 4 or start + count > limit:
+            raise ValueError("bad length")
+        length = int.from_bytes(data[start : start + count], "big")
+        start += count
+    else:
+        length = first
+    end = start + length
+    if end > limit:
+        raise ValueError("truncated")
+    return tag, start, end
+
+
+def plain_cert_id(request_der: bytes) -> bytes | None:
+    """The CertID DER of a plain OCSPRequest (RFC 5019: one certificate, no requestor
+    name, no extensions, no signature), read without a full parse; None otherwise.
+
+    None only means "not plain": the full parser then decides (and answers
+    malformedRequest when it is not an OCSPRequest at all).
+    """
+    try:
+        size = len(request_der)
+        tag, start, end = _element(request_der, 0, size)
+        if tag != 0x30 or end != size:
+            return None
+        tag, tbs_start, tbs_end = _element(request_der, start, end)  # TBSRequest
+        if tag != 0x30 or tbs_end != end:
+            return None  # an optionalSignature follows
+        tag, list_start, list_end = _element(request_der, tbs_start, tbs_end)
+        if tag == 0xA0:  # version: only v1 (0) is plain
+            if request_der[list_start:list_end] != b"\x02\x01\x00":
+                return None
+            tag, list_start, list_end = _element(request_der, list_end, tbs_end)
+        if tag != 0x30 or list_end != tbs_end:
+            return None  # requestorName, or requestExtensions (a nonce) follow
+        tag, req_start, req_end = _element(request_der, list_start, list_end)  # Request
+        if tag != 0x30 or req_end != list_end:
+            return None  # more than one Request
+        tag, _, id_end = _element(request_der, req_start, req_end)  # CertID
+        if tag != 0x30 or id_end != req_end:
+            return None  # singleRequestExtensions
+        return request_der[req_start:id_end]
+    except (ValueError, IndexError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedAnswer:
+    """One pre-signed, nonce-less OCSP response (SHA-1 CertID) and its validity."""
+
+    serial: int
+    status: Literal["good", "revoked", "unknown"]
+    this_update: dt.datetime
+    next_update: dt.datetime
+    der: bytes
 
 
 def _issuer_hashes(issuer: x509.Certificate) -> dict[str, tuple[bytes, bytes]]:
@@ -180,6 +266,88 @@ class OCSPResponder:
         # Bumped by every invalidation: a response computed before a revocation
         # must not be stored after invalidate() has run (lookup/insert race).
         self._generation = 0
+        # Pre-signed answers by CertID DER -> (der, next_update as a POSIX time).
+        self._presigned: dict[bytes, tuple[bytes, float]] = {}
+        self._synced_at = float("-inf")  # time.monotonic() of the last successful sync
+        self._max_staleness = MAX_STALENESS
+        self._wall: Callable[[], float] = time.time
+
+    @property
+    def validity(self) -> dt.timedelta:
+        """How long a response is valid (nextUpdate - thisUpdate)."""
+        return self._validity
+
+    # -- pre-signed answers ----------------------------------------------------------------
+
+    def cert_id(self, serial: int, *, null_params: bool = True) -> bytes:
+        """The DER CertID (SHA-1, RFC 5019 §2.1.1) a client sends for ``serial``."""
+        name_hash, key_hash = self._issuer_hashes["sha1"]
+        serial_der = serial.to_bytes(serial.bit_length() // 8 + 1, "big", signed=False)
+        body = (
+            (_SHA1_ALG_NULL if null_params else _SHA1_ALG_BARE)
+            + b"\x04\x14"
+            + name_hash
+            + b"\x04\x14"
+            + key_hash
+            + b"\x02"
+            + _der_len(len(serial_der))
+            + serial_der
+        )
+        return b"\x30" + _der_len(len(body)) + body
+
+    def request_der(self, serial: int) -> bytes:
+        """The plain RFC 5019 OCSPRequest (DER) for ``serial``; its base64 is the GET path."""
+        cert_id = self.cert_id(serial)
+        request = b"\x30" + _der_len(len(cert_id)) + cert_id
+        request_list = b"\x30" + _der_len(len(request)) + request
+        tbs = b"\x30" + _der_len(len(request_list)) + request_list
+        return b"\x30" + _der_len(len(tbs)) + tbs
+
+    def presign(self, serial: int, status: CertStatus | None) -> PresignedAnswer:
+        """Sign the nonce-less answer for ``serial`` now (thisUpdate = now)."""
+        now = _utc(self._clock()).replace(microsecond=0)
+        name_hash, key_hash = self._issuer_hashes["sha1"]
+        der = self._sign("sha1", name_hash, key_hash, serial, status, None, now)
+        state: Literal["good", "revoked", "unknown"] = (
+            "unknown" if status is None else "revoked" if status.status == "revoked" else "good"
+        )
+        return PresignedAnswer(serial, state, now, now + self._validity, der)
+
+    def load_presigned(self, answers: list[PresignedAnswer]) -> None:
+        """Serve these answers from memory (replacing older ones for the same serials)."""
+        fresh = {}
+        for answer in answers:
+            entry = (answer.der, answer.next_update.timestamp())
+            fresh[self.cert_id(answer.serial)] = entry
+            fresh[self.cert_id(answer.serial, null_params=False)] = entry
+        with self._lock:
+            self._presigned.update(fresh)
+
+    def drop_presigned(self, serials: list[int]) -> None:
+        """Stop serving pre-signed answers for these serials (until loaded again)."""
+        with self._lock:
+            for serial in serials:
+                self._presigned.pop(self.cert_id(serial), None)
+                self._presigned.pop(self.cert_id(serial, null_params=False), None)
+
+    def mark_synced(self, at: float) -> None:
+        """The map reflects the store as of ``at`` (a time.monotonic() reading)."""
+        self._synced_at = max(self._synced_at, at)
+
+    @property
+    def presigned_count(self) -> int:
+        return len(self._presigned) // 2
+
+    def _from_presigned(self, request_der: bytes) -> bytes | None:
+        if time.monotonic() - self._synced_at > self._max_staleness:
+            return None  # the sync stalled: answer from the store instead
+        key = plain_cert_id(request_der)
+        if key is None:
+            return None
+        hit = self._presigned.get(key)
+        if hit is None or self._wall() >= hit[1]:
+            return None
+        return hit[0]
 
     @property
     def cache_ttl(self) -> dt.timedelta:
@@ -187,11 +355,13 @@ class OCSPResponder:
         return self._cache_ttl
 
     def invalidate(self, serial: int) -> None:
-        """Forget cached responses for ``serial``; call it after revoking (or issuing) it."""
+        """Forget cached and pre-signed responses for ``serial``; call it after revoking it."""
         with self._lock:
             self._generation += 1
             for alg in _HASHES:
                 self._cache.pop((serial, alg), None)
+            self._presigned.pop(self.cert_id(serial), None)
+            self._presigned.pop(self.cert_id(serial, null_params=False), None)
 
     def clear(self) -> None:
         """Forget every cached response (for bulk revocation)."""
@@ -202,6 +372,9 @@ class OCSPResponder:
     def respond(self, request_der: bytes) -> bytes:
         """Answer one DER OCSPRequest with a DER OCSPResponse; never raises."""
         try:
+            presigned = self._from_presigned(request_der)
+            if presigned is not None:
+                return presigned
             return self._respond(request_der)
         except Exception:
             log.exception("OCSP responder failed")

@@ -18,6 +18,7 @@ from mailpki.cli import (
     invite,
     mail,
     maintenance,
+    ocsp,
     recovery,
     recovery_service,
 )
@@ -35,6 +36,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(ca.app, name="ca")
+app.add_typer(ocsp.app, name="ocsp")
 app.add_typer(admin.certs_app, name="certs")
 app.add_typer(admin.audit_app, name="audit")
 app.add_typer(admin.config_app, name="config")

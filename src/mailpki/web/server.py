@@ -46,7 +46,7 @@ class InstancePKISource:
 
     actor = "web:crl-refresh"
 
-    def __init__(self, instance: Instance) -> None:
+    def __init__(self, instance: Instance, *, presign: bool = False) -> None:
         self.instance = instance
         self.ca = instance.ca
         self._refresh_lock = threading.Lock()
@@ -58,6 +58,9 @@ class InstancePKISource:
             "chain.pem": instance.chain_pem(),
         }
         self.ca.responder()  # load the responder key now, not on the first request
+        if presign:
+            # Load the pre-signed OCSP answers, then keep them fresh (ca/presigned.py).
+            self.ca.presigned.start()
 
     def crl(self, name: str) -> bytes | None:
         scope = crl_scope(name)
@@ -138,7 +141,7 @@ def create_app(home: Path, *, housekeeping: bool = False) -> Starlette:
         metrics_allow=parse_allow_list(str(instance.config.get("web.metrics_allow"))),
     )
     app = create_pki_app(
-        InstancePKISource(instance),
+        InstancePKISource(instance, presign=housekeeping),
         blocking_source=True,
         inline_ocsp=True,
         certdir_rate_per_minute=int(instance.config.get("web.certdir_rate_per_minute")),
