@@ -270,7 +270,9 @@ class OCSPResponder:
         self._presigned: dict[bytes, tuple[bytes, float]] = {}
         self._synced_at = float("-inf")  # time.monotonic() of the last successful sync
         self._max_staleness = MAX_STALENESS
-        self._wall: Callable[[], float] = time.time
+        self._wall: Callable[[], float] = (
+            time.time if clock is None else (lambda: _utc(self._clock()).timestamp())
+        )
 
     @property
     def validity(self) -> dt.timedelta:
