@@ -50,6 +50,9 @@ from cryptography.x509 import ocsp
 from benchmarks import _common as common
 
 TARGET_RPS = 2000.0
+TARGET_GET_RATIO = 1.5  # x openssl ocsp -multi 2, same certificate, same wrk load
+TARGET_POST_RATIO = 1.0
+TARGET_NGINX_RATIO = 5.0
 NONCE_LEN = 16
 OCSP_REQUEST = "application/ocsp-request"
 
@@ -195,6 +198,121 @@ def server(home: Path, port: int, workers: int, log_path: Path) -> Any:
             proc.wait()
 
 
+# -- the anchors: openssl ocsp -multi 2, and nginx serving the export ---------------------------
+
+
+@contextlib.contextmanager
+def openssl_responder(home: Path, cert: x509.Certificate, workdir: Path, port: int) -> Any:
+    """`openssl ocsp -index IDX -multi 2` for the same CA, responder and certificate."""
+    from mailpki.instance.instance import Instance
+
+    folder = workdir / "openssl-ocsp"
+    folder.mkdir(parents=True)
+    instance = Instance.open(home)
+    key = instance.keys.load("ocsp")
+    (folder / "ocsp.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (folder / "ocsp.key").chmod(0o600)
+    for name, item in (
+        ("ocsp.pem", instance.hierarchy.ocsp),
+        ("issuing.pem", instance.hierarchy.issuing),
+    ):
+        (folder / name).write_bytes(item.public_bytes(serialization.Encoding.PEM))
+    instance.close()
+    serial = format(cert.serial_number, "X")
+    serial = serial if len(serial) % 2 == 0 else "0" + serial
+    expiry = cert.not_valid_after_utc.strftime("%y%m%d%H%M%SZ")
+    (folder / "index.txt").write_text(f"V\t{expiry}\t\t{serial}\tunknown\t/CN=bench\n")
+    cmd = ["openssl", "ocsp", "-index", str(folder / "index.txt"), "-port", str(port)]
+    cmd += ["-rsigner", str(folder / "ocsp.pem"), "-rkey", str(folder / "ocsp.key")]
+    cmd += ["-CA", str(folder / "issuing.pem"), "-multi", "2", "-ignore_err", "-ndays", "1"]
+    # Not in a new session: started that way it accepts connections but never answers.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if (
+                    fetch(port, "POST", "/", ocsp_request(cert, instance.hierarchy.issuing, None))[
+                        0
+                    ]
+                    == 200
+                ):
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("openssl ocsp did not start")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        # Its -multi workers outlive the parent: end each of them by PID.
+        workers = _proc_children(proc.pid)
+        proc.terminate()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+
+
+def readme_nginx_config() -> str:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    section = readme.read_text().split("## Pre-signed OCSP answers, and nginx in front", 1)[1]
+    block = re.search(r"```nginx\n(.*?)```", section, re.S)
+    if block is None:
+        raise SystemExit("the README lost its nginx configuration")
+    return block.group(1)
+
+
+@contextlib.contextmanager
+def nginx_export(home: Path, workdir: Path, port: int, upstream_port: int) -> Any:
+    """Debian's nginx with the README's configuration, serving `mailpki ocsp export`."""
+    from mailpki.instance.instance import Instance
+    from mailpki.instance.ocsp_export import export_ocsp
+
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    export = workdir / "ocsp-export"
+    instance = Instance.open(home)
+    report = export_ocsp(instance, export)
+    instance.close()
+    common.log(f"  exported {report.written} pre-signed answers")
+    run = workdir / "nginx"
+    run.mkdir()
+    site = readme_nginx_config().replace("/var/lib/mailpki/ocsp/", f"{export}/")
+    site = site.replace("127.0.0.1:8080", f"127.0.0.1:{upstream_port}")
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    temps = "".join(
+        f"{k}_temp_path {run}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    (run / "nginx.conf").write_text(
+        f"daemon off;\n{user}worker_processes 2;\npid {run}/nginx.pid;\n"
+        f"error_log {run}/error.log warn;\nevents {{ worker_connections 1024; }}\n"
+        f"http {{\naccess_log off;\n{temps}{site}\n}}\n"
+    )
+    proc = subprocess.Popen(
+        [binary, "-c", str(run / "nginx.conf"), "-p", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if fetch(port, "GET", "/health")[0] in (200, 502):
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"nginx did not start: {(run / 'error.log').read_text()}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
 # -- load generators --------------------------------------------------------------------------
 
 
@@ -205,6 +323,7 @@ def _lua_bytes(data: bytes) -> str:
 LUA = r"""
 -- generated by benchmarks/bench_ocsp.py
 local mode = "%(mode)s"
+local close = %(close)s
 local prefix = %(prefix)s
 local suffix = %(suffix)s
 ok = 0
@@ -217,6 +336,9 @@ end
 
 function init(args)
   math.randomseed(os.time() + math.floor(os.clock() * 1000000) + #threads)
+  if close then
+    wrk.headers["Connection"] = "close"  -- openssl ocsp closes every connection
+  end
   if mode == "post" then
     wrk.method = "POST"
     wrk.headers["Content-Type"] = "application/ocsp-request"
@@ -263,6 +385,8 @@ def run_wrk(
     post_body: bytes,
     nonce_at: int,
     workdir: Path,
+    *,
+    close: bool = False,
 ) -> dict[str, Any]:
     script = workdir / f"ocsp-{mode}.lua"
     script.write_text(
@@ -272,6 +396,7 @@ def run_wrk(
             "prefix": _lua_bytes(post_body[:nonce_at]),
             "suffix": _lua_bytes(post_body[nonce_at + NONCE_LEN :]),
             "nonce_len": NONCE_LEN,
+            "close": "true" if close else "false",
         }
     )
     url = f"http://127.0.0.1:{port}" + (get_path if mode == "get" else "/ocsp")
@@ -389,12 +514,16 @@ def load(
     nonce_at: int,
     workdir: Path,
     server_pid: int,
+    *,
+    who: str = "mailpki",
+    close: bool = False,
 ) -> dict[str, Any]:
     label = "GET, no nonce (cached)" if mode == "get" else "POST, fresh nonce (signed each time)"
+    label = f"{who}: {label}"
     cpu0, wall0 = tree_cpu_seconds(server_pid), time.monotonic()
     with common.Progress(f"{label}: {client} for {args.duration} s", None, every=5.0):
         if client == "wrk":
-            result = run_wrk(args, port, mode, get_path, post_body, nonce_at, workdir)
+            result = run_wrk(args, port, mode, get_path, post_body, nonce_at, workdir, close=close)
         else:
             result = run_python(args, port, mode, get_path, post_body, nonce_at)
     wall = time.monotonic() - wall0
@@ -419,9 +548,12 @@ def main() -> int:
     )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--ca-key-type", choices=("p256", "rsa3072"), default="p256")
+    parser.add_argument(
+        "--no-anchor", action="store_true", help="skip openssl ocsp and nginx (wrk only)"
+    )
     args = common.parse_args(parser)
     if args.duration is None:
-        args.duration = 3 if args.quick else 10
+        args.duration = 3 if args.quick else 8
     client = args.client
     if client == "auto":
         client = "wrk" if shutil.which("wrk") else "python"
@@ -439,6 +571,7 @@ def main() -> int:
         instance = Instance.open(home)
         issued = instance.ca.issue_from_csr(common.make_csr(0), common.person(0), actor="bench")
         cert, issuer = issued.certificate, instance.hierarchy.issuing
+        instance.ca.presigned.refresh_all()  # what the server's first pass would do
         instance.close()
 
         get_der = ocsp_request(cert, issuer, None)
@@ -449,22 +582,85 @@ def main() -> int:
         assert nonce_at > 0 and post_body.count(marker) == 1
 
         port = common.free_port()
+        anchors = client == "wrk" and not args.no_anchor
         common.log(
             f"mailpki serve --workers {args.server_workers} on 127.0.0.1:{port}; "
-            f"load: {client}, {args.connections} connections"
+            f"load: {client}, {args.connections} connections, {args.duration} s each"
         )
+        results: dict[str, dict[str, Any]] = {}
+
+        # openssl's responder takes the base64 right after the host: no /ocsp/ prefix.
+        openssl_get_path = get_path.removeprefix("/ocsp")
+
+        def anchor_check(anchor_port: int, label: str, path: str) -> None:
+            status, der = fetch(anchor_port, "GET", path)
+            if status != 200:
+                raise SystemExit(f"{label} GET: HTTP {status}")
+            common.log(f"sample {label}: GET {check_response(der, cert.serial_number, None)}")
+
         with server(home, port, args.server_workers, workdir / "server.log") as proc:
             before = sample_checks(port, get_path, cert, issuer, "before load")
-            results = {}
             for mode in ("get", "post"):
+                if anchors:
+                    anchor_port = common.free_port()
+                    with openssl_responder(home, cert, workdir / mode, anchor_port) as anchor:
+                        anchor_check(anchor_port, "openssl ocsp", openssl_get_path)
+                        results[f"openssl_{mode}"] = load(
+                            args, client, anchor_port, mode, openssl_get_path, post_body, nonce_at,
+                            workdir, anchor.pid, who="openssl ocsp -multi 2", close=True,
+                        )  # fmt: skip
                 results[mode] = load(
                     args, client, port, mode, get_path, post_body, nonce_at, workdir, proc.pid
                 )
+            if anchors:
+                nginx_port = common.free_port()
+                with nginx_export(home, workdir, nginx_port, port) as web:
+                    anchor_check(nginx_port, "nginx", get_path)
+                    results["nginx_get"] = load(
+                        args, client, nginx_port, "get", get_path, post_body, nonce_at,
+                        workdir, web.pid, who="nginx, exported files",
+                    )  # fmt: skip
             after = sample_checks(port, get_path, cert, issuer, "after load")
 
     for mode, result in results.items():
         if result["failed"]:
             common.log(f"WARNING: {result['failed']} {mode} responses were not successful")
+
+    def ratio(ours: str, theirs: str) -> float | None:
+        if theirs not in results or not results[theirs]["rps"]:
+            return None
+        return round(results[ours]["rps"] / results[theirs]["rps"], 2)
+
+    ratios = {
+        "get": ratio("get", "openssl_get"),
+        "post": ratio("post", "openssl_post"),
+        "nginx_get": ratio("nginx_get", "openssl_get") if "nginx_get" in results else None,
+    }
+    for key, value in ratios.items():
+        if value is not None:
+            common.log(f"ratio {key}: {value}")
+    targets = [
+        common.target("OCSP GET cached", results["get"]["rps"], "resp/s", TARGET_RPS, ">="),
+        common.target(
+            "OCSP POST nonce (signed)", results["post"]["rps"], "resp/s", TARGET_RPS, ">="
+        ),
+    ]
+    if anchors:
+        o_get, o_post = results["openssl_get"]["rps"], results["openssl_post"]["rps"]
+        targets += [
+            common.target(
+                f"GET / openssl ocsp -multi 2 ({results['get']['rps']:,.0f} / {o_get:,.0f})",
+                ratios["get"], "x", TARGET_GET_RATIO, ">=",
+            ),
+            common.target(
+                f"POST nonce / openssl ocsp -multi 2 ({results['post']['rps']:,.0f} / {o_post:,.0f})",
+                ratios["post"], "x", TARGET_POST_RATIO, ">=",
+            ),
+            common.target(
+                f"nginx export GET / openssl ocsp ({results['nginx_get']['rps']:,.0f} / {o_get:,.0f})",
+                ratios["nginx_get"], "x", TARGET_NGINX_RATIO, ">=",
+            ),
+        ]  # fmt: skip
     common.emit(
         {
             "benchmark": "bench_ocsp",
@@ -474,16 +670,14 @@ def main() -> int:
             "duration_s": args.duration,
             "ca_key_type": args.ca_key_type,
             "machine": common.machine(),
-            "note": "server and load generator share the machine's cores",
+            "note": "servers and load generator share the machine's cores; "
+            "openssl ocsp closes each connection (wrk sends Connection: close to it)",
             "samples": {"before": before, "after": after},
             "get_cached": results["get"],
             "post_nonce": results["post"],
-            "targets": [
-                common.target("OCSP GET cached", results["get"]["rps"], "resp/s", TARGET_RPS, ">="),
-                common.target(
-                    "OCSP POST nonce (signed)", results["post"]["rps"], "resp/s", TARGET_RPS, ">="
-                ),
-            ],
+            "anchors": {k: v for k, v in results.items() if k.startswith(("openssl", "nginx"))},
+            "ratios": ratios,
+            "targets": targets,
         }
     )
     return 0

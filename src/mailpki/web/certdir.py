@@ -64,13 +64,13 @@ HTML_CSP = (
     "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
-_COMMON_HEADERS = {
+COMMON_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
 # Every directory response: also kept out of search engines (it lists people).
-_DIRECTORY_HEADERS = {**_COMMON_HEADERS, "X-Robots-Tag": "noindex, nofollow"}
+_DIRECTORY_HEADERS = {**COMMON_HEADERS, "X-Robots-Tag": "noindex, nofollow"}
 _FOUND_CACHE = "public, max-age=60"  # like OCSP: a revocation shows within a minute
 _P7C_TYPE = "application/pkcs7-mime; smime-type=certs-only"
 
@@ -153,7 +153,7 @@ class SecurityHeaders:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._extra = [(k.lower().encode(), v.encode()) for k, v in _COMMON_HEADERS.items()]
+        self._extra = [(k.lower().encode(), v.encode()) for k, v in COMMON_HEADERS.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

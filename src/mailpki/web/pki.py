@@ -23,8 +23,10 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailpki.web.certdir import (
+    COMMON_HEADERS,
     CertificateDirectorySource,
     PageFrame,
     SecurityHeaders,
@@ -105,6 +107,54 @@ def _decode_get_request(encoded: str) -> bytes | None:
     except (binascii.Error, ValueError):
         return None
     return der or None
+
+
+class OCSPGetFastPath:
+    """GET /ocsp/<base64> answered before Starlette's routing, with precomputed headers.
+
+    A pre-signed answer costs a few microseconds; routing, Request and Response objects
+    cost several times that. Same checks and headers as the routed handler, which
+    still answers everything this does not take (HEAD, too-long paths, bad base64).
+    """
+
+    def __init__(self, app: ASGIApp, *, answer: Callable[[bytes], bytes], max_age: int) -> None:
+        self.app = app
+        self._answer = answer
+        common = [
+            (b"content-type", _OCSP_RESPONSE.encode()),
+            *((k.lower().encode(), v.encode()) for k, v in COMMON_HEADERS.items()),
+        ]
+        self._cacheable = [
+            *common,
+            (
+                b"cache-control",
+                f"public, max-age={max_age}, no-transform, must-revalidate".encode(),
+            ),
+        ]
+        self._no_store = [*common, (b"cache-control", b"no-store")]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            if path.startswith("/ocsp/") and len(path) - 6 <= MAX_OCSP_GET_PATH:
+                request_der = _decode_get_request(path[6:])
+                if request_der is not None:
+                    try:
+                        der = self._answer(request_der)
+                    except Exception as exc:
+                        log.error("OCSP source failed", exc_info=exc)
+                        der = _OCSP_INTERNAL_ERROR
+                    headers = self._cacheable if _ocsp_successful(der) else self._no_store
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 200,
+                            "headers": [*headers, (b"content-length", str(len(der)).encode())],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": der})
+                    return
+        await self.app(scope, receive, send)
 
 
 def create_pki_app(
@@ -234,7 +284,11 @@ def create_pki_app(
             frame=certdir_frame,
         )
     routes += list(extra_routes)
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    middleware = [Middleware(SecurityHeaders)]
+    if inline_ocsp:
+        # Outermost: a cached GET skips the security-header wrapper too (it sets them).
+        middleware.insert(0, Middleware(OCSPGetFastPath, answer=source.ocsp, max_age=ocsp_max_age))
+    app = Starlette(routes=routes, middleware=middleware)
     # A strict API: "/crl/x.crl/" is not found rather than redirected.
     app.router.redirect_slashes = False
     return app

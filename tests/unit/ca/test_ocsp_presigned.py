@@ -148,3 +148,36 @@ def test_invalidate_and_drop_remove_the_answer(pki: PKI) -> None:
     responder.load_presigned([answer])
     responder.drop_presigned([1001])
     assert responder.presigned_count == 0
+
+
+@pytest.mark.parametrize("alg", ["sha1", "sha256", "sha512"])
+@pytest.mark.parametrize("state", ["good", "revoked", "unspecified", "unknown"])
+@pytest.mark.parametrize("with_nonce", [False, True])
+def test_fast_signer_matches_cryptography(pki: PKI, alg: str, state: str, with_nonce: bool) -> None:
+    """The precomputed signer's TBSResponseData is byte for byte cryptography's."""
+    responder = pki.responder()
+    fast = responder._fast
+    assert fast is not None
+    status = {
+        "good": CertStatus("good"),
+        "revoked": CertStatus("revoked", NOW - dt.timedelta(hours=3), x509.ReasonFlags.superseded),
+        "unspecified": CertStatus(
+            "revoked", NOW - dt.timedelta(hours=3), x509.ReasonFlags.unspecified
+        ),
+        "unknown": None,
+    }[state]
+    nonce = os.urandom(16) if with_nonce else None
+    name_hash, key_hash = responder._issuer_hashes[alg]
+    serial = 2**126 + 12345
+    ours = fast.sign(alg, name_hash, key_hash, serial, status, nonce, NOW)
+    responder._fast = None  # cryptography's OCSPResponseBuilder
+    theirs = responder._sign(alg, name_hash, key_hash, serial, status, nonce, NOW)
+    a, b = _parse(ours), _parse(theirs)
+    public_key = pki.resp.public_key()
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    public_key.verify(a.signature, a.tbs_response_bytes, ec.ECDSA(hashes.SHA256()))
+    produced_ours = a.produced_at_utc.strftime("%Y%m%d%H%M%SZ").encode()
+    produced_theirs = b.produced_at_utc.strftime("%Y%m%d%H%M%SZ").encode()
+    assert a.tbs_response_bytes == b.tbs_response_bytes.replace(produced_theirs, produced_ours, 1)
+    assert a.certificates == b.certificates
+    assert a.signature_algorithm_oid == b.signature_algorithm_oid
