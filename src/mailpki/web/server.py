@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mailpki.ca.settings import FULL_CRL, ROOT_CRL, crl_scope
 from mailpki.errors import MailPKIError
@@ -189,8 +189,9 @@ def create_app_from_env() -> Starlette:
     return create_app(Path(os.environ[HOME_ENV]), housekeeping=True)
 
 
-class NoDelayH11Protocol(H11Protocol):
-    """h11 with TCP_NODELAY set on every connection.
+class NoDelayHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol (a C parser; several times faster than h11 for OCSP)
+    with TCP_NODELAY set on every connection.
 
     uvicorn's multi-worker mode binds the socket itself and asyncio then skips
     TCP_NODELAY, so each keep-alive response waited ~40 ms for a delayed ACK
@@ -224,7 +225,8 @@ def run_server(
         "log_config": logging_config(log_level, log_format),
         "log_level": log_level,
         "access_log": False,
-        "http": NoDelayH11Protocol,
+        "http": NoDelayHttpToolsProtocol,
+        "loop": "uvloop",
     }
     if workers > 1:
         # Each worker process opens the instance itself (PKCS#11 sessions do not survive fork).
