@@ -109,12 +109,14 @@ def _decode_get_request(encoded: str) -> bytes | None:
     return der or None
 
 
-class OCSPGetFastPath:
-    """GET /ocsp/<base64> answered before Starlette's routing, with precomputed headers.
+class OCSPFastPath:
+    """OCSP answered before Starlette's routing, with precomputed headers: GET
+    /ocsp/<base64>, and POST /ocsp with an application/ocsp-request body.
 
     A pre-signed answer costs a few microseconds; routing, Request and Response objects
-    cost several times that. Same checks and headers as the routed handler, which
-    still answers everything this does not take (HEAD, too-long paths, bad base64).
+    cost several times that. Same checks and headers as the routed handlers, which
+    still answer everything this does not take (HEAD, too-long paths, bad base64, a
+    wrong content type, a declared length over the limit).
     """
 
     def __init__(self, app: ASGIApp, *, answer: Callable[[bytes], bytes], max_age: int) -> None:
@@ -145,16 +147,68 @@ class OCSPGetFastPath:
                         log.error("OCSP source failed", exc_info=exc)
                         der = _OCSP_INTERNAL_ERROR
                     headers = self._cacheable if _ocsp_successful(der) else self._no_store
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 200,
-                            "headers": [*headers, (b"content-length", str(len(der)).encode())],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": der})
+                    await self._send(send, der, headers)
                     return
+        elif (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in ("/ocsp", "/ocsp/")
+        ):
+            body = await self._read_post(scope, receive, send)
+            if body is not None:
+                await self._send(send, self._post_answer(body), self._no_store)
+            return
         await self.app(scope, receive, send)
+
+    def _post_answer(self, body: bytes) -> bytes:
+        try:
+            return self._answer(body)
+        except Exception as exc:
+            log.error("OCSP source failed", exc_info=exc)
+            return _OCSP_INTERNAL_ERROR
+
+    @staticmethod
+    async def _send(send: Send, der: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*headers, (b"content-length", str(len(der)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": der})
+
+    async def _read_post(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The request body, or None when a response has been sent (or delegated)."""
+        content_type = b""
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                declared = value
+        ctype = content_type.split(b";", 1)[0].strip().lower()
+        too_long = declared is not None and (
+            not declared.isdigit() or int(declared) > MAX_OCSP_REQUEST
+        )
+        if ctype != _OCSP_REQUEST.encode() or too_long:
+            await self.app(scope, receive, send)  # the routed handler says what is wrong
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_OCSP_REQUEST:  # chunked bodies declare nothing
+                response = PlainTextResponse("request too large", status_code=413)
+                await response(scope, receive, send)
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
 
 def create_pki_app(
@@ -287,7 +341,7 @@ def create_pki_app(
     middleware = [Middleware(SecurityHeaders)]
     if inline_ocsp:
         # Outermost: a cached GET skips the security-header wrapper too (it sets them).
-        middleware.insert(0, Middleware(OCSPGetFastPath, answer=source.ocsp, max_age=ocsp_max_age))
+        middleware.insert(0, Middleware(OCSPFastPath, answer=source.ocsp, max_age=ocsp_max_age))
     app = Starlette(routes=routes, middleware=middleware)
     # A strict API: "/crl/x.crl/" is not found rather than redirected.
     app.router.redirect_slashes = False

@@ -47,10 +47,16 @@ class FakeSource:
 Env = tuple[TestClient, FakeSource]
 
 
-@pytest.fixture(params=[False, True], ids=["inline", "threadpool"])
+@pytest.fixture(params=["inline", "threadpool", "fast-path"])
 def env(request: pytest.FixtureRequest) -> Env:
+    """Every test runs against each way of calling the source, including the OCSP fast
+    path in front of the routing (what `mailpki serve` uses)."""
     source = FakeSource()
-    app = create_pki_app(source, blocking_source=request.param)
+    app = create_pki_app(
+        source,
+        blocking_source=request.param != "inline",
+        inline_ocsp=request.param == "fast-path",
+    )
     return TestClient(app, raise_server_exceptions=False), source
 
 
