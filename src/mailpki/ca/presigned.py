@@ -40,7 +40,7 @@ from mailpki.errors import MailPKIError
 from mailpki.store.db import Database
 from mailpki.store.models import CertificateRecord, OCSPResponseRecord
 
-__all__ = ["PresignedResponses", "RefreshReport", "get_path"]
+__all__ = ["PresignedResponses", "RefreshReport"]
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,6 @@ _REASONS = {flag.name: flag for flag in x509.ReasonFlags}  # stored name -> flag
 
 def _state(text: str) -> Literal["good", "revoked", "unknown"]:
     return "revoked" if text == "revoked" else "unknown" if text == "unknown" else "good"
-
-
-def get_path(request_der: bytes) -> str:
-    """The RFC 5019 / RFC 6960 A.1 GET path (after the responder's base URL) for a
-    request: standard base64, with '+', '/' and '=' percent-encoded."""
-    import base64
-
-    text = base64.b64encode(request_der).decode("ascii")
-    return text.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
 
 
 @dataclass(frozen=True)
@@ -90,6 +81,7 @@ class PresignedResponses:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._purged_at = float("-inf")
 
     # -- signing ----------------------------------------------------------------------------
 
@@ -271,11 +263,15 @@ class PresignedResponses:
     # -- the background pass ---------------------------------------------------------------
 
     def run_once(self, *, budget: float = 5.0) -> None:
-        """One pass: load what changed, then sign what is due for up to ``budget`` s."""
+        """One pass: load what changed, sign what is due for up to ``budget`` s, and
+        (hourly) delete answers that ended more than a day ago."""
         self.sync()
         deadline = time.monotonic() + budget
         while time.monotonic() < deadline and self.refresh_due() > 0:
             pass
+        if time.monotonic() - self._purged_at > 3600:
+            self.purge()
+            self._purged_at = time.monotonic()
 
     def start(self) -> None:
         """Load everything now, then keep it fresh from a daemon thread."""
