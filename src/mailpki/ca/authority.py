@@ -515,10 +515,10 @@ class CertificateAuthority:
                 *self._revoked_filter(issuer, partition)
             )
         ).one()
-        if stored != total:  # revoke() stores it; migration 0009 filled in older rows
+        if stored != total:  # revoke() stores it; migration 0012 filled in older rows
             raise CAError(
                 f"{total - stored} revoked certificates have no stored CRL entry: the "
-                "database has not been migrated to revision 0009, which fills them in"
+                "database is older than this version: run 'mailpki upgrade' (it fills them in)"
             )
         return bytes(der or b""), int(total)
 
