@@ -206,6 +206,9 @@ def _sqlite(value: Any) -> Any:
 
 
 def load(home: Path, count: int, revoked: int, workers: int, batch: int) -> dict[str, Any]:
+    from cryptography import x509
+
+    from mailpki.base.crl_entry import encode_entry
     from mailpki.instance.instance import Instance
 
     template_der, partition_size = _template(home)
@@ -243,6 +246,9 @@ def load(home: Path, count: int, revoked: int, workers: int, batch: int) -> dict
                     not_after, fingerprint, der, "revoked" if is_revoked else "valid",
                     now if is_revoked else None, "key_compromise" if is_revoked else None,
                     partition, now,
+                    # What revoke() stores: the CRL entry, encoded once.
+                    encode_entry(int(serial, 16), now, x509.ReasonFlags.key_compromise)
+                    if is_revoked else None,
                 ))  # fmt: skip
                 escrow_rows.append((
                     serial, email, "p256", secrets.token_hex(32), krs_key_id, "sha256",
@@ -267,7 +273,7 @@ def load(home: Path, count: int, revoked: int, workers: int, batch: int) -> dict
                 "certificates",
                 ("serial", "issuer", "subject", "email", "profile", "not_before", "not_after",
                  "fingerprint", "der", "status", "revoked_at", "revocation_reason",
-                 "crl_partition", "created_at"),
+                 "crl_partition", "created_at", "crl_entry_der"),
                 cert_rows,
             )  # fmt: skip
             writer.write(
