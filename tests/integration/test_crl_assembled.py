@@ -1,7 +1,7 @@
 """CRLs assembled from stored entry DER are valid CRLs to outside tools: the real
 `openssl crl` verifies their signature and `openssl verify` uses them, and pkilint's
 CRL linter (`lint_crl`) finds nothing, for the full CRL and a partition (with its
-IssuingDistributionPoint), with every reason code. Migration 0012's backfill of
+IssuingDistributionPoint), with every reason code. Migration 0013's backfill of
 entries for older rows is tested in test_migrations.py."""
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ def test_migrated_schema_matches_models(database_url: str) -> None:
     db.dispose()
 
 
-def test_0012_encodes_the_crl_entries_of_certificates_revoked_before_it(
+def test_0013_encodes_the_crl_entries_of_certificates_revoked_before_it(
     database_url: str,
 ) -> None:
-    """Rows revoked under 0011 get their CRL entry DER, the same bytes revoke() stores."""
+    """Rows revoked under 0012 get their CRL entry DER, the same bytes revoke() stores."""
     from datetime import UTC, datetime
 
     from alembic import command
@@ -41,7 +41,7 @@ def test_0012_encodes_the_crl_entries_of_certificates_revoked_before_it(
     rows = [("A1", "key_compromise"), ("FF00", None), ("B2", "unspecified"), ("C3", "valid")]
     with db.engine.begin() as connection:
         cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "0011")
+        command.upgrade(cfg, "0012")
         for i, (serial, reason) in enumerate(rows):
             status = "valid" if reason == "valid" else "revoked"
             connection.execute(

@@ -515,7 +515,7 @@ class CertificateAuthority:
                 *self._revoked_filter(issuer, partition)
             )
         ).one()
-        if stored != total:  # revoke() stores it; migration 0012 filled in older rows
+        if stored != total:  # revoke() stores it; migration 0013 filled in older rows
             raise CAError(
                 f"{total - stored} revoked certificates have no stored CRL entry: the "
                 "database is older than this version: run 'mailpki upgrade' (it fills them in)"

@@ -1,7 +1,7 @@
 """CRL entry DER stored at revocation; pre-signed OCSP responses
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-04
 
 Certificates revoked before this revision get their entry encoded here, once.
@@ -15,8 +15,8 @@ from cryptography import x509
 
 from mailpki.base.crl_entry import encode_entry
 
-revision = "0012"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
