@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mailpki.ca.settings import FULL_CRL, ROOT_CRL, crl_scope
-from mailpki.errors import MailPKIError
+from mailpki.errors import MailPKIError, StoreError
 from mailpki.instance.health import check_readiness, read_status
 from mailpki.instance.housekeeping import Housekeeping
 from mailpki.instance.instance import Instance
@@ -175,8 +175,24 @@ def create_app(home: Path, *, housekeeping: bool = False) -> Starlette:
         )
         return HTMLResponse(html, status_code=exc.status_code, headers=exc.headers)
 
+    async def store_unavailable(request: Request, exc: Exception) -> Response:
+        """The database did not answer (a restart, a failover): 503 and a page that says
+        to try again, not an internal error; nothing was half-done (transactions)."""
+        note(f"database unavailable: {str(exc).splitlines()[0][:200]}")
+        html = theme.render(
+            "error.html",
+            org=portal.org,
+            csrf="",
+            user=None,
+            certdir_url="/certs",
+            message="The service is busy for a moment. Please try again in a minute.",
+            error_status=503,
+        )
+        return HTMLResponse(html, status_code=503, headers={"Retry-After": "30"})
+
     app.add_exception_handler(404, http_error)
     app.add_exception_handler(405, http_error)
+    app.add_exception_handler(StoreError, store_unavailable)
     app.add_middleware(AccessLog)
     if housekeeping:
         threading.Thread(target=portal.prepare, name="warm-up", daemon=True).start()
