@@ -69,7 +69,9 @@ TARGET_PAGE_P95_MS = 50.0
 CHOSEN_PASSWORD = "Corr3ct-Horse-Battery"  # a benchmark's test password
 PKCS12 = "application/x-pkcs12"
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
-LINK_RE = re.compile(r'href="(/download/[A-Za-z0-9_-]+)"')
+# The result page links /fetch/HANDLE (a page that starts the download); the file itself
+# is /download/HANDLE: the group is the file's path.
+LINK_RE = re.compile(r'href="/(?:fetch|download)/([A-Za-z0-9_-]+)"')
 PASSWORD_RE = re.compile(r'<code id="generated-password"[^>]*>([^<]*)</code>')
 PAGES = (
     ("GET / (new visitor)", "/", False),
@@ -308,7 +310,7 @@ def enroll_round(
         password = CHOSEN_PASSWORD if choose else generated and html.unescape(generated[1])
         if password is None:
             raise SystemExit("the page shows no generated password")
-        links.append((i, found.group(1), password))
+        links.append((i, f"/download/{found.group(1)}", password))
     checks = [
         check_download(sessions[i], link, pw)
         for i, link, pw in sorted({links[0], links[len(links) // 2], links[-1]})

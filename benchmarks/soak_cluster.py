@@ -255,7 +255,7 @@ def enroll(port: int, person: Person, outcome: Outcome) -> None:
         if done.status != 200 or link is None:
             _refused(outcome, "form", done.status, done.text)
             return
-        download = browser.request("GET", link.group(1))
+        download = browser.request("GET", f"/download/{link.group(1)}")
         if download.status != 200 or download.headers.get("content-type", "") != PKCS12:
             _refused(outcome, "download", download.status, download.text)
             return
@@ -504,7 +504,8 @@ def _checks(
         "escrow_notices_repeated": repeated,
         "audit_verify_exit": verify.returncode,
         "ok": bool(
-            settled
+            outcome.completed > 0
+            and settled
             and not duplicates
             and not half_done
             and not outcome.broken

@@ -5,6 +5,7 @@ must balance afterwards (benchmarks/soak_cluster.py, at a size that fits the sui
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 
 import pytest
@@ -23,14 +24,15 @@ def test_three_nodes_survive_a_killed_node_a_database_restart_and_a_mail_outage(
             nodes=3, enrollments=20, clients=4, ocsp=400, mail_outage=4.0, settle=180.0
         )
     )
-    assert result["duplicate_serials"] == 0, result
-    assert result["deliveries_still_pending"] == 0, result
-    assert result["broken"] == {}, result  # every enrollment completed or was refused clearly
-    assert result["interrupted"] <= 4, result  # at most the requests in flight on the node
-    assert result["completed"] >= 10, result
+    shown = json.dumps(result, indent=1, default=str)
+    assert result["duplicate_serials"] == 0, shown
+    assert result["deliveries_still_pending"] == 0, shown
+    assert result["broken"] == {}, shown  # every enrollment completed or was refused clearly
+    assert result["interrupted"] <= 4, shown  # at most the requests in flight on the node
+    assert result["completed"] >= 10, shown
     # A mail cut by the outage may arrive twice, as the same message (one Message-ID).
-    assert all(item["same_message"] for item in result["escrow_notices_repeated"]), result
-    assert result["escrow_notices_delivered"] >= result["completed"], result
-    assert result["audit_verify_exit"] == 0, result
-    assert result["ocsp"].get("ok", 0) > 0, result
-    assert result["ok"], result
+    assert all(item["same_message"] for item in result["escrow_notices_repeated"]), shown
+    assert result["escrow_notices_delivered"] >= result["completed"], shown
+    assert result["audit_verify_exit"] == 0, shown
+    assert result["ocsp"].get("ok", 0) > 0, shown
+    assert result["ok"], shown
