@@ -88,9 +88,9 @@ def test_backup_restores_into_a_working_instance(
     assert result.code == 0, result.err
     assert "put back what the backup leaves out" in result.out
 
+    _put_back_secrets(home, target)
     verify = mailpki("audit", "verify", "--home", target)
     assert verify.code == 0, verify.out + verify.err
-    _put_back_secrets(home, target)
     assert _serials(target) == [first]
     second = _issue(target, tmp_path, "bob")
     assert second != first

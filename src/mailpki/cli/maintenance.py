@@ -93,7 +93,7 @@ def restore(
     )
     for item in summary.missing_secrets:
         console.print(
-            f"  put back what the backup leaves out before issuing: {summary.home / item}",
+            f"  put back what the backup leaves out: {summary.home / item}",
             highlight=False,
         )
     console.print(f"  then check it: mailpki audit verify --home {summary.home}", highlight=False)
