@@ -117,3 +117,7 @@ class AuthenticationError(MailPKIError):
     """A logon was refused (wrong password or PIN, unknown user, locked out, disabled)."""
 
     exit_code = 4
+
+
+class UnknownRealm(AuthenticationError):
+    """A Kerberos principal's realm is mapped to no directory."""

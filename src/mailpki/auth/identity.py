@@ -10,7 +10,7 @@ from mailpki.errors import AuthenticationError
 
 __all__ = ["Authenticator", "Identity", "Method", "check_expected_mail"]
 
-Method = Literal["directory", "pin"]
+Method = Literal["directory", "pin", "kerberos", "oidc"]
 
 
 @dataclass(frozen=True)

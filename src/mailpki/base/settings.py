@@ -202,7 +202,7 @@ class SettingsFile:
         for section, table in raw.items():
             if not isinstance(table, dict):
                 raise ConfigError(f"{path}: '{section}' must be a [section]")
-            for name, value in table.items():
+            for name, value in _flattened(table):
                 key = f"{section}.{name}"
                 if key in cls.renamed:
                     new_key = cls.renamed[key]
@@ -253,6 +253,17 @@ def _read_setting_file(path: str, variable: str) -> str:
         raise ConfigError(f"{variable} names {path}, which cannot be read: {exc}") from None
     lines = data.splitlines()
     return lines[0] if lines else ""
+
+
+def _flattened(table: dict[str, Any]) -> list[tuple[str, Any]]:
+    """`[auth.kerberos] keytab = …` read as the setting `auth.kerberos.keytab`."""
+    items: list[tuple[str, Any]] = []
+    for name, value in table.items():
+        if isinstance(value, dict):
+            items.extend((f"{name}.{sub}", inner) for sub, inner in _flattened(value))
+        else:
+            items.append((name, value))
+    return items
 
 
 def table_keys(raw: dict[str, Any], key: str) -> set[str]:

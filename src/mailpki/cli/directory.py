@@ -93,6 +93,14 @@ def directory_add(
             "--map site=physicalDeliveryOfficeName (repeatable).",
         ),
     ] = None,
+    kerberos_realm: Annotated[
+        str,
+        typer.Option(
+            "--kerberos-realm",
+            help="Kerberos realm whose principals are people of this directory "
+            "(single sign-on), e.g. CORP.EXAMPLE.COM.",
+        ),
+    ] = "",
     home: HomeOption = None,
 ) -> None:
     """Add an LDAP directory (the connection and service account are tested first)."""
@@ -121,6 +129,7 @@ def directory_add(
         ca_file=str(ca_file.resolve()) if ca_file else "",
         timeout_seconds=timeout,
         mapping=json.dumps(overrides, sort_keys=True),
+        kerberos_realm=kerberos_realm.strip(),
     )
     instance = open_instance(home)
     try:
@@ -154,7 +163,8 @@ def directory_list(
         )
     for r in rows:
         console.print(
-            f"{r['name']}  {r['flavour']}  {r['url']}  {r['base_dn']}  domains {', '.join(r['domains'])}",
+            f"{r['name']}  {r['flavour']}  {r['url']}  {r['base_dn']}  domains {', '.join(r['domains'])}"
+            + (f"  realm {r['kerberos_realm']}" if r["kerberos_realm"] else ""),
             highlight=False,
             markup=False,
         )

@@ -111,6 +111,12 @@ class EmbeddedDirectory:
             return None  # cannot be stored: no need to ask
         return self._one(EmbeddedEntry.login == login.lower())
 
+    def find_by_principal(self, user: str, realm: str) -> DirectoryEntry | None:
+        """The embedded directory keeps no principals: the user part is the login."""
+        if "@" in user:
+            return None
+        return self.find_by_login(user)
+
     def find_by_mail(self, mail: str) -> DirectoryEntry | None:
         mail = mail.strip()
         if not mail or "@" not in mail or len(mail) > MAIL_MAX or has_bad_char(mail):

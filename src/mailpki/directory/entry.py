@@ -52,6 +52,10 @@ class AttributeMapping:
     account_control: str = ""
     # OpenLDAP (ppolicy): an entry with this attribute present is locked / disabled.
     disabled_marker: str = ""
+    # Kerberos logon: the attribute holding the whole principal (user@REALM), e.g.
+    # krbPrincipalName. Empty: Active Directory matches userPrincipalName, then
+    # sAMAccountName; OpenLDAP matches the principal's user part against the login.
+    kerberos_principal: str = ""
     extra_search: tuple[str, ...] = field(default=("cn",))  # also matched by prefix search
 
     def attributes(self) -> list[str]:

@@ -296,6 +296,27 @@ class LdapDirectory:
             return self._find_one("login lookup", self.mapping.mail, login)
         return None
 
+    def find_by_principal(self, user: str, realm: str) -> DirectoryEntry | None:
+        """`user@realm` from a verified Kerberos ticket: the configured principal
+        attribute; else AD's userPrincipalName (user@realm in lower case, the usual
+        UPN), then sAMAccountName; else OpenLDAP's login attribute."""
+        user, realm = user.strip(), realm.strip()
+        if not user or not realm or len(user) + len(realm) > MAX_LOGIN:
+            return None
+        if _has_control(user + realm) or "@" in user or "/" in user or "\\" in user:
+            return None
+        action = "principal lookup"
+        if self.mapping.kerberos_principal:
+            return self._find_one(action, self.mapping.kerberos_principal, f"{user}@{realm}")
+        if self.flavour == "ad":
+            for attribute in self.mapping.login:
+                value = f"{user}@{realm.lower()}" if attribute.lower() == "userprincipalname" else user
+                entry = self._find_one(action, attribute, value)
+                if entry is not None:
+                    return entry
+            return None
+        return self._find_one(action, self.mapping.login[0], user)
+
     def find_by_mail(self, mail: str) -> DirectoryEntry | None:
         mail = mail.strip().lower()
         if not mail or len(mail) > 254 or "@" not in mail or _has_control(mail):

@@ -20,6 +20,11 @@ class Directory(Protocol):
 
     def find_by_mail(self, mail: str) -> DirectoryEntry | None: ...
 
+    def find_by_principal(self, user: str, realm: str) -> DirectoryEntry | None:
+        """The person a Kerberos principal `user@realm` belongs to (the realm is this
+        directory's, already checked by the caller)."""
+        ...
+
     def search(self, text: str, *, limit: int = 50) -> list[DirectoryEntry]:
         """Entries whose name, mail or login starts with `text` (the address-list search),
         at most `limit`, sorted by display name."""

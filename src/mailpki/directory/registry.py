@@ -10,6 +10,7 @@ found in exactly one.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from sqlalchemy import func, select
 from mailpki.directory.embedded import EmbeddedDirectory
 from mailpki.directory.entry import MAPPINGS, DirectoryEntry
 from mailpki.directory.port import Directory
-from mailpki.errors import ConfigError, DirectoryError, InputError, NotFoundError
+from mailpki.errors import ConfigError, DirectoryError, InputError, NotFoundError, UnknownRealm
 from mailpki.store.db import Database
 from mailpki.store.models import DirectoryConfig
 
@@ -42,6 +43,7 @@ class DirectorySettings:
     ca_file: str = ""
     timeout_seconds: int = 5
     mapping: str = "{}"
+    kerberos_realm: str = ""  # principals of this Kerberos realm are looked up here
 
     def check(self) -> None:
         """Refuse settings that could never work, before any connection is tried."""
@@ -57,6 +59,8 @@ class DirectorySettings:
             )
         if not self.domains:
             raise InputError("a directory needs at least one mail domain (--domain)")
+        if self.kerberos_realm:
+            check_realm(self.kerberos_realm)
         _read_password(self.bind_password_file)
 
     def describe(self) -> dict[str, Any]:
@@ -65,7 +69,21 @@ class DirectorySettings:
             "bind_dn": self.bind_dn, "domains": list(self.domains),
             "netbios_domain": self.netbios_domain, "starttls": self.starttls,
             "ca_file": self.ca_file, "timeout_seconds": self.timeout_seconds,
+            "kerberos_realm": self.kerberos_realm,
         }  # fmt: skip
+
+
+_REALM = re.compile(r"[A-Z0-9](?:[A-Z0-9.-]{0,253}[A-Z0-9])?")
+
+
+def check_realm(realm: str) -> str:
+    """A Kerberos realm as directories are mapped to it: upper case, DNS-like."""
+    if not _REALM.fullmatch(realm) or ".." in realm:
+        raise InputError(
+            f"{realm!r} is not a Kerberos realm: upper-case letters, digits, '.' and '-', "
+            "such as CORP.EXAMPLE.COM"
+        )
+    return realm
 
 
 def _read_password(path: str) -> str:
@@ -106,6 +124,7 @@ class DirectoryRegistry:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._directories: list[Directory] | None = None
+        self._realms: dict[str, str] = {}  # Kerberos realm -> directory name
 
     # -- configuration ------------------------------------------------------------------
 
@@ -126,6 +145,7 @@ class DirectoryRegistry:
                     ca_file=r.ca_file,
                     timeout_seconds=r.timeout_seconds,
                     mapping=r.mapping,
+                    kerberos_realm=r.kerberos_realm,
                 )
                 for r in rows
             ]
@@ -144,6 +164,12 @@ class DirectoryRegistry:
             clash = taken & set(settings.domains)
             if clash:
                 raise InputError(f"domain {', '.join(sorted(clash))} is already routed elsewhere")
+            realms = {row.kerberos_realm for row in session.scalars(select(DirectoryConfig))}
+            if settings.kerberos_realm and settings.kerberos_realm in realms:
+                raise InputError(
+                    f"Kerberos realm {settings.kerberos_realm} is already mapped to another "
+                    "directory"
+                )
             position = int(session.scalar(select(func.count()).select_from(DirectoryConfig)) or 0)
             session.add(
                 DirectoryConfig(
@@ -160,6 +186,7 @@ class DirectoryRegistry:
                     ca_file=settings.ca_file,
                     timeout_seconds=settings.timeout_seconds,
                     mapping=settings.mapping,
+                    kerberos_realm=settings.kerberos_realm,
                     created_at=datetime.now(UTC),
                 )
             )
@@ -177,7 +204,9 @@ class DirectoryRegistry:
 
     def directories(self) -> list[Directory]:
         if self._directories is None:
-            configured = [open_directory(s) for s in self.settings()]
+            settings = self.settings()
+            configured = [open_directory(s) for s in settings]
+            self._realms = {s.kerberos_realm: s.name for s in settings if s.kerberos_realm}
             self._directories = configured or [EmbeddedDirectory(self.db)]
         return self._directories
 
@@ -214,6 +243,20 @@ class DirectoryRegistry:
                 f"login {login!r} exists in several directories ({names}): use user@domain"
             )
         return found[0] if found else None
+
+    def for_realm(self, realm: str) -> Directory | None:
+        """The directory mapped to Kerberos realm `realm` (directory add --kerberos-realm)."""
+        directories = self.directories()
+        name = self._realms.get(realm)
+        return next((d for d in directories if name is not None and d.name == name), None)
+
+    def find_by_principal(self, user: str, realm: str) -> DirectoryEntry | None:
+        """The entry of Kerberos principal user@realm; UnknownRealm if no directory is
+        mapped to the realm."""
+        directory = self.for_realm(realm)
+        if directory is None:
+            raise UnknownRealm(f"the Kerberos realm {realm[:100]} is not mapped to a directory")
+        return directory.find_by_principal(user, realm)
 
     def search(self, text: str, *, limit: int = 50) -> list[DirectoryEntry]:
         results: list[DirectoryEntry] = []

@@ -255,6 +255,18 @@ SCHEMA: dict[str, Setting] = {
     ),
     "auth.max_failures": Setting(int_range(1, 1000), 5, "failed logons before a lockout"),
     "auth.lockout_minutes": Setting(int_range(1, 10_080), 15, "how long a lockout lasts"),
+    "auth.kerberos.keytab": Setting(
+        optional_text,
+        "",
+        "keytab holding the key of auth.kerberos.service (relative to the home); set: the "
+        "portal offers Kerberos single sign-on (Negotiate)",
+    ),
+    "auth.kerberos.service": Setting(
+        optional_text,
+        "",
+        "service principal of the portal, e.g. HTTP/pki.example.com (the host name people "
+        "type in the browser)",
+    ),
     "pins.validity_days": Setting(int_range(1, 365), 30, "how long an imported PIN is valid"),
     "pins.max_attempts": Setting(int_range(1, 100), 5, "wrong tries before a PIN is void"),
     "pins.sql_url": Setting(

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from mailpki.audit import AuditLog, VerifyReport, verify_log
 from mailpki.audit.keys import AuditKeys
 from mailpki.auth.directory_logon import DirectoryAuthenticator
+from mailpki.auth.kerberos import KerberosAuthenticator, NegotiateAcceptor
 from mailpki.auth.limiter import LoginLimiter
 from mailpki.auth.pins import PinAuthenticator
 from mailpki.ca.authority import ISSUING, OCSP_PROFILE, CAHierarchy, CertificateAuthority
@@ -226,6 +227,27 @@ class Instance:
         return DirectoryAuthenticator(
             find=self.directories.find_by_login,
             verify=self.directories.verify_password,
+            limiter=self.login_limiter,
+        )
+
+    @property
+    def kerberos_enabled(self) -> bool:
+        """Kerberos single sign-on is offered (auth.kerberos.keytab is set)."""
+        return bool(str(self.config.get("auth.kerberos.keytab")))
+
+    @cached_property
+    def kerberos_logon(self) -> KerberosAuthenticator:
+        """Negotiate logon with the keytab's service key (ConfigError if not set up)."""
+        service = str(self.config.get("auth.kerberos.service"))
+        if not self.kerberos_enabled or not service:
+            raise ConfigError(
+                "Kerberos logon needs auth.kerberos.keytab and auth.kerberos.service "
+                "('mailpki config set KEY VALUE')"
+            )
+        acceptor = NegotiateAcceptor(self.config.path_of("auth.kerberos.keytab"), service)
+        return KerberosAuthenticator(
+            accept=acceptor.accept,
+            find=self.directories.find_by_principal,
             limiter=self.login_limiter,
         )
 

@@ -35,6 +35,7 @@ from mailpki.errors import (
 from mailpki.instance.directory_ops import audited_logon, decide_request
 from mailpki.instance.enrollments import deliver_now, enroll_with, p12_name
 from mailpki.instance.instance import Instance
+from mailpki.instance.sso import negotiate
 from mailpki.keymanager.pkcs12 import package
 from mailpki.keystore.configured import store_secret
 from mailpki.keystore.keys import parse_key_type
@@ -43,7 +44,9 @@ from mailpki.policy.passwords import check_password
 
 __all__ = ["DownloadLink", "FormView", "Portal", "PortalOutcome"]
 
-Method = Literal["directory", "pin"]
+Method = Literal["directory", "pin", "kerberos", "oidc"]
+# Logons that prove a directory account (officers must use one of these, not a PIN).
+_DIRECTORY_METHODS = ("directory", "kerberos")
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class Portal:
         self._delivery_state = threading.Lock()
         self._delivering = False
         self._deliver_again = False
+        self.kerberos = instance.kerberos_enabled
         secure = str(config.get("portal.secure_cookies"))
         self.secure_cookies = secure == "true" or (
             secure == "auto" and urlsplit(self.base_url).scheme == "https"
@@ -209,6 +213,12 @@ class Portal:
         if invitation is not None:
             redeem(self.instance.db, invitation)
         return {"entry": entry.to_dict(), "method": identity.method}
+
+    def negotiate(self, header: str, *, source: str) -> tuple[dict[str, Any], str | None]:
+        """Kerberos single sign-on: the identity to keep in the session and the mutual
+        authentication token for the browser (AuthenticationError says why not)."""
+        outcome = negotiate(self.instance, header, source=source, actor=f"portal:{source}")
+        return {"entry": outcome.identity.entry.to_dict(), "method": "kerberos"}, outcome.reply
 
     # -- the form ------------------------------------------------------------------------
 
@@ -351,10 +361,11 @@ class Portal:
     # -- the officer console ----------------------------------------------------------------
 
     def is_officer(self, identity: Mapping[str, Any]) -> bool:
-        """Directory logon (not a one-time PIN) by a member of portal.officer_groups."""
+        """Directory logon (password or Kerberos, not a one-time PIN) by a member of
+        portal.officer_groups."""
         groups = tuple(identity["entry"].get("groups") or ())
         return (
-            identity.get("method") == "directory"
+            identity.get("method") in _DIRECTORY_METHODS
             and bool(self.officer_groups)
             and in_any_group(groups, self.officer_groups)
         )

@@ -363,6 +363,8 @@ class DirectoryConfig(Base):
     ca_file: Mapped[str] = mapped_column(Text, nullable=False, default="")
     timeout_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=5)
     mapping: Mapped[str] = mapped_column(Text, nullable=False, default="{}")  # JSON overrides
+    # Kerberos principals of this realm are looked up here ("" = none).
+    kerberos_realm: Mapped[str] = mapped_column(String(255), nullable=False, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
@@ -551,3 +553,33 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class OidcProviderConfig(Base):
+    """One OpenID Connect provider people may log on with (mailpki auth oidc add)."""
+
+    __tablename__ = "oidc_providers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    issuer: Mapped[str] = mapped_column(String(400), nullable=False)
+    client_id: Mapped[str] = mapped_column(String(400), nullable=False)
+    # A path: the client secret lives in a file, never in the database.
+    client_secret_file: Mapped[str] = mapped_column(Text, nullable=False)
+    claim_mail: Mapped[str] = mapped_column(String(64), nullable=False)
+    claim_groups: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class OidcLogon(Base):
+    """An OpenID Connect logon under way: the state (hashed) is its key, used once; the
+    nonce and PKCE verifier stay on the server, bound to the browser that started it."""
+
+    __tablename__ = "oidc_logons"
+
+    state_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64), nullable=False)
+    browser_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    nonce: Mapped[str] = mapped_column(String(128), nullable=False)
+    code_verifier: Mapped[str] = mapped_column(String(128), nullable=False)
+    next_page: Mapped[str] = mapped_column(String(32), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)

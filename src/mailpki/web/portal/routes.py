@@ -1,6 +1,6 @@
 """The enrollment portal's pages.
 
-    GET  /                    logon (directory password or HR PIN)
+    GET  /                    logon (directory password or HR PIN; Kerberos: Negotiate)
     GET  /enroll/{token}      logon from an invitation link (the link is used at logon)
     POST /logon               check credentials, rotate the session
     GET  /form, POST /form    the pre-filled form; accept -> issue, escrow, package
@@ -35,6 +35,12 @@ from mailpki.errors import AuthenticationError, InputError, MailPKIError, NotFou
 from mailpki.instance.portal import InvitedPerson, Portal, PortalOutcome
 from mailpki.web.access_log import note
 from mailpki.web.certdir import RateLimiter
+from mailpki.web.portal.negotiate import (
+    SSO_UNAVAILABLE,
+    challenge,
+    sso_refused,
+    with_mutual_token,
+)
 from mailpki.web.portal.sessions import PortalSession, SessionCookies
 from mailpki.web.portal.theme import Theme
 
@@ -143,6 +149,42 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
             login=login,
         )
 
+    # -- Kerberos single sign-on (see web/portal/negotiate.py) ----------------------------
+
+    async def single_sign_on(
+        request: Request, session: PortalSession, next_page: str
+    ) -> Response | None:
+        """Log on with the Negotiate token the browser sent, if it sent one."""
+        header = request.headers.get("authorization")
+        if not portal.kerberos or header is None:
+            return None
+        source = _client(request)
+        if logon_limiter.take(source) > 0:
+            return logon_page(
+                session,
+                message="Too many attempts from your address: wait a minute and try again.",
+                status=429,
+                next_page=next_page,
+            )
+        try:
+            identity, reply = await run_in_threadpool(portal.negotiate, header, source=source)
+        except AuthenticationError as exc:
+            return logon_page(
+                session, message=sso_refused(exc), status=403, next_page=next_page
+            )
+        except MailPKIError as exc:
+            log.warning("Kerberos logon unavailable: %s", exc)
+            return logon_page(session, message=SSO_UNAVAILABLE, status=503, next_page=next_page)
+        session = await run_in_threadpool(cookies.log_on, session, identity)
+        response = RedirectResponse(next_page or "/form", status_code=303)
+        return cookies.attach(session, with_mutual_token(response, reply))
+
+    def logon_or_challenge(session: PortalSession, *, next_page: str = "") -> Response:
+        """The logon form; with Kerberos on, as a 401 Negotiate challenge (a browser with
+        a ticket answers it, one without shows the form)."""
+        response = logon_page(session, next_page=next_page)
+        return challenge(response) if portal.kerberos else response
+
     # -- pages ---------------------------------------------------------------------------
 
     async def home(request: Request) -> Response:
@@ -150,7 +192,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         if session.identity is not None:
             return RedirectResponse("/form", status_code=303)
         session = cookies.ensure(session)
-        return logon_page(session)
+        return await single_sign_on(request, session, "") or logon_or_challenge(session)
 
     async def invitation(request: Request) -> Response:
         session = await load(request)
@@ -404,7 +446,8 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         session = await load(request)
         if session.identity is None:
             session = cookies.ensure(session)
-            return logon_page(session, next_page="/admin")
+            signed_on = await single_sign_on(request, session, "/admin")
+            return signed_on or logon_or_challenge(session, next_page="/admin")
         try:
             pending = await run_in_threadpool(portal.pending_requests, session.identity)
         except AuthenticationError as exc:
