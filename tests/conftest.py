@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.postgres_replica",
     "tests.fixtures.smtp",
     "tests.fixtures.slapd",
+    "tests.fixtures.kdc",
 ]

@@ -110,7 +110,9 @@ def parse_negotiate(header: str) -> bytes | None:
     except (binascii.Error, ValueError):
         raise TicketRefused("the Negotiate token is not base64") from None
     if token.startswith(b"NTLMSSP"):
-        raise TicketRefused("NTLM is not accepted, only Kerberos (is the site in the intranet zone?)")
+        raise TicketRefused(
+            "NTLM is not accepted, only Kerberos (is the site in the intranet zone?)"
+        )
     return token
 
 
@@ -128,7 +130,13 @@ _REASONS = (
 )
 
 
+_FOR_KEY = re.compile(r"ticket for (\S+) using keytab key for (\S+)", re.IGNORECASE)
+
+
 def _reason(exc: Exception) -> str:
+    mismatch = _FOR_KEY.search(str(exc))
+    if mismatch and mismatch.group(1) != mismatch.group(2):
+        return f"the Kerberos ticket is for another service ({mismatch.group(1)[:100]})"
     text = str(exc).lower()
     for needle, reason in _REASONS:
         if needle in text:
@@ -166,12 +174,14 @@ class NegotiateAcceptor:
         context = gssapi.SecurityContext(creds=self._creds, usage="accept")
         try:
             reply = context.step(token)
+            complete = context.complete  # SPNEGO reports the inner mechanism's error here
+            principal = str(context.initiator_name) if complete else ""
         except gssapi.raw.misc.GSSError as exc:
             raise TicketRefused(_reason(exc)) from None
-        if not context.complete:
+        if not complete:
             raise TicketRefused("the Negotiate exchange needs more than one step (not Kerberos)")
         # delegated_creds, if a client sent them, are dropped with the context: never used.
-        return AcceptedTicket(principal=str(context.initiator_name), reply=reply)
+        return AcceptedTicket(principal=principal, reply=reply)
 
 
 @dataclass(frozen=True)

@@ -310,7 +310,9 @@ class LdapDirectory:
             return self._find_one(action, self.mapping.kerberos_principal, f"{user}@{realm}")
         if self.flavour == "ad":
             for attribute in self.mapping.login:
-                value = f"{user}@{realm.lower()}" if attribute.lower() == "userprincipalname" else user
+                value = (
+                    f"{user}@{realm.lower()}" if attribute.lower() == "userprincipalname" else user
+                )
                 entry = self._find_one(action, attribute, value)
                 if entry is not None:
                     return entry

@@ -169,9 +169,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         try:
             identity, reply = await run_in_threadpool(portal.negotiate, header, source=source)
         except AuthenticationError as exc:
-            return logon_page(
-                session, message=sso_refused(exc), status=403, next_page=next_page
-            )
+            return logon_page(session, message=sso_refused(exc), status=403, next_page=next_page)
         except MailPKIError as exc:
             log.warning("Kerberos logon unavailable: %s", exc)
             return logon_page(session, message=SSO_UNAVAILABLE, status=503, next_page=next_page)

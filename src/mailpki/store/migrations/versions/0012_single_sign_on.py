@@ -42,9 +42,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("state_sha256"),
     )
     with op.batch_alter_table("oidc_logons") as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_oidc_logons_expires_at"), ["expires_at"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_oidc_logons_expires_at"), ["expires_at"], unique=False)
 
 
 def downgrade() -> None:
