@@ -213,6 +213,8 @@ class KerberosAuthenticator:
     ) -> NoReturn:
         for key in keys:
             self._limiter.failed(key)
+        if isinstance(exc, KerberosRefused) and exc.principal == principal:
+            raise exc
         raise KerberosRefused(str(exc), principal) from None
 
     def authenticate(self, header: str, *, source: str) -> KerberosLogon:
