@@ -25,6 +25,7 @@ BENCHMARKS = (
     "bench_recovery",
     "bench_directory",
     "bench_portal",
+    "bench_negotiate",
     "bench_smime",
 )
 ROOT = Path(__file__).resolve().parent.parent
