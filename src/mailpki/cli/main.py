@@ -11,6 +11,7 @@ from mailpki import __version__
 from mailpki.cli import (
     admin,
     api_token,
+    auth,
     ca,
     demo,
     directory,
@@ -49,6 +50,7 @@ enroll.register(app)
 mail.register(app)
 directory.register(app)
 maintenance.register(app)
+auth.register(app)
 app.command("invite")(invite.invite)
 app.command("demo")(demo.demo)
 

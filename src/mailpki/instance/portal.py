@@ -7,6 +7,7 @@ its checks, its audit records and its state (server-side sessions and downloads)
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -35,7 +36,7 @@ from mailpki.errors import (
 from mailpki.instance.directory_ops import audited_logon, decide_request
 from mailpki.instance.enrollments import deliver_now, enroll_with, p12_name
 from mailpki.instance.instance import Instance
-from mailpki.instance.sso import negotiate
+from mailpki.instance.sso import OidcLogons, negotiate
 from mailpki.keymanager.pkcs12 import package
 from mailpki.keystore.configured import store_secret
 from mailpki.keystore.keys import parse_key_type
@@ -46,7 +47,8 @@ __all__ = ["DownloadLink", "FormView", "Portal", "PortalOutcome"]
 
 Method = Literal["directory", "pin", "kerberos", "oidc"]
 # Logons that prove a directory account (officers must use one of these, not a PIN).
-_DIRECTORY_METHODS = ("directory", "kerberos")
+_DIRECTORY_METHODS = ("directory", "kerberos", "oidc")
+_PROVIDER_NAMES_SECONDS = 30.0  # how long the logon page's list of OpenID providers is kept
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class Portal:
         self._delivering = False
         self._deliver_again = False
         self.kerberos = instance.kerberos_enabled
+        self._provider_names: tuple[float, list[str]] = (-_PROVIDER_NAMES_SECONDS, [])
         secure = str(config.get("portal.secure_cookies"))
         self.secure_cookies = secure == "true" or (
             secure == "auto" and urlsplit(self.base_url).scheme == "https"
@@ -219,6 +222,34 @@ class Portal:
         authentication token for the browser (AuthenticationError says why not)."""
         outcome = negotiate(self.instance, header, source=source, actor=f"portal:{source}")
         return {"entry": outcome.identity.entry.to_dict(), "method": "kerberos"}, outcome.reply
+
+    @cached_property
+    def oidc(self) -> OidcLogons:
+        return OidcLogons(self.instance)
+
+    def oidc_names(self) -> list[str]:
+        """The OpenID providers offered on the logon page (re-read every 30 s)."""
+        read_at, names = self._provider_names
+        if time.monotonic() - read_at >= _PROVIDER_NAMES_SECONDS:
+            names = self.oidc.names()
+            self._provider_names = (time.monotonic(), names)
+        return names
+
+    def oidc_begin(self, name: str, *, browser: str, next_page: str) -> str:
+        """Where to send the browser to log on with OpenID provider `name`."""
+        return self.oidc.begin(name, browser=browser, next_page=next_page)
+
+    def oidc_finish(
+        self, *, state: str, code: str, error: str, browser: str, source: str
+    ) -> tuple[dict[str, Any], str]:
+        """The identity for the session and the page to go on to, from the provider's
+        callback (AuthenticationError says why not)."""
+        outcome = self.oidc.finish(
+            state=state, code=code, error=error, browser=browser, source=source,
+            actor=f"portal:{source}",
+        )  # fmt: skip
+        identity = {"entry": outcome.identity.entry.to_dict(), "method": "oidc"}
+        return identity, outcome.next_page
 
     # -- the form ------------------------------------------------------------------------
 
@@ -361,8 +392,8 @@ class Portal:
     # -- the officer console ----------------------------------------------------------------
 
     def is_officer(self, identity: Mapping[str, Any]) -> bool:
-        """Directory logon (password or Kerberos, not a one-time PIN) by a member of
-        portal.officer_groups."""
+        """Logon with a directory account (password, Kerberos or OpenID Connect; not a
+        one-time PIN) by a member of portal.officer_groups."""
         groups = tuple(identity["entry"].get("groups") or ())
         return (
             identity.get("method") in _DIRECTORY_METHODS

@@ -1,4 +1,4 @@
-"""HTTP side of Kerberos single sign-on (SPNEGO, RFC 4559).
+"""HTTP side of single sign-on: Kerberos (SPNEGO, RFC 4559) and OpenID Connect messages.
 
 With Kerberos on, an unauthenticated visit to the portal or the officer console gets
 `401` with `WWW-Authenticate: Negotiate` and the logon form as the body: a browser that
@@ -14,7 +14,19 @@ from starlette.responses import Response
 
 from mailpki.errors import AuthenticationError
 
-__all__ = ["SSO_UNAVAILABLE", "challenge", "sso_refused", "with_mutual_token"]
+__all__ = [
+    "OIDC_UNAVAILABLE",
+    "SSO_UNAVAILABLE",
+    "challenge",
+    "oidc_refused",
+    "sso_refused",
+    "with_mutual_token",
+]
+
+OIDC_UNAVAILABLE = (
+    "Logon with your organisation's account is not available just now: try again in a "
+    "few minutes, or log on with your password."
+)
 
 SSO_UNAVAILABLE = (
     "Logon with your network account (Kerberos) is not available just now: "
@@ -40,3 +52,7 @@ def sso_refused(exc: AuthenticationError) -> str:
         f"Your network logon (Kerberos) was refused: {exc}. "
         "Log on with your password instead, or ask IT."
     )
+
+
+def oidc_refused(exc: AuthenticationError) -> str:
+    return f"Your logon with your organisation's account was refused: {exc}."

@@ -3,6 +3,8 @@
     GET  /                    logon (directory password or HR PIN; Kerberos: Negotiate)
     GET  /enroll/{token}      logon from an invitation link (the link is used at logon)
     POST /logon               check credentials, rotate the session
+    GET  /oidc/{name}         log on with an OpenID provider (to its authorization page)
+    GET  /oidc/callback       back from the provider: code -> ID token -> session
     GET  /form, POST /form    the pre-filled form; accept -> issue, escrow, package
     GET  /fetch/{handle}      the download page, marking that file as downloading; it starts it
     GET  /download/{handle}   the PKCS#12, once, from the session that made it
@@ -36,8 +38,10 @@ from mailpki.instance.portal import InvitedPerson, Portal, PortalOutcome
 from mailpki.web.access_log import note
 from mailpki.web.certdir import RateLimiter
 from mailpki.web.portal.negotiate import (
+    OIDC_UNAVAILABLE,
     SSO_UNAVAILABLE,
     challenge,
+    oidc_refused,
     sso_refused,
     with_mutual_token,
 )
@@ -147,6 +151,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
             message=message,
             method=method,
             login=login,
+            oidc_providers=portal.oidc_names(),
         )
 
     # -- Kerberos single sign-on (see web/portal/negotiate.py) ----------------------------
@@ -182,6 +187,54 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         a ticket answers it, one without shows the form)."""
         response = logon_page(session, next_page=next_page)
         return challenge(response) if portal.kerberos else response
+
+    # -- OpenID Connect (see web/portal/negotiate.py for the messages) --------------------
+
+    async def oidc_start(request: Request) -> Response:
+        session = await load(request)
+        if session.identity is not None:
+            return RedirectResponse("/form", status_code=303)
+        session = cookies.ensure(session)
+        next_page = "/admin" if request.query_params.get("next") == "/admin" else ""
+        if logon_limiter.take(_client(request)) > 0:
+            message = "Too many attempts from your address: wait a minute and try again."
+            return logon_page(session, message=message, status=429, next_page=next_page)
+        try:
+            url = await run_in_threadpool(
+                portal.oidc_begin,
+                request.path_params["name"],
+                browser=session.nonce or "",
+                next_page=next_page,
+            )
+        except (InputError, NotFoundError):
+            return error(session, "There is no such way of logging on here.", status=404)
+        except MailPKIError as exc:
+            log.warning("OpenID logon unavailable: %s", exc)
+            return logon_page(session, message=OIDC_UNAVAILABLE, status=503, next_page=next_page)
+        return cookies.attach(session, RedirectResponse(url, status_code=303))
+
+    async def oidc_callback(request: Request) -> Response:
+        session = await load(request)
+        params = request.query_params
+        if logon_limiter.take(_client(request)) > 0:
+            message = "Too many attempts from your address: wait a minute and try again."
+            return logon_page(cookies.ensure(session), message=message, status=429)
+        try:
+            identity, next_page = await run_in_threadpool(
+                portal.oidc_finish,
+                state=params.get("state", "")[:256],
+                code=params.get("code", "")[:4096],
+                error=params.get("error", "")[:100],
+                browser=session.nonce or "",
+                source=_client(request),
+            )
+        except AuthenticationError as exc:
+            return logon_page(cookies.ensure(session), message=oidc_refused(exc), status=403)
+        except MailPKIError as exc:
+            log.warning("OpenID logon unavailable: %s", exc)
+            return logon_page(cookies.ensure(session), message=OIDC_UNAVAILABLE, status=503)
+        session = await run_in_threadpool(cookies.log_on, session, identity)
+        return cookies.attach(session, RedirectResponse(next_page or "/form", status_code=303))
 
     # -- pages ---------------------------------------------------------------------------
 
@@ -501,6 +554,8 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         Route("/", home, methods=["GET"]),
         Route("/enroll/{token}", invitation, methods=["GET"]),
         Route("/logon", logon, methods=["POST"]),
+        Route("/oidc/callback", oidc_callback, methods=["GET"]),
+        Route("/oidc/{name}", oidc_start, methods=["GET"]),
         Route("/form", show_form, methods=["GET"]),
         Route("/form", submit_form, methods=["POST"]),
         Route("/done", done, methods=["GET"]),
