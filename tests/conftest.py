@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.smtp",
     "tests.fixtures.slapd",
     "tests.fixtures.kdc",
+    "tests.fixtures.oidc",
 ]

@@ -240,13 +240,13 @@ class Portal:
         return self.oidc.begin(name, browser=browser, next_page=next_page)
 
     def oidc_finish(
-        self, *, state: str, code: str, error: str, browser: str, source: str
+        self, *, state: str, code: str, error: str, browser: str, source: str, issuer: str = ""
     ) -> tuple[dict[str, Any], str]:
         """The identity for the session and the page to go on to, from the provider's
         callback (AuthenticationError says why not)."""
         outcome = self.oidc.finish(
             state=state, code=code, error=error, browser=browser, source=source,
-            actor=f"portal:{source}",
+            actor=f"portal:{source}", issuer=issuer,
         )  # fmt: skip
         identity = {"entry": outcome.identity.entry.to_dict(), "method": "oidc"}
         return identity, outcome.next_page

@@ -148,6 +148,7 @@ class OidcLogons:
         browser: str,
         source: str,
         actor: str,
+        issuer: str = "",
     ) -> OidcOutcome:
         """The identity of a callback from the provider; AuthenticationError (audited,
         counted by the lockout) says why not."""
@@ -163,11 +164,13 @@ class OidcLogons:
                     "this logon is not valid, was used already or has expired: start again"
                 )
             provider = pending.provider
+            client = self.client(provider)
+            if issuer and issuer != client.provider.issuer:  # RFC 9207: a mixed-up answer
+                raise IdTokenRefused("the answer comes from another provider (iss)")
             if error:
                 raise IdTokenRefused(f"the provider did not log you on ({error[:100]})")
             if not code or len(code) > 2048:
                 raise IdTokenRefused("the provider's answer holds no authorization code")
-            client = self.client(provider)
             id_token = client.exchange(
                 code=code, redirect_uri=self.redirect_uri, code_verifier=pending.code_verifier
             )
@@ -239,7 +242,9 @@ def add_oidc_provider(instance: Instance, provider: OidcProvider, *, actor: str)
         client.close()
     OidcProviders(instance.db).add(provider)
     with instance.db.transaction() as session:
-        instance.audit.append(session, "oidc.added", actor=actor, data=provider.describe())
+        # The secret file's path stays out: the audit log refuses anything secret-like.
+        data = {k: v for k, v in provider.describe().items() if k != "client_secret_file"}
+        instance.audit.append(session, "oidc.added", actor=actor, data=data)
     return discovery
 
 

@@ -225,6 +225,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
                 state=params.get("state", "")[:256],
                 code=params.get("code", "")[:4096],
                 error=params.get("error", "")[:100],
+                issuer=params.get("iss", "")[:400],
                 browser=session.nonce or "",
                 source=_client(request),
             )
