@@ -313,3 +313,24 @@ def test_directory_add_refuses_a_bad_realm(sqlite_home: Path, openldap_server: S
     assert result.code == 2 and "is not a Kerberos realm" in result.err
     listed = json.loads(ok(mailpki("directory", "list", "--json", "--home", sqlite_home)).out)
     assert listed == []
+
+
+@pytest.mark.parametrize("value", ["pki.example.com", "HTTP/", "HTTP/pki example", "a/b@lower"])
+def test_config_refuses_a_bad_service_principal(sqlite_home: Path, value: str) -> None:
+    result = mailpki("config", "set", "auth.kerberos.service", value, "--home", sqlite_home)
+    assert result.code != 0 and "is not a service principal" in result.err
+    config = (sqlite_home / "config.toml").read_text()
+    assert "kerberos" not in config
+
+
+def test_a_missing_keytab_is_a_clear_503_not_a_crash(
+    sqlite_home: Path, kerberos_env: Kdc, openldap_server: SlapdServer, tmp_path: Path
+) -> None:
+    configure(sqlite_home, kerberos_env, openldap_server)
+    ok(mailpki("config", "set", "auth.kerberos.keytab", tmp_path / "gone.keytab",
+               "--home", sqlite_home))  # fmt: skip
+    with TestClient(create_app(sqlite_home), client=("10.5.0.1", 1)) as test_client:
+        response = negotiate(test_client, token_for(kerberos_env, "bob", tmp_path / "b.cc"))
+    assert response.status_code == 503
+    assert "Kerberos) is not available just now" in response.text
+    assert 'action="/logon"' in response.text

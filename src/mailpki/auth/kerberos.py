@@ -90,7 +90,7 @@ def check_service(service: str) -> str:
     service = service.strip()
     if not _SERVICE.fullmatch(service):
         raise ConfigError(
-            f"auth.kerberos.service {service[:100]!r} is not a service principal such as "
+            f"{service[:100]!r} is not a service principal such as "
             "HTTP/pki.example.com"
         )
     return service

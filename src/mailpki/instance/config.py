@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mailpki.auth.kerberos import check_service
 from mailpki.auth.pins import check_sql_query, check_sql_url
 from mailpki.base.settings import (
     Setting,
@@ -262,7 +263,7 @@ SCHEMA: dict[str, Setting] = {
         "portal offers Kerberos single sign-on (Negotiate)",
     ),
     "auth.kerberos.service": Setting(
-        optional_text,
+        _checked(lambda value: check_service(value) if value.strip() else ""),
         "",
         "service principal of the portal, e.g. HTTP/pki.example.com (the host name people "
         "type in the browser)",
