@@ -28,7 +28,7 @@ from starlette.testclient import TestClient
 from mailpki.instance.instance import Instance
 from mailpki.store.models import AuditRecord
 from mailpki.web.server import create_app
-from tests.fixtures.kdc import OTHER_SERVICE, REALM, SERVICE, Kdc
+from tests.fixtures.kdc import OTHER_SERVICE, PARTNER_REALM, REALM, SERVICE, Kdc
 from tests.fixtures.slapd import SlapdServer
 from tests.integration.cli_helpers import mailpki
 
@@ -334,3 +334,35 @@ def test_a_missing_keytab_is_a_clear_503_not_a_crash(
     assert response.status_code == 503
     assert "Kerberos) is not available just now" in response.text
     assert 'action="/logon"' in response.text
+
+
+def test_several_realms_each_map_to_their_directory(
+    sqlite_home: Path,
+    kerberos_env: Kdc,
+    openldap_server: SlapdServer,
+    ad_server: SlapdServer,
+    tmp_path: Path,
+) -> None:
+    """EXAMPLE.COM people live in OpenLDAP, CORP.EXAMPLE.COM people (across the realm
+    trust) in Active Directory: the same first name, two people."""
+    configure(sqlite_home, kerberos_env, openldap_server)
+    ok(mailpki(
+        "directory", "add", "corp-ad", "--home", sqlite_home, "--url", ad_server.url,
+        "--starttls", "--base-dn", ad_server.base_dn, "--bind-dn", ad_server.bind_dn,
+        "--bind-password-file", ad_server.bind_password_file, "--flavour", "ad",
+        *[arg for d in ad_server.domains for arg in ("--domain", d)],
+        "--ca-file", ad_server.ca_file, "--netbios-domain", ad_server.netbios_domain,
+        "--kerberos-realm", PARTNER_REALM,
+    ))  # fmt: skip
+    with TestClient(create_app(sqlite_home), client=("10.4.0.1", 1)) as c:
+        corp = negotiate(c, token_for(kerberos_env, f"alice@{PARTNER_REALM}", tmp_path / "c.cc"))
+        assert corp.status_code == 200 and "alice.liddell@corp.example.com" in corp.text
+    with TestClient(create_app(sqlite_home), client=("10.4.0.2", 1)) as c:
+        home_realm = negotiate(c, token_for(kerberos_env, "alice", tmp_path / "a.cc"))
+        assert home_realm.status_code == 200 and "alice@example.com" in home_realm.text
+    with TestClient(create_app(sqlite_home), client=("10.4.0.3", 1)) as c:
+        dora = negotiate(c, token_for(kerberos_env, f"dora@{PARTNER_REALM}", tmp_path / "d.cc"))
+        assert dora.status_code == 403 and "the account is disabled" in dora.text
+    logons = [d for e, d in audit_events(sqlite_home) if e == "logon.succeeded"]
+    assert [d["login"] for d in logons] == [f"alice@{PARTNER_REALM}", f"alice@{REALM}"]
+    assert "cn=users,dc=corp,dc=example,dc=com" in logons[0]["dn"].lower()
