@@ -110,7 +110,7 @@ def test_a_desktop_with_a_ticket_is_logged_on_without_a_password(
     page.check("input[name=accept]")
     page.click("text=Accept and make my certificate")
     # Approved automatically, as after a password logon: issued and ready to download.
-    expect(page.locator("a[href^='/download/']").first).to_be_visible(timeout=60_000)
+    expect(page.locator("ul.downloads a").first).to_be_visible(timeout=60_000)
 
 
 def test_a_browser_without_a_ticket_falls_back_to_the_form(

@@ -92,7 +92,7 @@ def test_the_whole_flow_logs_on_and_enrolls(portal: Portal, page: Page, screensh
     page.screenshot(path=screenshots / "sso-oidc-form.png", full_page=True)
     page.check("input[name=accept]")
     page.click("text=Accept and make my certificate")
-    expect(page.locator("a[href^='/download/']").first).to_be_visible(timeout=60_000)
+    expect(page.locator("ul.downloads a").first).to_be_visible(timeout=60_000)
     succeeded = audit(portal.home, "logon.succeeded")
     assert succeeded[-1]["method"] == "oidc" and succeeded[-1]["provider"] == "cloud"
     assert succeeded[-1]["login"] == "alice@example.com"
