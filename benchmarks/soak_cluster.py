@@ -237,6 +237,9 @@ def enroll(port: int, person: Person, outcome: Outcome) -> None:
     browser = Browser(port, person.address)
     try:
         first = browser.request("GET", "/")
+        if first.status != 200:
+            _refused(outcome, "start", first.status, first.text)
+            return
         logon = browser.request(
             "POST", "/logon",
             {"csrf": csrf_of(first, "GET /"), "method": "pin", "login": person.login,
@@ -246,6 +249,9 @@ def enroll(port: int, person: Person, outcome: Outcome) -> None:
             _refused(outcome, "logon", logon.status, logon.text)
             return
         form = browser.request("GET", "/form")
+        if form.status != 200:
+            _refused(outcome, "form page", form.status, form.text)
+            return
         done = browser.request(
             "POST", "/form",
             {"csrf": csrf_of(form, "GET /form"), "mode": "single", "accept": "on",
@@ -275,7 +281,12 @@ def enroll(port: int, person: Person, outcome: Outcome) -> None:
 
 
 def _refused(outcome: Outcome, step: str, status: int, text: str) -> None:
-    """A refusal counts as clear when the page is a real page with a message on it."""
+    """A refusal counts as clear when the page is a real page with a message on it. The
+    proxy's own 502/504 means the node died under that very request: interrupted."""
+    if status in (502, 504):
+        with outcome.lock:
+            outcome.interrupted += 1
+        return
     clear = status in (400, 403, 409, 429, 503) or "<h1" in text or "error" in text.lower()
     with outcome.lock:
         (outcome.refused if clear else outcome.broken)[f"{step} {status}"] += 1
