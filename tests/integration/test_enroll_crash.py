@@ -309,6 +309,7 @@ AFTER_KILL: dict[str, tuple[str | None, bool, int]] = {
     "certified": ("pending", False, 1),
     "packaged": ("pending", False, 1),
     "handed-over": ("pending", True, 1),
+    "announced": ("pending", True, 1),  # shown, but not yet recorded: revoked to be safe
     "delivered": ("delivered", True, 1),
 }
 KILL_POINTS = [*STEPS[:3], "in-transaction", *STEPS[3:]]

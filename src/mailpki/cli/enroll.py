@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -22,11 +25,11 @@ from mailpki.cli.common import (
     report_outcome,
 )
 from mailpki.errors import InputError
+from mailpki.instance.bulk import BulkItem, bulk_enroll, default_workers
 from mailpki.instance.directory_ops import enroll_user
 from mailpki.instance.enrollments import (
     MAX_CSV_BYTES,
-    bulk_enroll,
-    default_workers,
+    EnrollOutcome,
     enroll_one,
     fill_pool,
     read_people,
@@ -124,13 +127,13 @@ def enroll(
     instance = open_instance(home)
     try:
         if user is not None:
-            outcome = enroll_user(
+            enroll_user(
                 instance, user, out=out, actor=cli_actor(), password=password,
-                legacy_p12=legacy_p12, signing_csr=csr, key_type=key_type,
+                legacy_p12=legacy_p12, signing_csr=csr, key_type=key_type, announce=_announce,
             )  # fmt: skip
         else:
             assert email is not None and name is not None
-            outcome = enroll_one(
+            enroll_one(
                 instance,
                 email=email,
                 name=name,
@@ -142,9 +145,15 @@ def enroll(
                 key_type=key_type,
                 given_name=given_name,
                 surname=surname,
+                announce=_announce,
             )
     finally:
         instance.close()
+
+
+def _announce(outcome: EnrollOutcome) -> None:
+    """Print the result, and the generated password, before the delivery is recorded:
+    a key whose password never reached the screen is not delivered (reconcile revokes it)."""
     console.print(
         f"{outcome.email}: certificate {show_serial(outcome.serial)}, key escrowed, PKCS#12 written to {outcome.path}",
         highlight=False,
@@ -159,6 +168,19 @@ def enroll(
             f"PKCS#12 password (shown once, not stored): {outcome.generated_password}",
             highlight=False,
         )
+    _flush(console.file)
+
+
+def _flush(stream: IO[str]) -> None:
+    """Push what was written to `stream` out of this process (and to disk, for a file):
+    from then on a kill of this process cannot lose it."""
+    stream.flush()
+    try:
+        fd = stream.fileno()
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fsync(fd)
+    except (OSError, ValueError, AttributeError):
+        pass  # a pipe, a terminal, or a test's in-memory stream: flushed is out
 
 
 @handle_errors
@@ -186,6 +208,7 @@ def bulk(
     instance = open_instance(home)
     failed = 0
     sys.stdout.write("email,serial,file,password\n")
+    sys.stdout.flush()
     try:
         with Progress(
             TextColumn("enrolling"),
@@ -196,32 +219,46 @@ def bulk(
             transient=False,
         ) as progress:
             task = progress.add_task("enroll", total=len(people))
-            for item in bulk_enroll(
+
+            def emit(batch: Sequence[BulkItem]) -> None:
+                # The lines must be out before bulk_enroll records the keys delivered.
+                nonlocal failed
+                for item in batch:
+                    if item.error:
+                        failed += 1
+                        _report_line(item)
+                    else:
+                        serial = show_serial(item.serial) if item.serial else ""
+                        sys.stdout.write(
+                            f"{item.email},{serial},{item.path},{item.password or ''}\n"
+                        )
+                _flush(sys.stdout)
+                progress.advance(task, len(batch))
+
+            void = bulk_enroll(
                 instance,
                 people,
                 out,
                 actor=cli_actor(),
                 workers=count,
+                emit=emit,
                 password=password,
                 legacy_p12=legacy_p12,
-            ):
-                progress.advance(task)
-                if item.error:
-                    failed += 1
-                    err_console.print(
-                        f"line {item.line} ({item.email}): {item.error}",
-                        highlight=False,
-                        markup=False,
-                    )
-                    continue
-                serial = show_serial(item.serial) if item.serial else ""
-                sys.stdout.write(f"{item.email},{serial},{item.path},{item.password or ''}\n")
-                sys.stdout.flush()
+            )
     finally:
         instance.close()
+    for item in void:
+        failed += 1
+        _report_line(item)
     err_console.print(f"{len(people) - failed} enrolled, {failed} failed", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+def _report_line(item: BulkItem) -> None:
+    err_console.print(
+        f"line {item.line} ({item.email}): {item.error}", highlight=False, markup=False
+    )
 
 
 @keys_app.command("list")

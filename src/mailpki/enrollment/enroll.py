@@ -2,11 +2,16 @@
 
 The order is the guarantee. The recovery block is written in the transaction that
 stores the certificate, and the PKCS#12 exists only after that commit; delivery then
-flips the escrow record from pending to delivered. A crash anywhere leaves one of:
+flips the escrow record from pending to delivered. A key counts as delivered only once
+the person can open it: the file is written AND its generated password has reached
+them (`announce`, e.g. a flushed line on stdout); a bulk run records that in the
+parent process, after the line is out (`record_delivery=False`, then
+`record_delivered`). A crash anywhere leaves one of:
   - nothing (before the commit: no certificate, no block; a pooled key is just gone);
-  - a valid certificate with a pending block and no delivered key, which `reconcile`
-    revokes once its delivery lease has run out.
-There is never a delivered key without its escrow record.
+  - a valid certificate with a pending block (its file perhaps written, its password
+    perhaps printed), which `reconcile` revokes once its delivery lease has run out.
+There is never a delivered key without its escrow record, nor one whose password was
+never shown.
 """
 
 from __future__ import annotations
@@ -33,7 +38,16 @@ from mailpki.policy.profile import Profile
 DUAL_SIGNING_PROFILE = "sponsored-strict-signing"
 DUAL_ENCRYPTION_PROFILE = "sponsored-strict-encryption"
 # Steps, in order, named for the crash harness and for progress reports.
-STEPS = ("policy", "signing-cert", "key", "certified", "packaged", "handed-over", "delivered")
+STEPS = (
+    "policy",
+    "signing-cert",
+    "key",
+    "certified",
+    "packaged",
+    "handed-over",
+    "announced",
+    "delivered",
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,16 @@ class Enrolled:
     generated_password: str | None
     signing_certificate: x509.Certificate | None
     from_pool: bool
+    legacy_p12: bool = False
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A key handed over and announced, whose delivery is to be recorded."""
+
+    serial: str
+    email: str
+    legacy_p12: bool
 
 
 class Enroller:
@@ -74,10 +98,19 @@ class Enroller:
         self.on_step = on_step or (lambda step: None)
 
     def enroll(
-        self, request: EnrollmentRequest, *, actor: str, hand_over: Callable[[bytes, str], None]
+        self,
+        request: EnrollmentRequest,
+        *,
+        actor: str,
+        hand_over: Callable[[bytes, str], None],
+        announce: Callable[[Enrolled], None] | None = None,
+        record_delivery: bool = True,
     ) -> Enrolled:
         """Run every step; `hand_over(pkcs12, serial)` delivers it (writes the file, sends the
-        download). If it raises, the key is not delivered and the record stays pending."""
+        download), then `announce(enrolled)` tells the person (prints the generated
+        password). If either raises, the key is not delivered and the record stays
+        pending. With `record_delivery=False` the caller records the delivery itself
+        (`record_delivered`) once what it announces has really gone out."""
         person = request.person
         # 1. Policy: which profile shapes the central key's certificate.
         profile = self.choose_profile(
@@ -146,20 +179,7 @@ class Enroller:
         # 6. Hand it over, then record the delivery.
         hand_over(pkcs12, issued.serial)
         self.on_step("handed-over")
-        with self.keys.db.transaction() as session:
-            self.keys.mark_delivered(session, issued.serial)
-            self.audit.append(
-                session,
-                "key.delivered",
-                actor=actor,
-                data={
-                    "serial": issued.serial,
-                    "email": person.email,
-                    "format": "legacy" if request.legacy_p12 else "modern",
-                },
-            )
-        self.on_step("delivered")
-        return Enrolled(
+        enrolled = Enrolled(
             serial=issued.serial,
             email=person.email,
             certificate=issued.certificate,
@@ -167,7 +187,39 @@ class Enroller:
             generated_password=generated,
             signing_certificate=signing_cert,
             from_pool=pair.from_pool,
+            legacy_p12=request.legacy_p12,
         )
+        # 7. Tell the person (the password, shown once), then record the delivery.
+        if announce is not None:
+            announce(enrolled)
+        self.on_step("announced")
+        if record_delivery:
+            self.record_delivered(
+                [Delivery(enrolled.serial, person.email, request.legacy_p12)], actor=actor
+            )
+            self.on_step("delivered")
+        return enrolled
+
+    def record_delivered(self, deliveries: Sequence[Delivery], *, actor: str) -> None:
+        """Mark keys delivered, all in one transaction (one commit for a batch).
+
+        EscrowError, and nothing recorded, if one of them is no longer pending (revoked
+        by `reconcile` meanwhile): record the others one at a time to single it out."""
+        if not deliveries:
+            return
+        with self.keys.db.transaction() as session:
+            for delivery in deliveries:
+                self.keys.mark_delivered(session, delivery.serial)
+                self.audit.append(
+                    session,
+                    "key.delivered",
+                    actor=actor,
+                    data={
+                        "serial": delivery.serial,
+                        "email": delivery.email,
+                        "format": "legacy" if delivery.legacy_p12 else "modern",
+                    },
+                )
 
     def choose_profile(self, *, profile: str | None, dual_key: bool) -> Profile:
         """The profile of the central key's certificate (the encryption half in dual key)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -184,6 +185,7 @@ def enroll_user(
     legacy_p12: bool = False,
     signing_csr: bytes | None = None,
     key_type: str | None = None,
+    announce: Callable[[EnrollOutcome], None] | None = None,
 ) -> EnrollOutcome:
     """Enroll a directory user: name, mail, organisation and site come from the entry;
     the approval rules (or an officer's earlier approval) decide whether it goes on."""
@@ -208,6 +210,7 @@ def enroll_user(
         surname=entry.surname,
         organisation=entry.organisation,
         site=entry.site,
+        announce=announce,
     )
     if approved_request is not None:
         instance.approvals.mark_enrolled(approved_request, outcome.serial)

@@ -1,13 +1,12 @@
-"""Enrollment use cases of an instance: one person, a CSV of people, reconcile, pool."""
+"""Enrollment use cases of an instance: one person, reading a CSV of people, reconcile,
+pool. Enrolling the people of a CSV in worker processes is `instance.bulk`."""
 
 from __future__ import annotations
 
 import csv
 import io
-import os
 import re
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +67,11 @@ def enroll_with(
     organisation: str | None = None,
     site: str | None = None,
     on_step: Callable[[str], None] | None = None,
+    announce: Callable[[Enrolled], None] | None = None,
+    record_delivery: bool = True,
 ) -> Enrolled:
-    """Enroll one person; `hand_over(pkcs12, serial)` delivers the file (to disk, to a download)."""
+    """Enroll one person; `hand_over(pkcs12, serial)` delivers the file (to disk, to a
+    download), `announce` tells the person before the delivery is recorded."""
     run = enroller(instance, on_step)
     profile = run.choose_profile(profile=None, dual_key=signing_csr is not None)
     person = person_for(
@@ -90,7 +92,13 @@ def enroll_with(
         password=password,
         legacy_p12=legacy_p12,
     )
-    return run.enroll(request, actor=actor, hand_over=hand_over)
+    return run.enroll(
+        request,
+        actor=actor,
+        hand_over=hand_over,
+        announce=announce,
+        record_delivery=record_delivery,
+    )
 
 
 def enroll_one(
@@ -110,10 +118,38 @@ def enroll_one(
     site: str | None = None,
     on_step: Callable[[str], None] | None = None,
     send_mail: bool = True,
+    announce: Callable[[EnrollOutcome], None] | None = None,
+    record_delivery: bool = True,
 ) -> EnrollOutcome:
-    """Enroll one person and write the PKCS#12 to `out` (atomically, mode 600)."""
+    """Enroll one person and write the PKCS#12 to `out` (atomically, mode 600).
+
+    `announce(outcome)` runs once the files are written and before the delivery is
+    recorded: it shows the person the generated password (if it cannot, the key stays
+    undelivered and `keys reconcile` revokes it). With `record_delivery=False` the
+    caller records the delivery (`Enroller.record_delivered`) after its own announcement.
+    """
     if out.exists():
         raise InputError(f"{out} exists; refusing to overwrite a PKCS#12")
+    signing_path = out.with_name(out.stem + "-signing.pem")
+
+    def outcome_of(enrolled: Enrolled) -> EnrollOutcome:
+        return EnrollOutcome(
+            email=enrolled.email,
+            serial=enrolled.serial,
+            path=out,
+            generated_password=enrolled.generated_password,
+            signing_certificate_path=(
+                signing_path if enrolled.signing_certificate is not None else None
+            ),
+            from_pool=enrolled.from_pool,
+        )
+
+    def tell(enrolled: Enrolled) -> None:
+        if enrolled.signing_certificate is not None:
+            write_atomically(signing_path, _pem(enrolled.signing_certificate))
+        if announce is not None:
+            announce(outcome_of(enrolled))
+
     enrolled = enroll_with(
         instance,
         email=email,
@@ -129,21 +165,12 @@ def enroll_one(
         organisation=organisation,
         site=site,
         on_step=on_step,
+        announce=tell,
+        record_delivery=record_delivery,
     )
-    signing_path = None
-    if enrolled.signing_certificate is not None:
-        signing_path = out.with_name(out.stem + "-signing.pem")
-        write_atomically(signing_path, _pem(enrolled.signing_certificate))
     if send_mail:
         deliver_now(instance)
-    return EnrollOutcome(
-        email=enrolled.email,
-        serial=enrolled.serial,
-        path=out,
-        generated_password=enrolled.generated_password,
-        signing_certificate_path=signing_path,
-        from_pool=enrolled.from_pool,
-    )
+    return outcome_of(enrolled)
 
 
 def flush_mail(instance: Instance) -> DeliveryReport | None:
@@ -233,114 +260,9 @@ def read_people(data: bytes) -> list[Enrollee]:
     return people
 
 
-@dataclass(frozen=True)
-class BulkItem:
-    line: int
-    email: str
-    serial: str | None
-    path: str | None
-    password: str | None
-    error: str | None
-
-
 def p12_name(email: str) -> str:
     """A safe file name for a mail address."""
     return re.sub(r"[^A-Za-z0-9@._+-]", "_", email) + ".p12"
-
-
-_worker_instance: Instance | None = None
-
-
-def _init_worker(home: str) -> None:
-    global _worker_instance
-    _worker_instance = Instance.open(Path(home))
-
-
-def _enroll_in_worker(
-    person: Enrollee, out_dir: str, password: bytes | None, legacy: bool, actor: str
-) -> BulkItem:
-    assert _worker_instance is not None
-    return _enroll_person(_worker_instance, person, Path(out_dir), password, legacy, actor)
-
-
-def _enroll_person(
-    instance: Instance,
-    person: Enrollee,
-    out_dir: Path,
-    password: bytes | None,
-    legacy: bool,
-    actor: str,
-) -> BulkItem:
-    try:
-        outcome = enroll_one(
-            instance,
-            email=person.email,
-            name=person.name,
-            given_name=person.given_name,
-            surname=person.surname,
-            key_type=person.key_type,
-            out=out_dir / p12_name(person.email),
-            actor=actor,
-            password=password,
-            legacy_p12=legacy,
-            send_mail=False,
-        )
-    except MailPKIError as exc:
-        return BulkItem(person.line, person.email, None, None, None, str(exc))
-    return BulkItem(
-        person.line,
-        person.email,
-        outcome.serial,
-        str(outcome.path),
-        outcome.generated_password,
-        None,
-    )
-
-
-def bulk_enroll(
-    instance: Instance,
-    people: list[Enrollee],
-    out_dir: Path,
-    *,
-    actor: str,
-    workers: int,
-    password: bytes | None = None,
-    legacy_p12: bool = False,
-) -> Iterator[BulkItem]:
-    """Enroll everyone, `workers` processes at a time (RSA key generation is CPU-bound);
-    yields each result as it completes. One person's failure does not stop the rest."""
-    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    taken = [p for p in people if (out_dir / p12_name(p.email)).exists()]
-    if taken:
-        raise InputError(
-            f"{out_dir} already holds {len(taken)} of these PKCS#12 files "
-            f"(e.g. {p12_name(taken[0].email)}); use an empty folder"
-        )
-    if workers <= 1:
-        for person in people:
-            yield _enroll_person(instance, person, out_dir, password, legacy_p12, actor)
-        deliver_now(instance)
-        return
-    with ProcessPoolExecutor(
-        max_workers=workers, initializer=_init_worker, initargs=(str(instance.home),)
-    ) as pool:
-        pending: set[Future[BulkItem]] = set()
-        queue = iter(people)
-        for person in queue:
-            pending.add(
-                pool.submit(_enroll_in_worker, person, str(out_dir), password, legacy_p12, actor)
-            )
-            if len(pending) >= workers * 4:  # keep memory flat for a million rows
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-        for future in pending:
-            yield future.result()
-    deliver_now(instance)
-
-
-def default_workers() -> int:
-    return max(1, os.cpu_count() or 1)
 
 
 # -- housekeeping -------------------------------------------------------------------------
