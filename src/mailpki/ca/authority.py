@@ -377,6 +377,15 @@ class CertificateAuthority:
             raise NotFoundError(f"no certificate with serial {to_hex(serial)} in this instance")
         return der
 
+    def certificate_der_by_fingerprint(self, sha256_hex: str) -> bytes | None:
+        """The certificate whose DER has this SHA-256 (hex), if this instance issued it."""
+        with self.db.session() as session:
+            return session.scalar(
+                select(CertificateRecord.der).where(
+                    CertificateRecord.fingerprint == sha256_hex.lower()
+                )
+            )
+
     def list_certificates(
         self,
         *,

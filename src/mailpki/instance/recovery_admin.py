@@ -23,7 +23,14 @@ from cryptography.x509.oid import NameOID
 from mailpki.base.files import write_atomically
 from mailpki.cms.signed import sign
 from mailpki.enrollment.enroll import EnrollmentRequest, recovery_notice
-from mailpki.errors import EscrowError, InputError, MailPKIError, NotFoundError, RecoveryError
+from mailpki.errors import (
+    EscrowError,
+    InputError,
+    MailPKIError,
+    NotFoundError,
+    RecoveryError,
+    RecoveryRefused,
+)
 from mailpki.instance.enrollments import enroller, flush_mail, p12_name
 from mailpki.instance.instance import Instance
 from mailpki.instance.operations import person_for
@@ -32,7 +39,13 @@ from mailpki.keystore.keys import parse_key_type
 from mailpki.notify.mail import queue
 from mailpki.policy.roles import ADMIN_PROFILE, Role, role_oid
 from mailpki.recovery.admission import ocsp_nonce
-from mailpki.recovery.protocol import Action, Message, new_nonce
+from mailpki.recovery.protocol import (
+    Action,
+    ApproverStatus,
+    Message,
+    encode_approvers,
+    new_nonce,
+)
 from mailpki.recovery.service import parse_since
 
 
@@ -112,33 +125,93 @@ def _service_id(instance: Instance) -> str:
     return str(instance.config.get("recovery.service_id"))
 
 
-def signed_message(
-    instance: Instance, admin: AdminCredential, action: Action, body: dict[str, Any]
-) -> bytes:
-    """The message CMS-signed by `admin`, with a fresh OCSP response for its certificate."""
-    nonce = new_nonce()
+def stapled_status(instance: Instance, certificate: x509.Certificate, nonce: str) -> bytes:
+    """A fresh OCSP response for `certificate` from this CA's responder, bound to `nonce`."""
     request = (
         ocsp.OCSPRequestBuilder()
-        .add_certificate(admin.certificate, instance.hierarchy.issuing, hashes.SHA256())
+        .add_certificate(certificate, instance.hierarchy.issuing, hashes.SHA256())
         .add_extension(x509.OCSPNonce(ocsp_nonce(nonce)), critical=False)
         .build()
     )
-    stapled = instance.ca.responder().respond(request.public_bytes(Encoding.DER))
+    return instance.ca.responder().respond(request.public_bytes(Encoding.DER))
+
+
+def signed_message(
+    instance: Instance,
+    admin: AdminCredential,
+    action: Action,
+    body: dict[str, Any],
+    *,
+    nonce: str | None = None,
+) -> bytes:
+    """The message CMS-signed by `admin`, with a fresh OCSP response for its certificate."""
+    nonce = nonce or new_nonce()
     message = Message(
         action=action,
         service=_service_id(instance),
         nonce=nonce,
         time=datetime.now(UTC),
-        ocsp=stapled,
+        ocsp=stapled_status(instance, admin.certificate, nonce),
         body=body,
     )
     return sign(message.to_bytes(), admin.certificate, admin.key)
 
 
 def _send(
-    instance: Instance, admin: AdminCredential, action: Action, body: dict[str, Any]
+    instance: Instance,
+    admin: AdminCredential,
+    action: Action,
+    body: dict[str, Any],
+    *,
+    nonce: str | None = None,
 ) -> dict[str, Any]:
-    return instance.recovery_client.send(signed_message(instance, admin, action, body))
+    """Send a signed message; a refusal is also recorded in this instance's log (the
+    service records it in its own), then raised."""
+    try:
+        return instance.recovery_client.send(
+            signed_message(instance, admin, action, body, nonce=nonce)
+        )
+    except RecoveryRefused as exc:
+        with instance.db.transaction() as session:
+            instance.audit.append(
+                session,
+                "recovery.refused",
+                actor=_admin_email(admin),
+                data={
+                    "action": action,
+                    "request_id": body.get("request_id"),
+                    "reason": str(exc)[:500],
+                },
+            )
+        raise
+
+
+def _approver_statuses(instance: Instance, fingerprints: list[str], nonce: str) -> str:
+    """The `approvers` of a fetch: each approving officer's certificate (found in this
+    CA's store) with a fresh OCSP response for it bound to the fetch's `nonce`."""
+    statuses = []
+    for sha256_hex in fingerprints:
+        der = instance.ca.certificate_der_by_fingerprint(sha256_hex)
+        if der is None:
+            continue  # not ours: the service will not count that approval
+        certificate = x509.load_der_x509_certificate(der)
+        statuses.append(ApproverStatus(der, stapled_status(instance, certificate, nonce)))
+    return encode_approvers(statuses)
+
+
+def _approver_fingerprints(
+    instance: Instance, admin: AdminCredential, request_id: str
+) -> list[str]:
+    """Whose approvals the service holds for `request_id` (asked, signed, when it runs apart)."""
+    client = instance.recovery_client
+    if client.is_local:
+        requests = client.local_service().requests()
+    else:
+        requests = list(_send(instance, admin, "list", {})["requests"])
+    for item in requests:
+        if item.get("request_id") == request_id:
+            return [str(f) for f in item.get("approver_fingerprints", [])]
+    return []  # unknown: the fetch itself says so
 
 
 def request_recovery(
@@ -193,8 +266,21 @@ def fetch_recovery(
     actor: str,
     legacy_p12: bool = False,
 ) -> Recovered:
-    """Fetch an approved recovery and rebuild the user's PKCS#12 under a new password."""
-    answer = _send(instance, admin, "fetch", {"request_id": request_id})
+    """Fetch an approved recovery and rebuild the user's PKCS#12 under a new password.
+
+    The fetch carries the current status of every approving officer's certificate: the
+    service counts only approvals whose officers are still valid and unrevoked."""
+    nonce = new_nonce()
+    approvers = _approver_statuses(
+        instance, _approver_fingerprints(instance, admin, request_id), nonce
+    )
+    answer = _send(
+        instance,
+        admin,
+        "fetch",
+        {"request_id": request_id, "approvers": approvers},
+        nonce=nonce,
+    )
     try:
         encrypted = base64.b64decode(str(answer["encrypted_key"]), validate=True)
         serial = str(answer["target_serial"])

@@ -163,7 +163,7 @@ class Admission:
                 "the message is too old (or from the future): sign a new one; check the clocks"
             )
         self.trust.check_issued(signer, now, "signer's certificate")
-        self._check_ocsp(message, signer, now)
+        self.check_status(message.ocsp, signer, message.nonce, now, whose="signer's")
         roles = roles_of(signer, self.trust.role_arc)
         needed = REQUIRED_ROLE[message.action]
         if not roles.intersection(needed):
@@ -186,9 +186,13 @@ class Admission:
 
     # -- revocation, checked from the stapled OCSP response -------------------------------
 
-    def _check_ocsp(self, message: Message, signer: x509.Certificate, now: datetime) -> None:
+    def check_status(
+        self, stapled: bytes, cert: x509.Certificate, nonce: str, now: datetime, *, whose: str
+    ) -> None:
+        """`stapled` is a fresh, good OCSP response from the CA's responder about `cert`,
+        bound to the message `nonce`; RecoveryRefused says which check failed."""
         try:
-            response = ocsp.load_der_ocsp_response(message.ocsp)
+            response = ocsp.load_der_ocsp_response(stapled)
         except ValueError:
             raise RecoveryRefused("the stapled OCSP response is not an OCSP response") from None
         if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
@@ -203,28 +207,28 @@ class Admission:
             next_update = response.next_update_utc
             issuer_key_hash = response.issuer_key_hash
             hash_algorithm = response.hash_algorithm
-            nonce = response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+            response_nonce = response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
         except RecoveryRefused:
             raise
         except (ValueError, x509.ExtensionNotFound, MailPKIError):
             raise RecoveryRefused("the stapled OCSP response is incomplete (no nonce?)") from None
         expected = (
             ocsp.OCSPRequestBuilder()
-            .add_certificate(signer, self.trust.issuing, hash_algorithm)
+            .add_certificate(cert, self.trust.issuing, hash_algorithm)
             .build()
         )
-        if serial != signer.serial_number or issuer_key_hash != expected.issuer_key_hash:
+        if serial != cert.serial_number or issuer_key_hash != expected.issuer_key_hash:
             raise RecoveryRefused("the stapled OCSP response is about another certificate")
-        if not hmac.compare_digest(nonce, ocsp_nonce(message.nonce)):
+        if not hmac.compare_digest(response_nonce, ocsp_nonce(nonce)):
             raise RecoveryRefused("the stapled OCSP response belongs to another message")
         if not now - self.max_age <= this_update <= now + timedelta(minutes=5) or (
             next_update is not None and next_update < now
         ):
             raise RecoveryRefused("the stapled OCSP response is not fresh")
         if status == ocsp.OCSPCertStatus.REVOKED:
-            raise RecoveryRefused("the signer's certificate is revoked")
+            raise RecoveryRefused(f"the {whose} certificate is revoked")
         if status != ocsp.OCSPCertStatus.GOOD:
-            raise RecoveryRefused("the CA does not know the signer's certificate")
+            raise RecoveryRefused(f"the CA does not know the {whose} certificate")
 
     def _check_ocsp_signature(self, response: ocsp.OCSPResponse) -> None:
         # The delegated responder must be issued by the issuing CA for OCSP signing.

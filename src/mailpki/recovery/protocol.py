@@ -9,6 +9,9 @@ action it carries what makes it safe to accept once and only here:
   - `ocsp`: a fresh OCSP response for the signer's certificate from the CA's
     responder, requested with the same nonce, so the KRS checks revocation itself
     without reaching the CA ("stapling").
+A fetch also carries `approvers`: each approving officer's certificate with a fresh
+OCSP response for it, requested with the same nonce, so that the quorum is counted
+again at fetch time from approvals whose officers are still valid and unrevoked.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ PROTOCOL = "mailpki-recovery/1"
 MAX_MESSAGE_BYTES = 256 * 1024
 _NONCE_RE = re.compile(r"[0-9a-f]{32}")
 _REQUEST_ID_RE = re.compile(r"[0-9a-f]{32}")
+MAX_APPROVERS = 32
 _MAIL_RE = re.compile(r"[^@\s,<>\"]{1,64}@[^@\s,<>\"]{1,255}")
 
 # The body fields each action takes: name -> (type, required).
@@ -40,7 +44,7 @@ _BODIES: dict[str, dict[str, tuple[type, bool]]] = {
         "reason": (str, True),
     },
     "approve": {"request_id": (str, True)},
-    "fetch": {"request_id": (str, True)},
+    "fetch": {"request_id": (str, True), "approvers": (str, False)},
     "list": {},
     "report": {"admin": (str, False), "since": (str, False)},
 }
@@ -81,6 +85,39 @@ class Message:
     @property
     def request_id(self) -> str:
         return check_request_id(str(self.body.get("request_id", "")))
+
+
+@dataclass(frozen=True)
+class ApproverStatus:
+    """An approving officer's certificate and a stapled OCSP response for it (DER)."""
+
+    certificate: bytes
+    ocsp: bytes
+
+
+def encode_approvers(statuses: list[ApproverStatus]) -> str:
+    """`approvers` of a fetch: "CERT:OCSP" pairs in base64, comma-separated."""
+    return ",".join(
+        f"{base64.b64encode(s.certificate).decode()}:{base64.b64encode(s.ocsp).decode()}"
+        for s in statuses
+    )
+
+
+def decode_approvers(text: str | None) -> list[ApproverStatus]:
+    if not text:
+        return []
+    entries = text.split(",")
+    if len(entries) > MAX_APPROVERS:
+        raise InputError(f"'approvers' lists more than {MAX_APPROVERS} certificates")
+    statuses = []
+    for entry in entries:
+        certificate, sep, ocsp = entry.partition(":")
+        if not sep:
+            raise InputError("'approvers' must be CERTIFICATE:OCSP pairs in base64")
+        statuses.append(
+            ApproverStatus(b64decode(certificate, "approvers"), b64decode(ocsp, "approvers"))
+        )
+    return statuses
 
 
 def new_nonce() -> str:
@@ -149,6 +186,8 @@ def parse_message(data: bytes) -> Message:
             raise InputError(f"'{name}' must be a {kind.__name__}")
     if action in ("approve", "fetch"):
         check_request_id(str(body["request_id"]))
+    if action == "fetch":
+        decode_approvers(body.get("approvers"))
     if action == "request" and len(str(body["reason"])) > 500:
         raise InputError("'reason' is longer than 500 characters")
     if action == "report" and body.get("admin") and not _MAIL_RE.fullmatch(str(body["admin"])):

@@ -5,8 +5,9 @@ through its CA certificates. A recovery is a saved request (Dogtag KRA's model):
   1. a recovery admin sends a signed request with the user's certificate and the
      wrapped key of its recovery block;
   2. recovery officers, other than the requester, each send a signed approval;
-  3. once the quorum is met, the requester fetches: the anomaly rules run, then the
-     service unwraps the AES key (in the token, when the key is in one), checks it is
+  3. once the quorum is met, the requester fetches: the quorum is counted again from
+     the approvals whose officers' certificates are still valid and unrevoked (the
+     fetch staples their OCSP status), the anomaly rules run, then the service unwraps the AES key (in the token, when the key is in one), checks it is
      bound to the requested certificate, and returns it encrypted to the requester's
      certificate. The user's private key never reaches the service.
 Every step, and every refusal, is a record in the service's own hash-chained log.
@@ -51,9 +52,18 @@ from mailpki.notify.mail import (
     mail_settings_from,
     queue,
 )
-from mailpki.recovery.admission import Admission, Admitted, SignedRefusal, Trust, certificate_email
+from mailpki.policy.roles import roles_of
+from mailpki.recovery.admission import (
+    Admission,
+    Admitted,
+    SignedRefusal,
+    Trust,
+    certificate_email,
+    fingerprint,
+)
 from mailpki.recovery.anomaly import Counts, Thresholds, crossed
 from mailpki.recovery.config import ServiceConfig
+from mailpki.recovery.protocol import decode_approvers
 from mailpki.store.db import Database
 from mailpki.store.models import RecoveryAlert, RecoveryApprovalRecord, RecoveryRequestRecord
 
@@ -337,7 +347,15 @@ class RecoveryService:
             raise RecoveryRefused(
                 f"request {row.id} has {count} of the {self.quorum} approvals it needs"
             )
-        # 1. Anomalies: a standing hold, or this recovery crossing a threshold.
+        # 1. The quorum again, now: an officer revoked (or expired) since approving no
+        #    longer counts.
+        approvers, lapsed = self._standing_approvals(session, row.id, who, now)
+        if len(approvers) < self.quorum:
+            raise RecoveryRefused(
+                f"request {row.id} has {len(approvers)} valid approvals of the {self.quorum} "
+                f"it needs; not counted: {'; '.join(lapsed)}"
+            )
+        # 2. Anomalies: a standing hold, or this recovery crossing a threshold.
         held = self._open_hold(session)
         if held is not None:
             return Refusal(
@@ -350,7 +368,7 @@ class RecoveryService:
                 f"this recovery raised alert {first.id} ({first.detail}); it is held until "
                 f"{first.contact} confirms it"
             )
-        # 2. Unwrap (inside the token when the key lives in one) and check the binding.
+        # 3. Unwrap (inside the token when the key lives in one) and check the binding.
         target = x509.load_der_x509_certificate(row.target_cert)
         try:
             plain = self._transport_private.decrypt(
@@ -365,25 +383,22 @@ class RecoveryService:
             raise RecoveryRefused(
                 "the recovery block does not belong to the requested certificate (swapped block?)"
             )
-        # 3. Return the AES key encrypted to the requester's certificate only.
+        # 4. Return the AES key encrypted to the requester's certificate only.
         requester = x509.load_der_x509_certificate(row.requester_cert).public_key()
         if not isinstance(requester, rsa.RSAPublicKey):  # pragma: no cover - checked at request
             raise RecoveryRefused("the requester's certificate is not RSA")
         encrypted = requester.encrypt(aes_key, oaep("sha256"))
         row.state = RECOVERED
         row.recovered_at = now
-        approvers = self._approver_emails(session, row.id)
-        self.audit.append(
-            session,
-            "key.recovered",
-            actor=who.email,
-            data={
-                "request_id": row.id,
-                "target_email": row.target_email,
-                "target_serial": row.target_serial,
-                "approved_by": approvers,
-            },
-        )
+        recovered: dict[str, Any] = {
+            "request_id": row.id,
+            "target_email": row.target_email,
+            "target_serial": row.target_serial,
+            "approved_by": approvers,
+        }
+        if lapsed:
+            recovered["approvals_not_counted"] = lapsed
+        self.audit.append(session, "key.recovered", actor=who.email, data=recovered)
         return {
             "request_id": row.id,
             "target_email": row.target_email,
@@ -505,6 +520,52 @@ class RecoveryService:
             )
             or 0
         )
+
+    def _standing_approvals(
+        self, session: Session, request_id: str, who: Admitted, now: datetime
+    ) -> tuple[list[str], list[str]]:
+        """(officers whose approval still counts, "officer (why not)" for the others).
+
+        An approval counts if the fetch carries its officer's very certificate, still
+        issued by the trusted CA, valid now, with the recovery-officer role, and a
+        fresh, good OCSP response for it bound to this fetch's nonce."""
+        sent = {
+            fingerprint(cert): (cert, status.ocsp)
+            for status in decode_approvers(who.message.text("approvers"))
+            if (cert := _certificate(status.certificate)) is not None
+        }
+        standing: list[str] = []
+        lapsed: list[str] = []
+        approvals = session.scalars(
+            select(RecoveryApprovalRecord)
+            .where(RecoveryApprovalRecord.request_id == request_id)
+            .order_by(RecoveryApprovalRecord.id)
+        )
+        for approval in approvals:
+            found = next(
+                (
+                    v
+                    for f, v in sent.items()
+                    if hmac.compare_digest(f, approval.officer_fingerprint)
+                ),
+                None,
+            )
+            if found is None:
+                lapsed.append(f"{approval.officer_email} (no current status of its certificate)")
+                continue
+            cert, stapled = found
+            try:
+                self.trust.check_issued(cert, now, "approving officer's certificate")
+                self.admission.check_status(
+                    stapled, cert, who.message.nonce, now, whose="approving officer's"
+                )
+                if "recovery-officer" not in roles_of(cert, self.trust.role_arc):
+                    raise RecoveryRefused("its certificate has no recovery-officer role")
+            except RecoveryRefused as exc:
+                lapsed.append(f"{approval.officer_email} ({exc})")
+                continue
+            standing.append(approval.officer_email)
+        return standing, lapsed
 
     def _approver_emails(self, session: Session, request_id: str) -> list[str]:
         return list(
@@ -630,6 +691,14 @@ class RecoveryService:
                 "expires_at": _iso(r.expires_at),
                 "recovered_at": _iso(r.recovered_at),
                 "approved_by": self._approver_emails(session, r.id),
+                # What a fetch must staple the status of (see `_standing_approvals`).
+                "approver_fingerprints": list(
+                    session.scalars(
+                        select(RecoveryApprovalRecord.officer_fingerprint)
+                        .where(RecoveryApprovalRecord.request_id == r.id)
+                        .order_by(RecoveryApprovalRecord.id)
+                    )
+                ),
             }
             for r in rows
         ]
@@ -717,6 +786,13 @@ def _alert_body(alert: RecoveryAlert, row: RecoveryRequestRecord, token: str, ho
         "If it is not expected, do not confirm: suspend the admin and run\n"
         f"'mailpki recovery reissue --recovered-by {row.requester_email}' on the CA.\n"
     )
+
+
+def _certificate(der: bytes) -> x509.Certificate | None:
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
 
 
 def _iso(value: datetime | None) -> str | None:
