@@ -41,6 +41,7 @@ from mailpki.notify.mail import MailSettings
 from mailpki.smime.contacts import addresses_of
 from mailpki.smime.message import (
     Verified,
+    check_fits,
     decrypt_message,
     encrypt_message,
     is_encrypted,
@@ -275,11 +276,13 @@ def encrypt(
     home: HomeOption = None,
 ) -> None:
     """Encrypt a message to each --to address (certificates found automatically)."""
+    message = _read(source)
+    check_fits(message, recipients=[])  # too large for any recipient: before the look-up
     kit, instance = _toolkit(home, trust=trust, certs=cert, contacts=contacts, certdir=certdir)
     try:
         recipients = _recipients(kit, to)
         data = encrypt_message(
-            _read(source),
+            message,
             recipients,
             cipher=_cipher(cipher),
             key_transport="oaep" if oaep else "pkcs1v15",
@@ -308,13 +311,21 @@ def sign_encrypt(
     home: HomeOption = None,
 ) -> None:
     """Sign, then encrypt to each --to address and to yourself (a readable sent copy)."""
+    message = _read(source)
     loaded = _p12(p12, password_file)
+    signers = [loaded.certificate, *loaded.chain]
+    check_fits(message, signer_certificates=signers, recipients=[])  # before the look-up
     kit, instance = _toolkit(home, trust=trust, certs=cert, contacts=contacts, certdir=certdir)
     try:
         recipients = _recipients(kit, to)
         encryption_certificate = _encryption_certificate(loaded, encryption_cert, home, kit)
+        everyone = [*recipients, _own_copy(loaded, encryption_certificate)]
+        if encryption_certificate is not None:
+            signers.append(encryption_certificate)
+        # Both steps' growth, checked before either is done.
+        check_fits(message, signer_certificates=signers, recipients=everyone)
         signed = sign_message(
-            _read(source),
+            message,
             loaded.certificate,
             _signing_key(loaded),
             chain=loaded.chain,
@@ -323,7 +334,7 @@ def sign_encrypt(
         )
         data = encrypt_message(
             signed,
-            [*recipients, _own_copy(loaded, encryption_certificate)],
+            everyone,
             cipher=_cipher(cipher),
             key_transport="oaep" if oaep else "pkcs1v15",
         )
@@ -528,9 +539,28 @@ def send(
         )
     kit, instance = _toolkit(home, trust=trust, certs=cert, contacts=contacts, certdir=certdir)
     try:
+        signing = loaded is not None and do_sign
         encryption_certificate = None
         if loaded is not None and do_sign:
             encryption_certificate = _encryption_certificate(loaded, encryption_cert, home, kit)
+        recipients: list[x509.Certificate] = []
+        if do_encrypt:
+            # Everyone it is delivered to must be able to read it.
+            recipients = _recipients(kit, [*to, *envelope_recipients(message)])
+            if loaded is not None:
+                recipients.append(_own_copy(loaded, encryption_certificate))
+        if signing or do_encrypt:  # both steps' growth, checked before either is done
+            signers: list[x509.Certificate] | None = None
+            if signing and loaded is not None:
+                signers = [loaded.certificate, *loaded.chain]
+                if encryption_certificate is not None:
+                    signers.append(encryption_certificate)
+            check_fits(
+                message,
+                signer_certificates=signers,
+                recipients=recipients if do_encrypt else None,
+            )
+        if signing and loaded is not None:
             message = sign_message(
                 message,
                 loaded.certificate,
@@ -540,10 +570,6 @@ def send(
                 encryption_certificate=encryption_certificate,
             )
         if do_encrypt:
-            # Everyone it is delivered to must be able to read it.
-            recipients = _recipients(kit, [*to, *envelope_recipients(message)])
-            if loaded is not None:
-                recipients.append(_own_copy(loaded, encryption_certificate))
             message = encrypt_message(
                 message,
                 recipients,

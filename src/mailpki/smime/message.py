@@ -5,6 +5,12 @@ Subject, Date, ...) stay outside; the Content-* fields and the body form the ent
 that is signed or encrypted. Signing is multipart/signed (detached, the default: any
 client can read the text) or opaque application/pkcs7-mime; encryption is
 application/pkcs7-mime enveloped-data (AES-CBC) or authEnveloped-data (AES-GCM).
+
+One size limit holds for every message here, in and out: `MAX_MESSAGE_BYTES` (64 MiB).
+Decrypt and verify refuse a larger message, so sign and encrypt refuse, before any
+work, a message whose result could be larger (`check_fits`): base64 makes an encrypted
+or opaque-signed message about 37 % larger than its content, and an 8-bit body to be
+signed is itself carried as base64. mailpki never writes what it would refuse to read.
 """
 
 from __future__ import annotations
@@ -13,13 +19,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import getaddresses
+from math import ceil
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from mailpki.cms.enveloped import Cipher, KeyTransport, decrypt, encrypt
 from mailpki.cms.signed import SignedContent, sign, verify_signed
 from mailpki.smime.mime import (
+    MAX_MESSAGE_BYTES,
     Entity,
     SMIMEError,
     content_type,
@@ -39,8 +48,10 @@ from mailpki.smime.trust import (
 )
 
 __all__ = [
+    "MAX_MESSAGE_BYTES",
     "Opened",
     "Verified",
+    "check_fits",
     "decrypt_message",
     "encrypt_message",
     "is_encrypted",
@@ -52,6 +63,60 @@ __all__ = [
 ]
 
 SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+# Upper bounds of what CMS adds besides the content and the certificates it carries:
+# SignedData's signed attributes and signature (RSA-4096 at most), and each recipient's
+# info (issuer name and serial, at most its certificate, and the wrapped key).
+_SIGNED_OVERHEAD = 4096
+_PER_RECIPIENT = 1024
+_ENVELOPE_OVERHEAD = 1024
+_MIME_OVERHEAD = 1024  # new Content-* fields, boundaries and preamble
+
+
+def _base64_lines_size(n: int) -> int:
+    """Bytes of `pkcs7_mime_body` for n bytes: base64 in lines of 76 with CRLF."""
+    encoded = 4 * ceil(n / 3)
+    return encoded + 2 * ceil(encoded / 76)
+
+
+def check_fits(
+    data: bytes,
+    *,
+    signer_certificates: Sequence[x509.Certificate] | None = None,
+    opaque: bool = False,
+    recipients: Sequence[x509.Certificate] | None = None,
+    max_size: int = MAX_MESSAGE_BYTES,
+) -> None:
+    """Refuse (SMIMEError) a message whose signed (with `signer_certificates`) and/or
+    encrypted (to `recipients`) form could be larger than `max_size`: decrypt and verify
+    would refuse it. Cheap: no signature and no encryption is made."""
+    entity = parse(data, max_size=max_size)
+    # The transport headers are copied out (canonical: at most twice as long).
+    size = 2 * (len(data) - len(entity.body)) + _MIME_OVERHEAD
+    step = "signed"
+    if signer_certificates is not None:
+        inner = len(entity.inner_entity(for_signing=True))
+        cms = _SIGNED_OVERHEAD + sum(len(_der(c)) for c in signer_certificates)
+        body = _base64_lines_size(cms + inner) if opaque else inner + _base64_lines_size(cms)
+        inner_next = body + _MIME_OVERHEAD  # what encryption then wraps
+    else:
+        inner_next = len(entity.inner_entity(for_signing=False))
+        body = inner_next
+    if recipients is not None:
+        step = "signed and encrypted" if signer_certificates is not None else "encrypted"
+        cms = inner_next + _ENVELOPE_OVERHEAD + 32  # + padding or tag
+        cms += sum(len(_der(c)) + _PER_RECIPIENT for c in recipients)
+        body = _base64_lines_size(cms)
+    size += body
+    if size > max_size:
+        raise SMIMEError(
+            f"the {step} message could be {size:,} bytes, over the limit of {max_size:,} "
+            f"bytes ({max_size / 1024 / 1024:g} MiB) that mailpki decrypts and verifies; "
+            "send less (base64 adds about 37 % to encrypted and opaque-signed content)"
+        )
+
+
+def _der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(Encoding.DER)
 
 
 def sign_message(
@@ -63,12 +128,18 @@ def sign_message(
     opaque: bool = False,
     pss: bool = False,
     encryption_certificate: x509.Certificate | None = None,
+    max_size: int = MAX_MESSAGE_BYTES,
 ) -> bytes:
     """The message signed by `key`: multipart/signed, or opaque with `opaque`; RSA keys
     sign with PKCS#1 v1.5, or RSASSA-PSS with `pss`. With `encryption_certificate` the
     signature tells correspondents to encrypt to that certificate (RFC 8551 §2.5.3, and
-    Microsoft's attribute for Outlook) and carries it."""
-    entity = parse(data)
+    Microsoft's attribute for Outlook) and carries it. SMIMEError, before signing, if
+    the result could be over `max_size`."""
+    carried = [certificate, *chain]
+    if encryption_certificate is not None:
+        carried.append(encryption_certificate)
+    check_fits(data, signer_certificates=carried, opaque=opaque, max_size=max_size)
+    entity = parse(data, max_size=max_size)
     inner = entity.inner_entity()
     der = sign(
         inner,
@@ -113,11 +184,14 @@ def encrypt_message(
     *,
     cipher: Cipher = "aes256-cbc",
     key_transport: KeyTransport = "pkcs1v15",
+    max_size: int = MAX_MESSAGE_BYTES,
 ) -> bytes:
     """The message encrypted to every certificate in `recipients` (add the sender's own
     to keep a readable copy). A certificate named twice (the sender among the recipients,
-    an address given twice) gets one copy of the key."""
-    entity = parse(data)
+    an address given twice) gets one copy of the key. SMIMEError, before encrypting, if
+    the result could be over `max_size`."""
+    check_fits(data, recipients=recipients, max_size=max_size)
+    entity = parse(data, max_size=max_size)
     der = encrypt(
         entity.inner_entity(for_signing=False),
         unique_certificates(recipients),
@@ -157,8 +231,10 @@ def decrypt_message(
     data: bytes,
     certificate: x509.Certificate,
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | Callable[..., bytes],
+    *,
+    max_size: int = MAX_MESSAGE_BYTES,
 ) -> Opened:
-    entity = parse(data)
+    entity = parse(data, max_size=max_size)
     kind, params = content_type(entity)
     smime_type = params.get("smime-type", "").lower()
     if kind not in ("application/pkcs7-mime", "application/x-pkcs7-mime") or smime_type not in (
@@ -169,7 +245,7 @@ def decrypt_message(
         raise SMIMEError(
             f"the message is not encrypted ({kind}{'; ' + smime_type if smime_type else ''})"
         )
-    opened = decrypt(decode_body(entity), certificate, key)
+    opened = decrypt(decode_body(entity), certificate, key, max_size=max_size)
     return Opened(_rejoin(entity, opened.content), opened.cipher, opened.key_transport)
 
 
@@ -214,13 +290,14 @@ def verify_message(
     require_revocation: bool = False,
     at: datetime | None = None,
     allow_sha1: bool = False,
+    max_size: int = MAX_MESSAGE_BYTES,
 ) -> Verified:
     """Check the signature (CMSError if it is wrong) and then the signer: chain to
     `anchors`, validity, emailProtection, the From address in the certificate, and
     revocation. The verdict lists every problem; `valid` only if there is none.
     `allow_sha1` accepts signatures made with SHA-1 (older clients)."""
-    entity = parse(data)
-    signed, inner = _signed_content(entity, allow_sha1)
+    entity = parse(data, max_size=max_size)
+    signed, inner = _signed_content(entity, allow_sha1, max_size)
     senders = sender_addresses(entity)
     verdict = check_certificate(
         signed.signer,
@@ -253,16 +330,21 @@ def signer_certificate(data: bytes, *, allow_sha1: bool = False) -> x509.Certifi
     return _signed_content(parse(data), allow_sha1)[0].signer
 
 
-def _signed_content(entity: Entity, allow_sha1: bool) -> tuple[SignedContent, bytes]:
+def _signed_content(
+    entity: Entity, allow_sha1: bool, max_size: int = MAX_MESSAGE_BYTES
+) -> tuple[SignedContent, bytes]:
     kind, params = content_type(entity)
     if kind == "multipart/signed":
         first, signature = signed_parts(entity)
-        return verify_signed(signature, detached_content=first, allow_sha1=allow_sha1), first
+        signed = verify_signed(
+            signature, detached_content=first, allow_sha1=allow_sha1, max_size=max_size
+        )
+        return signed, first
     if (
         kind in ("application/pkcs7-mime", "application/x-pkcs7-mime")
         and params.get("smime-type", "signed-data").lower() == "signed-data"
     ):
-        signed = verify_signed(decode_body(entity), allow_sha1=allow_sha1)
+        signed = verify_signed(decode_body(entity), allow_sha1=allow_sha1, max_size=max_size)
         return signed, signed.content
     raise SMIMEError(f"the message is not signed ({kind})")
 
