@@ -205,6 +205,13 @@ def recovery_fetch(
             actor=cli_actor(),
             legacy_p12=legacy_p12,
         )
+        # The password first: a crash must never leave a file nobody can open.
+        if recovered.generated_password:
+            console.print(
+                f"PKCS#12 password (shown once, not stored): {recovered.generated_password}",
+                highlight=False,
+            )
+            console.file.flush()
         write_atomically(out, recovered.pkcs12, private=True)
     finally:
         instance.close()
@@ -212,11 +219,6 @@ def recovery_fetch(
         f"recovered the key of {recovered.email} (certificate {show_serial(recovered.serial)}) into {out}",
         highlight=False,
     )
-    if recovered.generated_password:
-        console.print(
-            f"PKCS#12 password (shown once, not stored): {recovered.generated_password}",
-            highlight=False,
-        )
 
 
 @recovery_app.command("list")

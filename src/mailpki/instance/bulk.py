@@ -16,6 +16,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -88,7 +89,14 @@ def bulk_enroll(
         for person in people:
             settle([_enroll_person(instance, person, out_dir, password, legacy_p12, actor)])
     else:
-        _enroll_in_pool(instance, people, out_dir, password, legacy_p12, actor, workers, settle)
+        try:
+            _enroll_in_pool(instance, people, out_dir, password, legacy_p12, actor, workers, settle)
+        except BrokenProcessPool:
+            raise EscrowError(
+                "a worker process died (killed, or out of memory): the people printed so far "
+                "are enrolled, the others are not; run 'mailpki keys reconcile --all-pending' "
+                "to revoke what was left half-done, then enroll the others into a new folder"
+            ) from None
     deliver_now(instance)
     return void
 
