@@ -304,37 +304,42 @@ def timed_kill(argv: list[str], out_dir: Path, stdout_path: Path, when: str) -> 
     return stdout_path.read_text()
 
 
+def kill_bulk(home: Path, work: Path, prefix: str, point: str, nth: int) -> Findings:
+    """One bulk-enroll of 16 people (P-256, 2 workers) killed at `point`, then reconcile
+    and the invariants."""
+    people = work / f"{prefix}people.csv"
+    emails = people_csv(people, prefix, 16)
+    out_dir = work / f"{prefix}out"
+    argv = [
+        "bulk-enroll", "--home", str(home), "--input", str(people), "--out", str(out_dir),
+        "--workers", "2",
+    ]  # fmt: skip
+    found = Findings()
+    if point.startswith("timed"):
+        stdout = timed_kill(argv, out_dir, work / f"{prefix}stdout.csv", point)
+    else:
+        worker = point.startswith("worker ")
+        proc = killed_at(point.removeprefix("worker "), nth, argv)
+        stdout = proc.stdout
+        expected = 1 if worker else -signal.SIGKILL  # a dead worker: the parent reports
+        if proc.returncode != expected:
+            found.not_killed += 1
+            found.notes.append(f"bulk {point}: exit {proc.returncode} {proc.stderr[-300:]}")
+    found.workers_left_running += survivors(str(out_dir))
+    files = sorted(out_dir.glob("*.p12")) if out_dir.is_dir() else []
+    reconcile(home)
+    found.add(inspect(home, emails, printed_rows(stdout), files))
+    _report("bulk-enroll", point, found)
+    return found
+
+
 def check_bulk(work: Path, quick: bool) -> list[Findings]:
     home = work / "bulk"
     new_instance(home)
-    results: list[Findings] = []
-    for index, (point, nth) in enumerate(QUICK_BULK_POINTS if quick else BULK_POINTS):
-        prefix = f"bulk{index}-"
-        people = work / f"{prefix}people.csv"
-        emails = people_csv(people, prefix, 16)
-        out_dir = work / f"{prefix}out"
-        argv = [
-            "bulk-enroll", "--home", str(home), "--input", str(people), "--out", str(out_dir),
-            "--workers", "2",
-        ]  # fmt: skip
-        found = Findings()
-        if point.startswith("timed"):
-            stdout = timed_kill(argv, out_dir, work / f"{prefix}stdout.csv", point)
-        else:
-            worker = point.startswith("worker ")
-            proc = killed_at(point.removeprefix("worker "), nth, argv)
-            stdout = proc.stdout
-            expected = 1 if worker else -signal.SIGKILL  # a dead worker: the parent reports
-            if proc.returncode != expected:
-                found.not_killed += 1
-                found.notes.append(f"bulk {point}: exit {proc.returncode} {proc.stderr[-300:]}")
-        found.workers_left_running += survivors(str(out_dir))
-        files = sorted(out_dir.glob("*.p12")) if out_dir.is_dir() else []
-        reconcile(home)
-        found.add(inspect(home, emails, printed_rows(stdout), files))
-        _report("bulk-enroll", point, found)
-        results.append(found)
-    return results
+    return [
+        kill_bulk(home, work, f"bulk{index}-", point, nth)
+        for index, (point, nth) in enumerate(QUICK_BULK_POINTS if quick else BULK_POINTS)
+    ]
 
 
 # -- recovery fetch --------------------------------------------------------------------------
