@@ -14,10 +14,14 @@ from hypothesis import strategies as st
 from mailpki.errors import InputError
 from mailpki.recovery.protocol import (
     ACTIONS,
+    MAX_APPROVERS,
     MAX_MESSAGE_BYTES,
     PROTOCOL,
+    ApproverStatus,
     Message,
     check_request_id,
+    decode_approvers,
+    encode_approvers,
     new_nonce,
     parse_message,
 )
@@ -192,6 +196,41 @@ def test_request_id_must_be_hex(action: str, request_id: str) -> None:
     refused(valid(action, body={"request_id": request_id}), "not a recovery request id")
     with pytest.raises(InputError):
         check_request_id(request_id)
+
+
+def test_fetch_approvers_round_trip() -> None:
+    statuses = [ApproverStatus(b"cert one", b"ocsp one"), ApproverStatus(b"\x00" * 40, b"")]
+    text = encode_approvers(statuses)
+    parsed = parse_message(encode(valid("fetch", body={**BODIES["fetch"], "approvers": text})))
+    assert decode_approvers(parsed.text("approvers")) == statuses
+    assert decode_approvers(None) == decode_approvers("") == []
+    # Optional: a fetch without it parses (the service then counts no approval).
+    assert parse_message(encode(valid("fetch"))).text("approvers") is None
+
+
+@pytest.mark.parametrize(
+    ("approvers", "match"),
+    [
+        ("bm9jb2xvbg==", "CERTIFICATE:OCSP pairs"),
+        ("%%%:AAAA", "'approvers' is not valid base64"),
+        ("AAAA:%%%", "'approvers' is not valid base64"),
+        ("AAAA:AAAA:AAAA", "'approvers' is not valid base64"),
+        ("AAAA:AAAA,", "CERTIFICATE:OCSP pairs"),
+        (",".join(["AAAA:AAAA"] * (MAX_APPROVERS + 1)), f"more than {MAX_APPROVERS}"),
+        ("\u00e9:AAAA", "'approvers' is not valid base64"),
+    ],
+)
+def test_fetch_approvers_that_do_not_parse(approvers: str, match: str) -> None:
+    refused(valid("fetch", body={**BODIES["fetch"], "approvers": approvers}), match)
+    with pytest.raises(InputError, match=match):
+        decode_approvers(approvers)
+
+
+def test_approvers_belong_to_a_fetch_only() -> None:
+    refused(
+        valid("approve", body={**BODIES["approve"], "approvers": ""}),
+        "unknown field",
+    )
 
 
 def test_reason_length() -> None:
