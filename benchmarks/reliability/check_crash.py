@@ -74,6 +74,7 @@ BULK_POINTS = [
     ("timed: fifth line", 0),
 ]
 QUICK_BULK_POINTS = [BULK_POINTS[1], BULK_POINTS[3], BULK_POINTS[6]]
+LABELS = {"enroll": "enroll", "bulk-enroll": "bulk-enroll", "recovery-fetch": "recovery fetch"}
 FETCH_POINTS = ["fetch-uncommitted", "fetch-answered", "fetch-audited", "fetch-written"]
 
 
@@ -482,7 +483,7 @@ def main() -> int:
             for found in results:
                 total.add(found)
             consistent = sum(1 for found in results if found.clean)
-            print(summary(name.replace("-", " "), len(results), consistent, total), flush=True)
+            print(summary(LABELS[name], len(results), consistent, total), flush=True)
             ok = ok and consistent == len(results)
     return 0 if ok else 1
 
