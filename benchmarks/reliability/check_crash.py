@@ -56,7 +56,8 @@ from mailpki.store.models import AuditRecord, CertificateRecord, EscrowedKey, Se
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
-    **os.environ,
+    # stdout buffered, as a person's shell has it: "before-flush" then loses the lines.
+    **{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
     "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
     "COLUMNS": "400",  # no wrapped lines in what is parsed
 }
