@@ -74,11 +74,17 @@ def test_lines_lost_with_the_process_are_not_delivered_and_reconcile_revokes_the
     assert pending, states  # written (or being written), never shown
     assert len(list(out_dir.glob("*.p12"))) >= len(printed) + 1
 
+    # Within the delivery lease, plain reconcile leaves them, and says what to run.
+    plain = mailpki("keys", "reconcile", "--home", sqlite_home)
+    assert plain.code == 0, plain.err
+    assert "0 revoked" in plain.out
+    assert f"{len(pending)} not yet delivered but within their delivery lease" in plain.out
+    assert "--all-pending" in plain.out
     result = mailpki("keys", "reconcile", "--home", sqlite_home, "--all-pending")
     assert result.code == 0, result.err
     revoked = {line.split()[1] for line in result.out.splitlines() if line.startswith("revoked ")}
     assert revoked == pending
-    assert f"{len(pending)} revoked" in result.out
+    assert f"{len(pending)} revoked" in result.out and "lease" not in result.out
     after = escrow_states(sqlite_home)
     assert {s for s, state in after.items() if state == "delivered"} == delivered
     assert {s for s, state in after.items() if state == "revoked"} == pending

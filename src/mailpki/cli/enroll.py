@@ -320,6 +320,13 @@ def keys_reconcile(
     for error in result.errors:
         err_console.print(error, highlight=False, markup=False)
     console.print(f"{len(result.revoked)} revoked", highlight=False)
+    if result.waiting:
+        console.print(
+            f"{result.waiting} not yet delivered but within their delivery lease, left alone "
+            "(an enrollment may still be running); after a crash, when none is, run "
+            "'mailpki keys reconcile --all-pending'",
+            highlight=False,
+        )
     if result.errors:
         raise typer.Exit(1)
 

@@ -241,6 +241,7 @@ class Enroller:
 class ReconcileResult:
     revoked: list[str]
     errors: list[str]
+    waiting: int = 0  # pending records still within their delivery lease, left alone
 
 
 def reconcile(
@@ -260,6 +261,9 @@ def reconcile(
     cutoff = datetime.max.replace(tzinfo=UTC) if all_pending else now
     with keys.db.session() as session:
         serials = keys.undelivered(session, older_than=cutoff)
+        waiting = (
+            0 if all_pending else len(keys.undelivered(session, older_than=None)) - len(serials)
+        )
     revoked: list[str] = []
     errors: list[str] = []
     for serial in serials:
@@ -282,7 +286,7 @@ def reconcile(
             revoked.append(serial)
         except MailPKIError as exc:
             errors.append(f"{serial}: {exc}")
-    return ReconcileResult(revoked, errors)
+    return ReconcileResult(revoked, errors, waiting)
 
 
 def escrow_notice(person: Person, serial: str) -> str:

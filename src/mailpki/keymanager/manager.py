@@ -196,15 +196,13 @@ class KeyManager:
             update(EscrowedKey).where(EscrowedKey.serial == serial).values(state=REVOKED)
         )
 
-    def undelivered(self, session: Session, *, older_than: datetime) -> list[str]:
-        """Serials whose delivery lease ended without delivery (crash, kill, lost client)."""
-        return list(
-            session.scalars(
-                select(EscrowedKey.serial)
-                .where(EscrowedKey.state == PENDING, EscrowedKey.lease_until < older_than)
-                .order_by(EscrowedKey.id)
-            )
-        )
+    def undelivered(self, session: Session, *, older_than: datetime | None) -> list[str]:
+        """Serials whose delivery lease ended (before `older_than`) without delivery
+        (crash, kill, lost client); with None, every pending one."""
+        query = select(EscrowedKey.serial).where(EscrowedKey.state == PENDING)
+        if older_than is not None:
+            query = query.where(EscrowedKey.lease_until < older_than)
+        return list(session.scalars(query.order_by(EscrowedKey.id)))
 
     def block_for(self, *, email: str, serial: str | None = None) -> tuple[str, RecoveryBlock]:
         """(serial, block) of `email`'s newest escrowed key, or of `serial`."""
