@@ -18,7 +18,8 @@ and the instance is checked with the instance's own reader:
   left pending                 escrow records reconcile did not settle
   workers left running         bulk-enroll worker processes alive after the parent died
   unlogged recoveries          a recovered PKCS#12 missing from either audit log, or
-                               written without its printed password
+                               written without its printed password (after the fetch
+                               is run again, as after any crash)
   audit failures               `mailpki audit verify` (both logs) not exit 0
 
 One line per command, "kill -9 during enroll: N tried, N left consistent (...)"; exit 0
@@ -397,13 +398,23 @@ def check_fetch(work: Path) -> list[Findings]:
         if proc.returncode != -signal.SIGKILL:
             found.not_killed += 1
             found.notes.append(f"fetch {point}: exit {proc.returncode} {proc.stderr[-300:]}")
-        if out.exists():
-            password = PASSWORD_LINE.search(proc.stdout)
+        # As after any crash: run the same fetch again. It goes through if the service
+        # had not committed; else it is refused, and the instance records the
+        # interrupted recovery as failed (a request is fetched once).
+        again = work / f"recovered-{point}-again.p12"
+        retry = mailpki(*argv[:-1], str(again), check=False)
+        if retry.returncode not in (0, 4):
+            found.notes.append(f"fetch {point}: the fetch again: exit {retry.returncode}")
+            found.not_killed += 1
+        for path, stdout in ((out, proc.stdout), (again, retry.stdout)):
+            if not path.exists():
+                continue
+            password = PASSWORD_LINE.search(stdout)
             logged = _recovered_in_both_logs(home, request_id)
             if password is None or not logged:
                 found.unlogged_recoveries += 1
-                found.notes.append(f"fetch {point}: a file, password printed {bool(password)}, "
-                                   f"in both logs {logged}")  # fmt: skip
+                found.notes.append(f"fetch {point}: {path.name}, password printed "
+                                   f"{bool(password)}, in both logs {logged}")  # fmt: skip
         if mailpki("audit", "verify", "--home", home, check=False).returncode != 0:
             found.audit_failures += 1
         _report("recovery fetch", point, found)

@@ -8,6 +8,7 @@ the PKCS#12 is rebuilt here from the recovery block in the instance's store.
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
+from sqlalchemy import select
 
 from mailpki.base.files import write_atomically
 from mailpki.cms.signed import sign
@@ -47,6 +49,7 @@ from mailpki.recovery.protocol import (
     new_nonce,
 )
 from mailpki.recovery.service import parse_since
+from mailpki.store.models import AuditRecord
 
 
 @dataclass(frozen=True)
@@ -199,19 +202,59 @@ def _approver_statuses(instance: Instance, fingerprints: list[str], nonce: str) 
     return encode_approvers(statuses)
 
 
-def _approver_fingerprints(
+def _request_on_service(
     instance: Instance, admin: AdminCredential, request_id: str
-) -> list[str]:
-    """Whose approvals the service holds for `request_id` (asked, signed, when it runs apart)."""
+) -> dict[str, Any] | None:
+    """The service's view of `request_id` (asked, signed, when it runs apart)."""
     client = instance.recovery_client
     if client.is_local:
         requests = client.local_service().requests()
     else:
         requests = list(_send(instance, admin, "list", {})["requests"])
-    for item in requests:
-        if item.get("request_id") == request_id:
-            return [str(f) for f in item.get("approver_fingerprints", [])]
-    return []  # unknown: the fetch itself says so
+    return next((item for item in requests if item.get("request_id") == request_id), None)
+
+
+def _outcome_recorded(instance: Instance, request_id: str) -> bool:
+    """Whether this instance's log holds the outcome of fetching `request_id`."""
+    with instance.db.session() as session:
+        rows = session.scalars(
+            select(AuditRecord.data).where(
+                AuditRecord.event.in_(("key.recovered", "recovery.failed"))
+            )
+        )
+        for text in rows:
+            try:
+                if json.loads(text).get("request_id") == request_id:
+                    return True
+            except (ValueError, AttributeError):
+                continue  # a mangled record is the audit verifier's finding
+    return False
+
+
+def _settle_interrupted(
+    instance: Instance, admin: AdminCredential, item: dict[str, Any], *, actor: str
+) -> None:
+    """The service released this request's key but no outcome was recorded here: an
+    earlier fetch died in between (crash, kill). Record it as failed, then refuse."""
+    request_id = str(item["request_id"])
+    reason = (
+        "an earlier fetch was interrupted after the recovery service released the key, "
+        "and the key was never rebuilt here; a request is fetched once: make a new request"
+    )
+    with instance.db.transaction() as session:
+        instance.audit.append(
+            session,
+            "recovery.failed",
+            actor=actor,
+            data={
+                "request_id": request_id,
+                "serial": item.get("target_serial"),
+                "email": item.get("target_email"),
+                "recovered_by": item.get("requester"),
+                "reason": reason,
+            },
+        )
+    raise RecoveryRefused(f"request {request_id} was already fetched: {reason}")
 
 
 def request_recovery(
@@ -270,10 +313,13 @@ def fetch_recovery(
 
     The fetch carries the current status of every approving officer's certificate: the
     service counts only approvals whose officers are still valid and unrevoked."""
+    item = _request_on_service(instance, admin, request_id)
+    released = item is not None and item.get("state") == "recovered"
+    if item is not None and released and not _outcome_recorded(instance, request_id):
+        _settle_interrupted(instance, admin, item, actor=actor)
+    fingerprints = [str(f) for f in (item or {}).get("approver_fingerprints", [])]
     nonce = new_nonce()
-    approvers = _approver_statuses(
-        instance, _approver_fingerprints(instance, admin, request_id), nonce
-    )
+    approvers = _approver_statuses(instance, fingerprints, nonce)
     answer = _send(
         instance,
         admin,
