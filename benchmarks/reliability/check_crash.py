@@ -197,6 +197,10 @@ def inspect(home: Path, emails: set[str], printed: dict[str, str], files: list[P
                 select(func.count(column), func.count(column.distinct()))
             ).one()
             found.duplicate_serials += total - distinct
+    # Serials as numbers: the command line prints them zero-padded, the store does not.
+    printed = {int(serial, 16): password for serial, password in printed.items()}
+    records = [(int(serial, 16), email, state) for serial, email, state in records]
+    certificates = [int(serial, 16) for serial in certificates]
     escrowed = {serial for serial, _, _ in records}
     owners = {email for _, email, _ in records}
     found.keys_without_escrow += sum(1 for serial in certificates if serial not in escrowed)
@@ -208,25 +212,25 @@ def inspect(home: Path, emails: set[str], printed: dict[str, str], files: list[P
     for serial, email, state in records:
         if state == "delivered" and serial not in printed:
             found.delivered_without_password += 1
-            found.notes.append(f"{email} {serial}: delivered, its password never printed")
+            found.notes.append(f"{email} {serial:X}: delivered, its password never printed")
         if state == "pending":
             found.left_pending += 1
     for serial, password in printed.items():
         path = next((p for p in files if p.exists() and _serial_of(p, password) == serial), None)
         if path is None and serial in escrowed:
-            found.notes.append(f"{serial}: printed, but no file opens with its password")
+            found.notes.append(f"{serial:X}: printed, but no file opens with its password")
             found.delivered_without_password += 1
     if mailpki("audit", "verify", "--home", home, check=False).returncode != 0:
         found.audit_failures += 1
     return found
 
 
-def _serial_of(path: Path, password: str) -> str | None:
+def _serial_of(path: Path, password: str) -> int | None:
     try:
         loaded = load_pkcs12(path.read_bytes(), password.encode())
     except MailPKIError:  # another person's file: not this password
         return None
-    return format(loaded.certificate.serial_number, "X")
+    return int(loaded.certificate.serial_number)
 
 
 def reconcile(home: Path) -> None:

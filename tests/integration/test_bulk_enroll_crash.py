@@ -45,10 +45,10 @@ def test_kill_9_during_bulk_enroll_leaves_a_consistent_instance(
     assert found.clean, found
 
 
-def escrow_states(home: Path) -> dict[str, str]:
+def escrow_states(home: Path) -> dict[int, str]:
     result = mailpki("keys", "list", "--home", home, "--json")
     assert result.code == 0, result.err
-    return {row["serial"]: row["state"] for row in json.loads(result.out)}
+    return {int(row["serial"], 16): row["state"] for row in json.loads(result.out)}
 
 
 def test_lines_lost_with_the_process_are_not_delivered_and_reconcile_revokes_them(
@@ -66,7 +66,7 @@ def test_lines_lost_with_the_process_are_not_delivered_and_reconcile_revokes_the
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert survivors(str(out_dir)) == 0  # the workers died with their parent
 
-    printed = printed_rows(proc.stdout)
+    printed = {int(serial, 16): pw for serial, pw in printed_rows(proc.stdout).items()}
     states = escrow_states(sqlite_home)
     delivered = {serial for serial, state in states.items() if state == "delivered"}
     pending = {serial for serial, state in states.items() if state == "pending"}
@@ -82,14 +82,16 @@ def test_lines_lost_with_the_process_are_not_delivered_and_reconcile_revokes_the
     assert "--all-pending" in plain.out
     result = mailpki("keys", "reconcile", "--home", sqlite_home, "--all-pending")
     assert result.code == 0, result.err
-    revoked = {line.split()[1] for line in result.out.splitlines() if line.startswith("revoked ")}
+    revoked = {
+        int(line.split()[1], 16) for line in result.out.splitlines() if line.startswith("revoked ")
+    }
     assert revoked == pending
     assert f"{len(pending)} revoked" in result.out and "lease" not in result.out
     after = escrow_states(sqlite_home)
     assert {s for s, state in after.items() if state == "delivered"} == delivered
     assert {s for s, state in after.items() if state == "revoked"} == pending
     certs = json.loads(mailpki("certs", "list", "--home", sqlite_home, "--json").out)
-    status = {c["serial"]: c["status"] for c in certs}
+    status = {int(c["serial"], 16): c["status"] for c in certs}
     assert all(status[s] == "revoked" for s in pending)
     assert all(status[s] == "valid" for s in delivered)
     assert mailpki("audit", "verify", "--home", sqlite_home).code == 0
