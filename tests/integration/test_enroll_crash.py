@@ -275,7 +275,12 @@ def check_audit(home: Path) -> None:
 def reconcile(home: Path) -> list[str]:
     result = mailpki("keys", "reconcile", "--home", home, "--all-pending")
     assert result.code == 0, result.out + result.err
-    return [line.split()[1] for line in result.out.splitlines() if line.startswith("revoked ")]
+    # The CLI prints serials zero-padded; the store (and these checks) keep `to_hex`.
+    return [
+        to_hex(int(line.split()[1], 16))
+        for line in result.out.splitlines()
+        if line.startswith("revoked ")
+    ]
 
 
 def enroll(home: Path, out: Path, password_file: Path, *extra: str) -> str:
@@ -294,7 +299,7 @@ def enroll(home: Path, out: Path, password_file: Path, *extra: str) -> str:
         *extra,
     )
     assert result.code == 0, result.out + result.err
-    return result.out.split("certificate ", 1)[1].split(",", 1)[0]
+    return to_hex(int(result.out.split("certificate ", 1)[1].split(",", 1)[0], 16))
 
 
 # -- kill -9 at each step ----------------------------------------------------------------
