@@ -36,6 +36,7 @@ from mailpki.audit.witness import (
     WitnessCopy,
     check_copy,
     parse_lines,
+    witness_text,
 )
 from mailpki.errors import AuditError
 from mailpki.store.models import AuditCheckpoint, AuditHead, AuditRecord, Base
@@ -51,6 +52,7 @@ MLDSA_KEY = "audit-key-mldsa.pub.pem"
 KRS_COPY = "witness-recovery-service.jsonl"
 RECORD_FIELDS = ("seq", "time", "event", "actor", "data", "prev_hash", "hash")
 MAX_LINE = 1024 * 1024
+MAX_TEXT = 256 * 1024 * 1024
 
 
 def write_bundle(
@@ -123,11 +125,19 @@ def _read_lines(path: Path) -> Iterator[tuple[int, Any]]:
     except OSError as exc:
         raise AuditError(f"cannot read {path}: {exc.strerror}") from None
     with handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
+        number = 0
+        while True:
+            number += 1
+            try:
+                line = handle.readline(MAX_LINE + 1)
+            except UnicodeDecodeError:
+                raise AuditError(f"{path.name} line {number}: not UTF-8 text") from None
+            if not line:
+                return
             if len(line) > MAX_LINE:
                 raise AuditError(f"{path.name} line {number}: too long")
+            if not line.strip():
+                continue
             try:
                 yield number, json.loads(line)
             except (ValueError, RecursionError):
@@ -145,15 +155,41 @@ def _record(number: int, raw: Any) -> AuditRecord:
     return AuditRecord(**raw)
 
 
-def _manifest(folder: Path) -> dict[str, Any]:
+def _read_text(path: Path, what: str) -> str:
+    """A whole (small) file of the bundle as UTF-8 text; AuditError if it is not."""
     try:
-        raw = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except OSError:
-        raise AuditError(f"{folder} is not an audit bundle (no {MANIFEST})") from None
-    except (ValueError, UnicodeDecodeError):
+        with path.open("rb") as handle:
+            data = handle.read(MAX_TEXT + 1)
+    except OSError as exc:
+        raise AuditError(f"cannot read the bundle's {what} {path.name}: {exc.strerror}") from None
+    if len(data) > MAX_TEXT:
+        raise AuditError(f"the bundle's {what} {path.name} is larger than {MAX_TEXT} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AuditError(f"the bundle's {what} {path.name} is not UTF-8 text") from None
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    if not (folder / MANIFEST).is_file():
+        raise AuditError(f"{folder} is not an audit bundle (no {MANIFEST})")
+    try:
+        raw = json.loads(_read_text(folder / MANIFEST, "manifest"))
+    except (ValueError, RecursionError):
         raise AuditError(f"{folder / MANIFEST} is not valid JSON") from None
     if not isinstance(raw, dict) or raw.get("format") != BUNDLE_FORMAT:
         raise AuditError(f"{folder} is not a {BUNDLE_FORMAT} bundle")
+    head = raw.get("head")
+    if head is not None and not (
+        isinstance(head, dict)
+        and set(head) == {"seq", "hash"}
+        and isinstance(head["seq"], int)
+        and not isinstance(head["seq"], bool)
+        and 0 <= head["seq"] < 2**63
+        and isinstance(head["hash"], str)
+        and len(head["hash"]) == 64
+    ):
+        raise AuditError(f'{folder / MANIFEST}: \'head\' must be {{"seq": n, "hash": 64 hex}}')
     return raw
 
 
@@ -176,9 +212,7 @@ def _load(session: Session, folder: Path, manifest: dict[str, Any]) -> None:
             pending = []
     session.add_all(pending)
     text = (
-        (folder / CHECKPOINTS).read_text(encoding="utf-8")
-        if (folder / CHECKPOINTS).is_file()
-        else ""
+        _read_text(folder / CHECKPOINTS, "checkpoints") if (folder / CHECKPOINTS).is_file() else ""
     )
     for checkpoint in parse_lines(text):
         session.add(
@@ -191,11 +225,7 @@ def _load(session: Session, folder: Path, manifest: dict[str, Any]) -> None:
             )
         )
     head = manifest.get("head")
-    if (
-        isinstance(head, dict)
-        and isinstance(head.get("seq"), int)
-        and isinstance(head.get("hash"), str)
-    ):
+    if isinstance(head, dict):  # checked by _manifest
         session.add(AuditHead(id=HEAD_ID, seq=head["seq"], hash=head["hash"]))
     try:
         session.flush()
@@ -214,16 +244,20 @@ def verify_bundle(folder: Path, witness_files: list[Path]) -> BundleCheck:
     copies: list[WitnessCopy] = []
     for path in witness_files:
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            text = witness_text(path.read_bytes())
         except OSError as exc:
             raise AuditError(f"cannot read the witness file {path}: {exc.strerror}") from None
         found = parse_lines(text, instance_id=keys.instance_id)
-        if not found and LINE_FORMAT not in text:
-            raise AuditError(f"{path} holds no mailpki checkpoint line")
+        if not found:
+            raise AuditError(
+                f"{path} holds no mailpki checkpoint line of this instance"
+                + ("" if LINE_FORMAT in text else " (no checkpoint line at all)")
+                + ": a witness that holds nothing cannot vouch for the bundle"
+            )
         copies.append(WitnessCopy(path.name, str(path), True, "a copy you brought", tuple(found)))
     if (folder / KRS_COPY).is_file():
         found = parse_lines(
-            (folder / KRS_COPY).read_text(encoding="utf-8"), instance_id=keys.instance_id
+            _read_text(folder / KRS_COPY, "recovery service copy"), instance_id=keys.instance_id
         )
         copies.append(
             WitnessCopy(

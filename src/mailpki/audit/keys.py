@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, mldsa, padding, rsa
 from cryptography.hazmat.primitives.serialization import (
@@ -64,7 +64,7 @@ class AuditKeys:
         try:
             classic = load_pem_public_key(classic_pem)
             pq = None if mldsa_pem is None else load_pem_public_key(mldsa_pem)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise AuditError(f"an audit public key is not a PEM public key: {exc}") from None
         if not isinstance(classic, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
             raise AuditError(

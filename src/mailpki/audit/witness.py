@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.parser
+import email.policy
 import json
 import re
 from collections.abc import Iterable
@@ -39,11 +41,14 @@ __all__ = [
     "WitnessCopy",
     "check_copy",
     "parse_lines",
+    "witness_text",
 ]
 
 LINE_FORMAT = "mailpki-checkpoint/1"
 MAX_LINE = 64 * 1024
+MAX_WITNESS_BYTES = 1024 * 1024 * 1024
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
+_HEADER_RE = re.compile(rb"[A-Za-z][A-Za-z0-9-]{0,76}:[ \t]")
 _CHUNK = 500
 
 
@@ -145,6 +150,33 @@ def parse_lines(text: str, *, instance_id: str | None = None) -> list[SignedChec
         if instance_id is None or instance == instance_id:
             found.append(checkpoint)
     return found
+
+
+def witness_text(data: bytes) -> str:
+    """The text in which to look for checkpoint lines: a saved mail is decoded (its text
+    parts, quoted-printable or base64 as sent), anything else read as UTF-8.
+
+    Mail transports wrap a long checkpoint line (quoted-printable soft breaks); reading
+    the raw ``.eml`` would miss it. Undecodable bytes become U+FFFD, never an exception.
+    """
+    if len(data) > MAX_WITNESS_BYTES:
+        raise AuditError(f"the witness copy is larger than {MAX_WITNESS_BYTES} bytes")
+    if not _HEADER_RE.match(data):
+        return data.decode("utf-8", errors="replace")
+    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(data)
+    texts: list[str] = []
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            texts.append(payload.decode(charset, errors="replace"))
+        except LookupError:  # an unknown charset name
+            texts.append(payload.decode("utf-8", errors="replace"))
+    return "\n".join(texts)
 
 
 @dataclass(frozen=True)

@@ -213,6 +213,7 @@ def audit_verify(
                     {
                         "name": w.name, "location": w.location, "independent": w.independent,
                         "why": w.why, "held": w.held, "last_seq": w.last_seq,
+                        "behind": w.last_seq < report.last_sealed_seq,
                     }
                     for w in check.witnesses
                 ],
@@ -279,22 +280,6 @@ def audit_export(
     instance = open_instance(home)
     count = export_audit(instance, out)
     console.print(f"exported {count} audit records to {out}", highlight=False)
-
-
-@audit_app.command("upgrade")
-@handle_errors
-def audit_upgrade(home: HomeOption = None) -> None:
-    """Migrate the database and make the ML-DSA-65 audit key of an instance created
-    before post-quantum checkpoints (any command that writes the log does it too)."""
-    instance = open_instance(home)
-    instance.audit  # noqa: B018 - makes the key, records and seals it on first use
-    keys = instance.audit_keys()
-    console.print(
-        "audit checkpoints are signed with ECDSA and ML-DSA-65"
-        if keys.mldsa is not None
-        else "no ML-DSA-65 key",
-        highlight=False,
-    )
 
 
 @config_app.command("set")

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from mailpki.errors import InputError, MailPKIError
+from mailpki.instance.audit_witnesses import hand_over_quietly
 from mailpki.instance.config import resolve_home
 from mailpki.instance.instance import Instance
 
@@ -68,7 +69,20 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def open_instance(home: Path | None) -> Instance:
-    return Instance.open(resolve_home(home))
+    """The instance of --home; every seal it makes hands its checkpoints to the witnesses."""
+    instance = Instance.open(resolve_home(home))
+    instance.after_seal.append(hand_over_checkpoints)
+    return instance
+
+
+def hand_over_checkpoints(instance: Instance) -> None:
+    """Best effort after a seal: a witness that is down warns, never fails the command."""
+    for failed in hand_over_quietly(instance):
+        err_console.print(
+            f"[yellow]warning:[/] witness {failed.witness} did not take the new checkpoint "
+            f"({failed.error}); it is behind until the next hand-over",
+            highlight=False,
+        )
 
 
 def read_input(path: Path, what: str, limit: int = MAX_INPUT_BYTES) -> bytes:

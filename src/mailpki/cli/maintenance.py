@@ -114,9 +114,11 @@ def upgrade(home: HomeOption = None) -> None:
     for change in changes:
         if change.changed:
             console.print(
-                f"{change.database}: schema {change.before} -> {change.after}", highlight=False
+                f"{change.database}: {change.what} {change.before} -> {change.after}",
+                highlight=False,
             )
         else:
             console.print(
-                f"{change.database}: schema {change.after}, already current", highlight=False
+                f"{change.database}: {change.what} {change.after}, already current",
+                highlight=False,
             )

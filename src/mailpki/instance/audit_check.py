@@ -8,7 +8,13 @@
    escrowed keys each need their record; recoveries need theirs on both sides when the
    recovery service is embedded;
 4. the embedded recovery service's own log.
-A witness that cannot be read is a failure: it cannot vouch for anything.
+A witness that cannot be read is a failure: it cannot vouch for anything. So is a
+witness that holds no checkpoint of an instance whose log has records: it was never
+handed one, or its copy was lost or swapped for an empty one, and either way nothing
+outside the database vouches for the log (the checkpoints are missing). A witness that
+holds fewer checkpoints than the log (the last hand-over failed or has not run yet) is
+*behind*: said in a note, not a failure, since the records it has not seen are only as
+safe as the database until the next hand-over.
 """
 
 from __future__ import annotations
@@ -75,6 +81,24 @@ def check_audit(instance: Instance) -> AuditCheck:
         pq_from = pq_required_from(session, keys)
         for copy in copies:
             problems = check_copy(session, keys, copy, pq_from=pq_from)
+            if not copy.checkpoints and log.records:
+                problems.append(
+                    Problem(
+                        None,
+                        "witness-empty",
+                        f"witness {copy.name} ({copy.location}) holds no checkpoint of this "
+                        f"instance, whose log has {log.records} records: the checkpoints are "
+                        "missing there (never handed over, or the witness's copy was lost or "
+                        "replaced); if the witness is new, run 'mailpki audit seal'",
+                    )
+                )
+            elif copy.last_seq < log.last_sealed_seq and not problems:
+                notes.append(
+                    f"witness {copy.name} is behind: it holds checkpoints up to record "
+                    f"{copy.last_seq}, the log is sealed up to record {log.last_sealed_seq} "
+                    "(the last hand-over failed or has not run yet; 'mailpki audit seal' "
+                    "hands them over)"
+                )
             statuses.append(
                 WitnessStatus(
                     copy.name,
@@ -86,11 +110,6 @@ def check_audit(instance: Instance) -> AuditCheck:
                     tuple(problems),
                 )
             )
-            if not copy.checkpoints:
-                notes.append(
-                    f"witness {copy.name} holds no checkpoint of this instance yet: run "
-                    "'mailpki audit seal'"
-                )
         state = check_instance_state(session)
         recovery: VerifyReport | None = None
         if instance.recovery_client.is_local:

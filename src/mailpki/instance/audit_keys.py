@@ -1,8 +1,8 @@
 """The instance's audit keys: the classical one (key store) and the ML-DSA-65 one.
 
 The ML-DSA-65 key is made at first use: by `mailpki init` for a new instance, and for
-an instance made before post-quantum checkpoints by the first command that writes to the
-audit log (or by `mailpki audit upgrade`). Making it migrates the database (checkpoints
+an instance made before post-quantum checkpoints by `mailpki upgrade` (or else by the
+first command that writes to the audit log). Making it migrates the database (checkpoints
 gain an ML-DSA column) and writes an ``audit.key_added`` record, sealed at once with
 both keys: from that record on, every checkpoint must carry both signatures.
 

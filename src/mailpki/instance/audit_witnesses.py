@@ -8,15 +8,21 @@ Three witnesses, each configured apart:
   syslog);
 - `audit.witness_mail`: the auditors get the newest checkpoint line once a day.
 
-`seal_and_witness` is what `mailpki audit seal` and the server's daily housekeeping run.
-A witness that cannot be reached keeps its place: the next hand-over sends everything it
-missed. How independent each witness is, is said by `independence`.
+Checkpoints leave the instance on their own: every command that seals the log
+(`Instance.seal`) hands them over after it (`hand_over_quietly`, registered by the CLI),
+the server's housekeeping does it every cycle (its "witness" chore), and `mailpki audit
+seal` does it on demand (`seal_and_witness`, which reports each witness's answer).
+The automatic hand-over is best effort: a witness that is down or refuses never breaks
+the command; it keeps its place and the next hand-over sends everything it missed;
+meanwhile `mailpki audit verify` says the witness is behind. How independent each witness
+is, is said by `file_independence` and `krs_independence`.
 """
 
 from __future__ import annotations
 
 import base64
 import fcntl
+import logging
 import os
 import struct
 from dataclasses import dataclass
@@ -38,11 +44,15 @@ from mailpki.store.models import AuditCheckpoint, AuditRecord, OutboxMessage
 __all__ = [
     "HandOver",
     "file_independence",
+    "hand_over",
+    "hand_over_quietly",
     "krs_copy_rows",
     "krs_independence",
     "seal_and_witness",
     "witness_copies",
 ]
+
+log = logging.getLogger(__name__)
 
 MAIL_KIND = "audit.checkpoint"
 MAIL_EVERY = timedelta(hours=23)
@@ -50,6 +60,7 @@ _FS_IOC_GETFLAGS = 0x80086601
 _FS_APPEND_FL = 0x20
 _FS_IMMUTABLE_FL = 0x10
 _COPY_PAGES = 100_000
+_TAIL_BLOCK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,12 @@ def _checkpoints_after(instance: Instance, after: int) -> list[SignedCheckpoint]
         return [SignedCheckpoint.of(r) for r in rows]
 
 
+def _newest_checkpoint(instance: Instance) -> SignedCheckpoint | None:
+    with instance.db.session() as session:
+        row = session.scalar(select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc()).limit(1))
+        return None if row is None else SignedCheckpoint.of(row)
+
+
 def _links(instance: Instance, after: int, upto: int) -> list[dict[str, Any]]:
     with instance.db.session() as session:
         rows = session.execute(
@@ -157,10 +174,11 @@ def _hand_to_krs(instance: Instance, keys: AuditKeys) -> HandOver:
     name = "recovery service"
     try:
         held = int(client.witnessed(keys.instance_id, 2**62).get("last_seq") or 0)
-        pending = _checkpoints_after(instance, held)
-        mine = _checkpoints_after(instance, held - 1) if held else []
+        rows = _checkpoints_after(instance, max(held - 1, 0))
+        mine = [c for c in rows if c.seq == held]
+        pending = [c for c in rows if c.seq > held]
         theirs = client.witnessed(keys.instance_id, held - 1).get("checkpoints") if held else []
-        if held and (not mine or not theirs or mine[0].hash != theirs[0].get("hash")):
+        if held and (not mine or not theirs or mine[0].hash != theirs[0]["hash"]):
             return HandOver(
                 name, 0, held,
                 f"the witness holds checkpoint {held}, which this log no longer has: the "
@@ -175,25 +193,52 @@ def _hand_to_krs(instance: Instance, keys: AuditKeys) -> HandOver:
             held, handed = checkpoint.seq, handed + 1
     except MailPKIError as exc:
         return HandOver(name, 0, 0, str(exc))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return HandOver(name, 0, 0, "the recovery service's answer about its copy is malformed")
     return HandOver(name, handed, held)
+
+
+def _last_seq_in_file(handle: Any, instance_id: str) -> int:
+    """The seq of the last line of ``instance_id`` in an open witness file, read from its
+    end backwards (the file only grows: reading it whole at every seal would not scale)."""
+    end = handle.seek(0, os.SEEK_END)
+    tail = b""
+    position = end
+    while position > 0:
+        step = min(_TAIL_BLOCK, position)
+        position -= step
+        handle.seek(position)
+        tail = handle.read(step) + tail
+        lines = tail.split(b"\n")
+        complete = lines if position == 0 else lines[1:]  # the first may be cut
+        for raw in reversed(complete):
+            text = raw.decode("utf-8", errors="replace")
+            if instance_id not in text:
+                continue
+            found = parse_lines(text, instance_id=instance_id)
+            if found:
+                return found[-1].seq
+        tail = lines[0] if position > 0 else b""
+    return 0
 
 
 def _hand_to_file(instance: Instance, keys: AuditKeys, path: Path) -> HandOver:
     name = f"file {path}"
+    pending: list[SignedCheckpoint] = []
     try:
-        text = path.read_text() if path.exists() else ""
-        held = max((c.seq for c in parse_lines(text, instance_id=keys.instance_id)), default=0)
-        pending = _checkpoints_after(instance, held)
-        if pending:
-            lines = "".join(c.to_line(keys.instance_id) + "\n" for c in pending)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            with os.fdopen(fd, "a") as out:
-                out.write(lines)
-                out.flush()
-                os.fsync(out.fileno())
-            held = pending[-1].seq
-    except (OSError, UnicodeDecodeError) as exc:
-        return HandOver(name, 0, 0, f"cannot append to {path}: {exc}")
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        with os.fdopen(fd, "r+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # two commands sealing at once
+            held = _last_seq_in_file(handle, keys.instance_id)
+            pending = _checkpoints_after(instance, held)
+            if pending:
+                lines = "".join(c.to_line(keys.instance_id) + "\n" for c in pending)
+                handle.write(lines.encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+                held = pending[-1].seq
+    except OSError as exc:
+        return HandOver(name, 0, 0, f"cannot append to {path}: {exc.strerror or exc}")
     except MailPKIError as exc:
         return HandOver(name, 0, 0, str(exc))
     return HandOver(name, len(pending), held)
@@ -203,10 +248,9 @@ def _mail_daily(instance: Instance, keys: AuditKeys, now: datetime) -> HandOver 
     recipients = [a for a in str(instance.config.get("audit.witness_mail")).split(",") if a]
     if not recipients:
         return None
-    newest = _checkpoints_after(instance, 0)[-1:]  # small table; read the newest
-    if not newest:
-        return HandOver("mail", 0, 0, "no checkpoint to mail yet")
-    checkpoint = newest[0]
+    checkpoint = _newest_checkpoint(instance)
+    if checkpoint is None:
+        return HandOver("mail", 0, 0)  # nothing sealed yet: nothing to mail
     with instance.db.transaction() as session:
         last = session.scalar(
             select(OutboxMessage.created_at)
@@ -243,9 +287,8 @@ def _mail_body(instance: Instance, keys: AuditKeys, checkpoint: SignedCheckpoint
     )
 
 
-def seal_and_witness(instance: Instance, *, now: datetime | None = None) -> list[HandOver]:
-    """Seal the log's head, then hand every checkpoint to every configured witness."""
-    instance.seal()
+def hand_over(instance: Instance, *, now: datetime | None = None) -> list[HandOver]:
+    """Hand every checkpoint a witness lacks to every configured witness (no new seal)."""
     keys = instance.audit_keys()
     results = [_hand_to_krs(instance, keys)]
     file = str(instance.config.get("audit.witness_file"))
@@ -255,6 +298,30 @@ def seal_and_witness(instance: Instance, *, now: datetime | None = None) -> list
     if mailed is not None:
         results.append(mailed)
     return results
+
+
+def seal_and_witness(instance: Instance, *, now: datetime | None = None) -> list[HandOver]:
+    """Seal the log's head, then hand every checkpoint to every configured witness."""
+    with instance.db.transaction() as session:
+        instance.audit.checkpoint(session)
+    return hand_over(instance, now=now)
+
+
+def hand_over_quietly(instance: Instance) -> list[HandOver]:
+    """`hand_over`, best effort: never raises; returns (and logs) what did not get through.
+
+    Runs after every seal of a command and in the server's housekeeping: a witness that
+    is down must not break issuance. What it missed goes with the next hand-over."""
+    try:
+        results = hand_over(instance)
+    except (MailPKIError, OSError, ValueError, KeyError, TypeError) as exc:
+        results = [HandOver("witnesses", 0, 0, f"{type(exc).__name__}: {exc}")]
+    failed = [r for r in results if r.error]
+    for result in failed:
+        log.warning(
+            "audit witness %s did not take the checkpoints: %s", result.witness, result.error
+        )
+    return failed
 
 
 def krs_copy_rows(instance: Instance, keys: AuditKeys) -> list[dict[str, Any]]:

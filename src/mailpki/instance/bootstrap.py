@@ -13,6 +13,7 @@ from mailpki.audit import genesis
 from mailpki.base.files import folder_entries, remove_new_entries, write_atomically
 from mailpki.ca.setup import AUDIT_KEY, create_hierarchy
 from mailpki.errors import InstanceError, MailPKIError
+from mailpki.instance.audit_witnesses import hand_over_quietly
 from mailpki.instance.config import CONFIG_FILE, Config
 from mailpki.instance.instance import (
     AUDIT_PUBLIC_KEY,
@@ -165,10 +166,12 @@ def initialise(home: Path, options: InitOptions, *, actor: str) -> InitResult:
         with db.transaction() as session:
             instance.audit.checkpoint(session)
         config.save()  # last: a config file means a complete instance
-        return InitResult(instance, generated)
     except BaseException:
         _undo(home, home_existed, existing, instance, created_keys)
         raise
+    assert instance is not None
+    hand_over_quietly(instance)  # the first checkpoint leaves at once (best effort)
+    return InitResult(instance, generated)
 
 
 def _create_embedded_recovery(instance: Instance, options: InitOptions, *, actor: str) -> None:

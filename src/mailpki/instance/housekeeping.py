@@ -1,5 +1,5 @@
 """Background chores of a running server: the key pool, lost deliveries and downloads,
-queued mail, directory publishing.
+queued mail, directory publishing, and the audit log's seal handed to its witnesses.
 
 Each chore runs under a job lease in the shared database (store.leases): on several
 nodes, one node at a time runs it, and when that node dies another takes it over once
@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from mailpki.directory.publisher import safe_run
 from mailpki.errors import MailPKIError
+from mailpki.instance.audit_witnesses import hand_over_quietly
 from mailpki.instance.enrollments import fill_pool, flush_mail, reconcile_deliveries
 from mailpki.instance.instance import Instance
 from mailpki.instance.invitations import remind_users
@@ -31,8 +32,9 @@ class Housekeeping:
     """A daemon thread that, every `interval` seconds:
     revokes certificates whose key was escrowed but never delivered within its lease
     (or whose portal download expired unused), reminds people of unused invitations,
-    retries queued notices, delivers due directory publications, and tops the key pool
-    up to `keymanager.pool_size`.
+    retries queued notices, delivers due directory publications, tops the key pool
+    up to `keymanager.pool_size`, and seals the audit log and hands its checkpoints to
+    the witnesses (the recovery service, `audit.witness_file`, the auditors' daily mail).
 
     With several server processes, each chore runs on the one node holding its lease;
     every chore is also idempotent, so a lease that runs out while its chore is still
@@ -79,6 +81,7 @@ class Housekeeping:
         ]
         if int(self.instance.config.get("keymanager.pool_size")) > 0:
             chores.append(("key-pool", self._fill_pool))
+        chores.append(("witness", self._witness))
         return chores
 
     def run_once(self) -> list[str]:
@@ -138,6 +141,16 @@ class Housekeeping:
                 log.info("key pool: %d escrowed keys added", added)
         except MailPKIError as exc:  # e.g. no recovery service pinned yet
             log.warning("key pool refill failed: %s", exc)
+
+    def _witness(self) -> None:
+        # Best effort: a witness that is down is retried next cycle (and logged there).
+        try:
+            with self.instance.db.transaction() as session:
+                self.instance.audit.checkpoint(session)
+        except MailPKIError as exc:
+            log.warning("sealing the audit log failed: %s", exc)
+            return
+        hand_over_quietly(self.instance)
 
     def _run(self) -> None:
         while not self._stop.is_set():

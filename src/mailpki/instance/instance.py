@@ -69,6 +69,8 @@ class Instance:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.home = config.home
+        # Run after every seal, e.g. the CLI's hand-over of checkpoints to the witnesses.
+        self.after_seal: list[Callable[[Instance], object]] = []
 
     @classmethod
     def open(cls, home: Path) -> Instance:
@@ -352,9 +354,12 @@ class Instance:
         return new
 
     def seal(self) -> None:
-        """Sign a checkpoint over the audit log's head, so what happened so far is sealed."""
+        """Sign a checkpoint over the audit log's head, so what happened so far is sealed;
+        then run the `after_seal` hooks (they must not raise)."""
         with self.db.transaction() as session:
             self.audit.checkpoint(session)
+        for hook in self.after_seal:
+            hook(self)
 
     def chain_pem(self) -> bytes:
         from cryptography.hazmat.primitives.serialization import Encoding

@@ -8,14 +8,18 @@ from mailpki.instance.instance import Instance
 from mailpki.recovery.service import RecoveryService
 from mailpki.store.db import head_revision
 
+AUDIT_KEYS = "ECDSA + ML-DSA-65"
+
 
 @dataclass(frozen=True)
 class SchemaChange:
-    """One database's schema revision before and after an upgrade."""
+    """One database's schema revision (or, with ``what="keys"``, the audit keys) before
+    and after an upgrade."""
 
     database: str
     before: str | None
     after: str | None
+    what: str = "schema"
 
     @property
     def changed(self) -> bool:
@@ -24,7 +28,9 @@ class SchemaChange:
 
 def upgrade(instance: Instance, *, actor: str) -> list[SchemaChange]:
     """Run the pending migrations of the instance's database (and of the embedded
-    recovery service's); audited when anything changed. Safe to run again."""
+    recovery service's), make the ML-DSA-65 audit key of an instance from before
+    post-quantum checkpoints (recorded as ``audit.key_added``), audit the upgrade when
+    anything changed, and seal (so the witnesses get the checkpoints). Safe to run again."""
     changes = []
     before = instance.db.schema_revision()
     instance.db.migrate()
@@ -35,6 +41,16 @@ def upgrade(instance: Instance, *, actor: str) -> list[SchemaChange]:
         old = service.db.schema_revision()
         service.db.migrate()
         changes.append(SchemaChange("recovery service", old, service.db.schema_revision()))
+    classic_only = instance.audit_keys().mldsa is None
+    instance.audit  # noqa: B018 - an older instance gets its ML-DSA-65 key here (audited)
+    changes.append(
+        SchemaChange(
+            "audit",
+            "ECDSA" if classic_only else AUDIT_KEYS,
+            AUDIT_KEYS if instance.audit_keys().mldsa is not None else "ECDSA",
+            what="keys",
+        )
+    )
     if any(change.changed for change in changes):
         with instance.db.transaction() as session:
             instance.audit.append(
@@ -43,7 +59,7 @@ def upgrade(instance: Instance, *, actor: str) -> list[SchemaChange]:
                 actor=actor,
                 data={c.database: f"{c.before} -> {c.after}" for c in changes if c.changed},
             )
-            instance.audit.checkpoint(session)
+    instance.seal()
     return changes
 
 

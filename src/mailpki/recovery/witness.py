@@ -237,6 +237,14 @@ class CheckpointWitness:
         )
         if last is not None:
             if cp.seq < last.seq:
+                same = session.scalar(
+                    select(WitnessedCheckpoint).where(
+                        WitnessedCheckpoint.instance_id == instance,
+                        WitnessedCheckpoint.seq == cp.seq,
+                    )
+                )
+                if same is not None and same.hash == cp.hash and same.time == cp.time:
+                    return self._receipt(instance, same)  # a late duplicate (two sealers)
                 raise RecoveryRefused(
                     f"checkpoint {cp.seq} refused: this witness already holds checkpoint "
                     f"{last.seq} of the instance (a rollback)"
