@@ -28,9 +28,13 @@ from benchmarks.reliability.tampering import (
     tamper,
 )
 
+import mailpki.instance.instance as instance_module
+from mailpki.instance.audit_keys import MLDSA_KEY_FILE
+from mailpki.instance.housekeeping import Housekeeping
+from mailpki.instance.instance import Instance
 from tests.fixtures.ci_policy import in_ci
 from tests.fixtures.smtp import SMTPServer
-from tests.integration.cli_helpers import mailpki
+from tests.integration.cli_helpers import mailpki, make_csr
 
 pytestmark = pytest.mark.integration
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -122,37 +126,51 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def served_krs(sqlite_home: Path, tmp_path: Path) -> Iterator[str]:
-    """The instance's recovery service run apart: `recovery-service serve` over HTTP."""
-    port = _free_port()
+def _start_krs(krs_home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """`recovery-service serve` in its own process, once it answers /v1/info."""
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
     }
-    log = tmp_path / "krs.log"
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mailpki", "recovery-service", "serve",
-             "--home", str(sqlite_home / "krs"), "--port", str(port)],
+             "--home", str(krs_home), "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/v1/info", timeout=2):
+                return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"recovery-service serve did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/v1/info", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"recovery-service serve did not start:\n{log.read_text()}")
-                time.sleep(0.1)
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.fixture
+def served_krs(sqlite_home: Path, tmp_path: Path) -> Iterator[str]:
+    """The instance's recovery service run apart: `recovery-service serve` over HTTP."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _start_krs(sqlite_home / "krs", port, tmp_path / "krs.log")
+    try:
         assert mailpki("config", "set", "recovery.url", url, "--home", sqlite_home).code == 0
         yield url
     finally:
-        proc.terminate()
-        proc.wait(15)
+        _stop(proc)
 
 
 def test_recovery_service_over_http_witnesses_and_refuses_a_rollback(
@@ -230,3 +248,124 @@ def test_readme_openssl_checks_a_checkpoint_signature(sqlite_home: Path, tmp_pat
             f"README line failed: {line}\n{result.stdout}\n{result.stderr}"
         )
     assert "Verified OK" in result.stdout
+
+
+def _witness_status(home: Path, name: str) -> tuple[dict[str, object], dict[str, object]]:
+    result = mailpki("audit", "verify", "--home", home, "--json")
+    report = json.loads(result.out)
+    return report, next(w for w in report["witnesses"] if w["name"] == name)
+
+
+def test_every_sealing_command_hands_its_checkpoint_over_and_a_down_witness_breaks_nothing(
+    sqlite_home: Path, tmp_path: Path
+) -> None:
+    """No `audit seal`: issuing seals, and the seal reaches the recovery service (over
+    HTTP) by itself; with the service down, issuance still works and verify says the
+    witness is behind until the next command hands the missed checkpoints over."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "krs.log"
+    proc = _start_krs(sqlite_home / "krs", port, log)
+    try:
+        assert mailpki("config", "set", "recovery.url", url, "--home", sqlite_home).code == 0
+        csr = make_csr(tmp_path, "alice")
+        issued = mailpki("ca", "issue", "--csr", csr, "--email", "alice@example.com",
+                         "--name", "Alice Example", "--out", tmp_path / "alice.pem",
+                         "--home", sqlite_home)  # fmt: skip
+        assert issued.code == 0, issued.err
+        report, krs = _witness_status(sqlite_home, "recovery service")
+        assert report["ok"] is True, report["problems"]
+        assert krs["last_seq"] == report["last_sealed_seq"] and krs["behind"] is False
+
+        _stop(proc)  # the witness goes down: issuance goes on, with a warning
+        csr = make_csr(tmp_path, "bob")
+        issued = mailpki("ca", "issue", "--csr", csr, "--email", "bob@example.com",
+                         "--name", "Bob Example", "--out", tmp_path / "bob.pem",
+                         "--home", sqlite_home)  # fmt: skip
+        assert issued.code == 0, issued.err
+        assert "witness recovery service did not take the new checkpoint" in issued.err
+        assert (tmp_path / "bob.pem").is_file()
+
+        proc = _start_krs(sqlite_home / "krs", port, log)
+        result = mailpki("audit", "verify", "--home", sqlite_home)
+        assert result.code == 0, result.err
+        assert "witness recovery service is behind" in result.err
+        report, krs = _witness_status(sqlite_home, "recovery service")
+        assert krs["behind"] is True
+        assert isinstance(krs["last_seq"], int) and isinstance(report["last_sealed_seq"], int)
+        assert krs["last_seq"] < report["last_sealed_seq"]
+
+        # The next command that seals hands over everything the witness missed.
+        assert mailpki("config", "set", "approval.auto", "false", "--home", sqlite_home).code == 0
+        report, krs = _witness_status(sqlite_home, "recovery service")
+        assert krs["behind"] is False and report["ok"] is True and report["notes"] == []
+    finally:
+        _stop(proc)
+
+
+def test_housekeeping_seals_and_hands_checkpoints_to_the_witnesses(
+    sqlite_home: Path, tmp_path: Path
+) -> None:
+    witness = tmp_path / "witness.log"
+    assert mailpki("config", "set", "audit.witness_file", witness, "--home", sqlite_home).code == 0
+    before = witness.read_text().count("\n")
+    instance = Instance.open(sqlite_home)  # as the server opens it: no hand-over on seal
+    try:
+        instance.set_config("approval.auto", "false", actor="test")  # a record, unsealed
+        chores = Housekeeping(instance)
+        assert [name for name, _ in chores.chores()][-1] == "witness"
+        assert "witness" in chores.run_once()
+    finally:
+        instance.close()
+    lines = witness.read_text().splitlines()
+    assert len(lines) == before + 1
+    report, file = _witness_status(sqlite_home, "file")
+    assert report["ok"] is True and file["behind"] is False
+    assert json.loads(lines[-1])["seq"] == report["last_sealed_seq"] == report["records"]
+
+
+def test_a_witness_that_holds_nothing_fails_verify(sqlite_home: Path, tmp_path: Path) -> None:
+    """Decided: a witness with no checkpoint of an instance that has a log cannot vouch
+    for it (never handed over, or its copy lost or swapped): verify fails and says so."""
+    witness = tmp_path / "witness.log"
+    assert mailpki("config", "set", "audit.witness_file", witness, "--home", sqlite_home).code == 0
+    assert mailpki("audit", "verify", "--home", sqlite_home).code == 0
+    witness.write_text("")  # the file was replaced by an empty one
+    result = mailpki("audit", "verify", "--home", sqlite_home)
+    assert result.code != 0
+    assert f"witness file ({witness}) holds no checkpoint of this instance" in result.err
+    report, _ = _witness_status(sqlite_home, "file")
+    assert [p["kind"] for p in report["problems"]] == ["witness-empty"]
+    # `audit seal` hands everything over again; then it verifies.
+    assert mailpki("audit", "seal", "--home", sqlite_home).code == 0
+    assert mailpki("audit", "verify", "--home", sqlite_home).code == 0
+
+
+def test_upgrade_gives_an_older_instance_its_mldsa_audit_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instance made before post-quantum checkpoints (ECDSA only) gets its ML-DSA-65
+    key from `mailpki upgrade`; its old checkpoints keep verifying."""
+    home = tmp_path / "corp"
+    with monkeypatch.context() as patch:
+        patch.setattr(instance_module, "load_or_create_mldsa", lambda **_: None)
+        init = mailpki("init", "--home", home, "--org", "Example Corp", "--domain",
+                       "example.com", "--ca-key-type", "p256", "--org-id", "NTRGB-12345678")  # fmt: skip
+        assert init.code == 0, init.err
+        assert not (home / "keys" / MLDSA_KEY_FILE).exists()
+    result = mailpki("upgrade", "--home", home)
+    assert result.code == 0, result.err
+    assert "audit: keys ECDSA -> ECDSA + ML-DSA-65" in result.out
+    assert (home / "keys" / MLDSA_KEY_FILE).is_file()
+    verify = mailpki("audit", "verify", "--home", home, "--json")
+    assert verify.code == 0, verify.err
+    again = mailpki("upgrade", "--home", home)
+    assert "audit: keys ECDSA + ML-DSA-65, already current" in again.out
+    events = [json.loads(line)["event"] for line in _exported_records(home, tmp_path)]
+    assert events.count("audit.key_added") == 1 and "instance.upgraded" in events
+
+
+def _exported_records(home: Path, tmp_path: Path) -> list[str]:
+    bundle = tmp_path / "bundle"
+    assert mailpki("audit", "export", "--home", home, "--out", bundle).code == 0
+    return (bundle / "records.jsonl").read_text().splitlines()
