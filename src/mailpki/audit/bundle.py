@@ -35,6 +35,7 @@ from mailpki.audit.witness import (
     SignedCheckpoint,
     WitnessCopy,
     check_copy,
+    never_sealed,
     parse_lines,
     witness_text,
 )
@@ -110,6 +111,9 @@ class BundleCheck:
     @property
     def problems(self) -> tuple[Problem, ...]:
         found = list(self.log.problems)
+        unsealed = never_sealed(self.log)
+        if unsealed is not None:
+            found.append(unsealed)
         for _, problems in self.witnesses:
             found.extend(problems)
         return tuple(found)

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from mailpki.audit.keys import AuditKeys, signature_problem
 from mailpki.audit.log import HEAD_ID, checkpoint_payload
-from mailpki.audit.verify import Problem
+from mailpki.audit.verify import Problem, VerifyReport
 from mailpki.errors import AuditError
 from mailpki.store.models import AuditCheckpoint, AuditHead, AuditRecord
 
@@ -40,6 +40,7 @@ __all__ = [
     "SignedCheckpoint",
     "WitnessCopy",
     "check_copy",
+    "never_sealed",
     "parse_lines",
     "witness_text",
 ]
@@ -56,9 +57,12 @@ def _b64(value: Any, name: str) -> bytes:
     if not isinstance(value, str) or len(value) > MAX_LINE:
         raise AuditError(f"checkpoint field {name!r} must be base64 text")
     try:
-        return base64.b64decode(value.encode("ascii"), validate=True)
+        decoded = base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
         raise AuditError(f"checkpoint field {name!r} is not valid base64") from None
+    if not decoded:
+        raise AuditError(f"checkpoint field {name!r} is empty")
+    return decoded
 
 
 @dataclass(frozen=True)
@@ -286,3 +290,17 @@ def check_copy(
             )
         )
     return problems
+
+
+def never_sealed(report: VerifyReport) -> Problem | None:
+    """A log with records and not one checkpoint: every instance seals its log when it is
+    made and after every command, so its checkpoints were deleted (all of them)."""
+    if report.records and not report.checkpoints:
+        return Problem(
+            None,
+            "missing-checkpoint",
+            f"the log has {report.records} records and no checkpoint at all: an instance "
+            "seals its log when it is made and after every command, so the checkpoints "
+            "were deleted",
+        )
+    return None

@@ -25,7 +25,7 @@ from mailpki.audit import VerifyReport
 from mailpki.audit.consistency import check_instance_state, check_recoveries
 from mailpki.audit.keys import pq_required_from
 from mailpki.audit.verify import Problem
-from mailpki.audit.witness import check_copy
+from mailpki.audit.witness import check_copy, never_sealed
 from mailpki.instance.audit_witnesses import witness_copies
 from mailpki.instance.instance import Instance
 
@@ -55,6 +55,9 @@ class AuditCheck:
     @property
     def problems(self) -> tuple[Problem, ...]:
         found = list(self.log.problems)
+        unsealed = never_sealed(self.log)
+        if unsealed is not None:
+            found.append(unsealed)
         for witness in self.witnesses:
             found.extend(witness.problems)
         found.extend(self.state)
