@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from mailpki.errors import InputError, MailPKIError
-from mailpki.instance.audit_witnesses import hand_over_quietly
+from mailpki.instance.audit_witnesses import hand_over_quietly, newest_checkpoint_seq
 from mailpki.instance.config import resolve_home
 from mailpki.instance.instance import Instance
 
@@ -49,7 +49,10 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                seal_opened()
         except MailPKIError as exc:
             raise fail(
                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code
@@ -68,15 +71,46 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+_opened: list[Instance] = []
+
+
 def open_instance(home: Path | None) -> Instance:
-    """The instance of --home; every seal it makes hands its checkpoints to the witnesses."""
+    """The instance of --home. Every seal it makes hands its checkpoints to the witnesses,
+    and the command seals it when it ends (`seal_opened`)."""
     instance = Instance.open(resolve_home(home))
     instance.after_seal.append(hand_over_checkpoints)
+    _opened.append(instance)
     return instance
 
 
+def seal_opened() -> None:
+    """At the end of a command (done or failed): seal the log of each instance it wrote to,
+    which hands the checkpoints to the witnesses. A command that only read (its audit
+    log never opened) unlocks no key. Never raises: the command's own outcome stands."""
+    while _opened:
+        instance = _opened.pop()
+        if "audit" not in instance.__dict__:
+            continue
+        closed = instance.closed  # closing only let go of connections: they reopen
+        try:
+            instance.seal()
+        except MailPKIError as exc:
+            err_console.print(
+                f"[yellow]warning:[/] the audit log could not be sealed at the end: {exc}",
+                highlight=False,
+            )
+        finally:
+            if closed:
+                instance.close()
+
+
 def hand_over_checkpoints(instance: Instance) -> None:
-    """Best effort after a seal: a witness that is down warns, never fails the command."""
+    """Best effort after a seal: a witness that is down warns, never fails the command.
+    Skipped when this process already handed over the newest checkpoint."""
+    newest = newest_checkpoint_seq(instance)
+    if newest is not None and instance.__dict__.get("_witnessed_seq") == newest:
+        return
+    instance.__dict__["_witnessed_seq"] = newest
     for failed in hand_over_quietly(instance):
         err_console.print(
             f"[yellow]warning:[/] witness {failed.witness} did not take the new checkpoint "

@@ -30,7 +30,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailpki.audit.keys import AuditKeys
 from mailpki.audit.witness import SignedCheckpoint, WitnessCopy, parse_lines
@@ -48,6 +49,7 @@ __all__ = [
     "hand_over_quietly",
     "krs_copy_rows",
     "krs_independence",
+    "newest_checkpoint_seq",
     "seal_and_witness",
     "witness_copies",
 ]
@@ -135,6 +137,15 @@ def _newest_checkpoint(instance: Instance) -> SignedCheckpoint | None:
     with instance.db.session() as session:
         row = session.scalar(select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc()).limit(1))
         return None if row is None else SignedCheckpoint.of(row)
+
+
+def newest_checkpoint_seq(instance: Instance) -> int | None:
+    """The record the newest checkpoint seals (None before the first; errors: None)."""
+    try:
+        with instance.db.session() as session:
+            return session.scalar(select(func.max(AuditCheckpoint.seq)))
+    except (MailPKIError, SQLAlchemyError):
+        return None
 
 
 def _links(instance: Instance, after: int, upto: int) -> list[dict[str, Any]]:
@@ -314,7 +325,7 @@ def hand_over_quietly(instance: Instance) -> list[HandOver]:
     is down must not break issuance. What it missed goes with the next hand-over."""
     try:
         results = hand_over(instance)
-    except (MailPKIError, OSError, ValueError, KeyError, TypeError) as exc:
+    except (MailPKIError, SQLAlchemyError, OSError, ValueError, KeyError, TypeError) as exc:
         results = [HandOver("witnesses", 0, 0, f"{type(exc).__name__}: {exc}")]
     failed = [r for r in results if r.error]
     for result in failed:

@@ -71,6 +71,7 @@ class Instance:
         self.home = config.home
         # Run after every seal, e.g. the CLI's hand-over of checkpoints to the witnesses.
         self.after_seal: list[Callable[[Instance], object]] = []
+        self.closed = False
 
     @classmethod
     def open(cls, home: Path) -> Instance:
@@ -370,6 +371,7 @@ class Instance:
         )
 
     def close(self) -> None:
+        self.closed = True
         if "db" in self.__dict__:
             self.db.dispose()
         if self.__dict__.get("read_routing") is not None:
