@@ -38,7 +38,7 @@ from mailpki.audit.witness import SignedCheckpoint, WitnessCopy, parse_lines
 from mailpki.errors import AuditError, MailPKIError
 from mailpki.instance.instance import Instance
 from mailpki.notify.mail import queue
-from mailpki.recovery.client import RecoveryClient
+from mailpki.recovery.client import HttpRecoveryClient, RecoveryClient
 from mailpki.recovery.witness import countersign_payload, submission
 from mailpki.store.models import AuditCheckpoint, AuditRecord, OutboxMessage
 
@@ -63,6 +63,7 @@ _FS_APPEND_FL = 0x20
 _FS_IMMUTABLE_FL = 0x10
 _COPY_PAGES = 100_000
 _TAIL_BLOCK = 64 * 1024
+QUIET_TIMEOUT = 10.0  # seconds per exchange: a witness that is down must not stall a command
 
 
 @dataclass(frozen=True)
@@ -180,10 +181,12 @@ def _krs_copy(
     return header, found
 
 
-def _hand_to_krs(instance: Instance, keys: AuditKeys) -> HandOver:
-    client = instance.recovery_client
+def _hand_to_krs(instance: Instance, keys: AuditKeys, timeout: float | None) -> HandOver:
     name = "recovery service"
     try:
+        client: RecoveryClient = instance.recovery_client
+        if timeout is not None and not client.is_local:
+            client = HttpRecoveryClient(str(instance.config.get("recovery.url")), timeout=timeout)
         held = int(client.witnessed(keys.instance_id, 2**62).get("last_seq") or 0)
         rows = _checkpoints_after(instance, max(held - 1, 0))
         mine = [c for c in rows if c.seq == held]
@@ -298,10 +301,13 @@ def _mail_body(instance: Instance, keys: AuditKeys, checkpoint: SignedCheckpoint
     )
 
 
-def hand_over(instance: Instance, *, now: datetime | None = None) -> list[HandOver]:
-    """Hand every checkpoint a witness lacks to every configured witness (no new seal)."""
+def hand_over(
+    instance: Instance, *, now: datetime | None = None, timeout: float | None = None
+) -> list[HandOver]:
+    """Hand every checkpoint a witness lacks to every configured witness (no new seal);
+    ``timeout`` bounds each exchange with a recovery service run apart."""
     keys = instance.audit_keys()
-    results = [_hand_to_krs(instance, keys)]
+    results = [_hand_to_krs(instance, keys, timeout)]
     file = str(instance.config.get("audit.witness_file"))
     if file:
         results.append(_hand_to_file(instance, keys, instance.config.path_of("audit.witness_file")))
@@ -324,7 +330,7 @@ def hand_over_quietly(instance: Instance) -> list[HandOver]:
     Runs after every seal of a command and in the server's housekeeping: a witness that
     is down must not break issuance. What it missed goes with the next hand-over."""
     try:
-        results = hand_over(instance)
+        results = hand_over(instance, timeout=QUIET_TIMEOUT)
     except (MailPKIError, SQLAlchemyError, OSError, ValueError, KeyError, TypeError) as exc:
         results = [HandOver("witnesses", 0, 0, f"{type(exc).__name__}: {exc}")]
     failed = [r for r in results if r.error]
