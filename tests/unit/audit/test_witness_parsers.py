@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import json
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -33,6 +34,7 @@ from mailpki.audit.witness import (
     witness_text,
 )
 from mailpki.errors import AuditError, InputError, RecoveryRefused
+from mailpki.instance.audit_witnesses import _TAIL_BLOCK, _last_seq_in_file
 from mailpki.recovery.witness import MAX_LINKS, CheckpointWitness, submission
 from mailpki.store.db import Database
 from mailpki.store.models import AuditCheckpoint, AuditRecord, Base, WitnessedCheckpoint
@@ -503,3 +505,24 @@ def test_witness_files_that_hold_nothing_are_refused(bundle: Path, tmp_path: Pat
         verify_bundle(bundle, [other])
     with pytest.raises(AuditError, match="cannot read the witness file"):
         verify_bundle(bundle, [tmp_path / "missing.log"])
+
+
+def test_the_last_line_of_an_instance_is_found_from_the_end_of_a_long_file(
+    instance_db: Database,
+) -> None:
+    """A witness file shared by instances, longer than one read block, with syslog noise
+    and a cut first line: the hand-over reads it backwards for its own last checkpoint."""
+    mine = _checkpoints(instance_db)
+    other = [line.replace(KEYS.instance_id, "0" * 64) for line in _lines(mine)]
+    body = "garbage}\n" + "\n".join(_lines(mine[:2]) + other * 40 + ["noise"] * 5000) + "\n"
+    handle = io.BytesIO(body.encode())
+    assert len(body) > 3 * _TAIL_BLOCK
+    assert _last_seq_in_file(handle, KEYS.instance_id) == mine[1].seq
+    assert _last_seq_in_file(io.BytesIO(b""), KEYS.instance_id) == 0
+    assert (
+        _last_seq_in_file(io.BytesIO(b"\n".join(o.encode() for o in other)), KEYS.instance_id) == 0
+    )
+
+
+def _lines(checkpoints: list[SignedCheckpoint]) -> list[str]:
+    return [c.to_line(KEYS.instance_id) for c in checkpoints]
