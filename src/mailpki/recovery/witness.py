@@ -172,7 +172,7 @@ class CheckpointWitness:
         self,
         *,
         db: Database,
-        audit: AuditLog,
+        audit: Callable[[], AuditLog],
         signer: Callable[[], Any],
         countersign_key_pem: bytes,
         witness_id: str,
@@ -196,7 +196,7 @@ class CheckpointWitness:
         try:
             with self._db.transaction() as session:
                 receipt = self._accept(session, sub)
-                self._audit.checkpoint(session)
+                self._audit().checkpoint(session)
         except RecoveryRefused as exc:
             self._refused(instance, sub.checkpoint.seq, str(exc))
             raise
@@ -271,7 +271,7 @@ class CheckpointWitness:
             ),
         )  # fmt: skip
         session.add(row)
-        self._audit.append(
+        self._audit().append(
             session,
             "checkpoint.witnessed",
             actor=f"instance:{instance[:16]}",
@@ -291,13 +291,13 @@ class CheckpointWitness:
 
     def _refused(self, instance: str | None, seq: int | None, reason: str) -> None:
         with self._db.transaction() as session:
-            self._audit.append(
+            self._audit().append(
                 session,
                 "checkpoint.refused",
                 actor="instance:" + (instance[:16] if instance else "unknown"),
                 data={"instance": instance, "seq": seq, "reason": reason[:500]},
             )
-            self._audit.checkpoint(session)
+            self._audit().checkpoint(session)
 
     def copy(self, instance: str, *, after: int = 0) -> dict[str, Any]:
         """The chain held for ``instance`` past ``after`` (one page; ``more`` if cut)."""
@@ -343,7 +343,7 @@ def witness_of(service: RecoveryService) -> CheckpointWitness:
     serialization.load_pem_public_key(public_pem)  # fail early on a broken home
     return CheckpointWitness(
         db=service.db,
-        audit=service.audit,
+        audit=lambda: service.audit,  # unlocked only to keep a checkpoint: reading needs no key
         signer=lambda: service.keys.load(service.audit_label),
         countersign_key_pem=public_pem,
         witness_id=service.service_id,

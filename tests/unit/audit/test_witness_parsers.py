@@ -260,7 +260,7 @@ def witness(tmp_path: Path) -> CheckpointWitness:
     public = WITNESS_KEY.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     return CheckpointWitness(
         db=db,
-        audit=AuditLog(signer=WITNESS_KEY, checkpoint_every=100),
+        audit=lambda: AuditLog(signer=WITNESS_KEY, checkpoint_every=100),
         signer=lambda: WITNESS_KEY,
         countersign_key_pem=public,
         witness_id="f" * 64,
