@@ -107,10 +107,11 @@ class BundleCheck:
     instance: str
     log: VerifyReport
     witnesses: tuple[tuple[WitnessCopy, tuple[Problem, ...]], ...]
+    manifest: tuple[Problem, ...] = ()
 
     @property
     def problems(self) -> tuple[Problem, ...]:
-        found = list(self.log.problems)
+        found = list(self.log.problems) + list(self.manifest)
         unsealed = never_sealed(self.log)
         if unsealed is not None:
             found.append(unsealed)
@@ -286,4 +287,22 @@ def verify_bundle(folder: Path, witness_files: list[Path]) -> BundleCheck:
             )
     finally:
         engine.dispose()
-    return BundleCheck(keys.instance_id, log, checked)
+    return BundleCheck(keys.instance_id, log, checked, _against_manifest(manifest, log))
+
+
+def _against_manifest(manifest: dict[str, Any], log: VerifyReport) -> tuple[Problem, ...]:
+    """The counts the export wrote down against what the files hold (a file cut short in
+    transit, or edited without its manifest)."""
+    found = []
+    for key, held in (("records", log.records), ("checkpoints", log.checkpoints)):
+        said = manifest.get(key)
+        if said != held:
+            found.append(
+                Problem(
+                    None,
+                    "bundle-mismatch",
+                    f"the manifest says {said!r} {key}, the bundle holds {held}: a file was cut "
+                    "or edited after the export",
+                )
+            )
+    return tuple(found)

@@ -442,6 +442,8 @@ def test_a_bundle_file_replaced_by_garbage_is_refused(bundle: Path, name: str, d
 def test_a_truncated_bundle_file_is_refused(bundle: Path, name: str, cut: int) -> None:
     original = (bundle / name).read_bytes()
     cut = cut % len(original)
+    if original[:cut].rstrip() == original.rstrip():
+        return  # only the final newline cut: the same content
     (bundle / name).write_bytes(original[:cut])
     try:
         try:
