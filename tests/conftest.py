@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.slapd",
     "tests.fixtures.kdc",
     "tests.fixtures.oidc",
+    "tests.fixtures.dns_servers",
 ]

@@ -121,3 +121,17 @@ class AuthenticationError(MailPKIError):
 
 class UnknownRealm(AuthenticationError):
     """A Kerberos principal's realm is mapped to no directory."""
+
+
+class DnsError(MailPKIError):
+    """A DNS update was refused (TSIG key, policy) or a DNS answer is unusable."""
+
+
+class DnsUnavailable(DnsError):
+    """The DNS server did not answer (down, timed out, unreachable): the update stays
+    queued and is retried."""
+
+
+class DnsNotValidated(DnsError):
+    """A DNS answer was not DNSSEC-validated (no AD bit from a validating resolver), so
+    nothing in it is trusted."""

@@ -437,6 +437,22 @@ class CertificateAuthority:
         with self.db.session() as session:
             return list(session.scalars(query))
 
+    def subscriber_addresses(self) -> list[str]:
+        """The mail addresses (lower case, sorted) that have a valid subscriber certificate."""
+        query = (
+            select(func.lower(CertificateRecord.email))
+            .where(
+                CertificateRecord.email.is_not(None),
+                CertificateRecord.issuer == ISSUING,
+                CertificateRecord.profile.not_in((OCSP_PROFILE, ADMIN_PROFILE)),
+                CertificateRecord.status == "valid",
+                CertificateRecord.not_after > datetime.now(UTC),
+            )
+            .distinct()
+        )
+        with self.db.session() as session:
+            return sorted(str(email) for email in session.scalars(query))
+
     # -- revocation ---------------------------------------------------------------------
 
     def revoke(

@@ -92,6 +92,7 @@ def issue(
         given_name=given_name,
         surname=surname,
     )
+    instance.publish_pending()  # directory and SMIMEA now (else: queued, retried)
     instance.seal()
     write_atomically(out, issued.pem)
     console.print(

@@ -91,6 +91,20 @@ CertdirOption = Annotated[
     str | None,
     typer.Option("--certdir", help="URL of a mailpki instance whose certificate directory to ask."),
 ]
+DnsOption = Annotated[
+    bool,
+    typer.Option(
+        "--dns",
+        help="Also look recipients up by SMIMEA in the DNS; only DNSSEC-validated answers count.",
+    ),
+]
+ResolverOption = Annotated[
+    str | None,
+    typer.Option(
+        "--resolver",
+        help="Validating resolver IP[:PORT] for --dns (default: dns.resolver, else the system's).",
+    ),
+]
 ForceOption = Annotated[bool, typer.Option("--force", help="Overwrite OUT.")]
 PssOption = Annotated[
     bool, typer.Option("--pss", help="RSA keys sign with RSASSA-PSS (else PKCS#1 v1.5).")
@@ -140,7 +154,11 @@ def _toolkit(
     certs: list[Path] | None = None,
     contacts: Path | None = None,
     certdir: str | None = None,
+    dns: bool = False,
+    resolver: str | None = None,
 ) -> tuple[Toolkit, Instance | None]:
+    if resolver and not dns:
+        raise InputError("--resolver is for --dns lookups: add --dns")
     instance = _instance(home)
     kit = Toolkit.build(
         instance=instance,
@@ -148,6 +166,8 @@ def _toolkit(
         certificates=certs or [],
         contacts_folder=contacts,
         certdir_url=certdir,
+        dns=dns,
+        resolver=resolver,
     )
     return kit, instance
 
@@ -272,13 +292,24 @@ def encrypt(
     trust: TrustOption = [],  # noqa: B006
     contacts: ContactsOption = None,
     certdir: CertdirOption = None,
+    dns: DnsOption = False,
+    resolver: ResolverOption = None,
     force: ForceOption = False,
     home: HomeOption = None,
 ) -> None:
-    """Encrypt a message to each --to address (certificates found automatically)."""
+    """Encrypt a message to each --to address (certificates found automatically; with
+    --dns also by DNSSEC-validated SMIMEA records)."""
     message = _read(source)
     check_fits(message, recipients=[])  # too large for any recipient: before the look-up
-    kit, instance = _toolkit(home, trust=trust, certs=cert, contacts=contacts, certdir=certdir)
+    kit, instance = _toolkit(
+        home,
+        trust=trust,
+        certs=cert,
+        contacts=contacts,
+        certdir=certdir,
+        dns=dns,
+        resolver=resolver,
+    )
     try:
         recipients = _recipients(kit, to)
         data = encrypt_message(

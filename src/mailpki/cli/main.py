@@ -15,6 +15,7 @@ from mailpki.cli import (
     ca,
     demo,
     directory,
+    dns,
     enroll,
     invite,
     mail,
@@ -51,6 +52,7 @@ mail.register(app)
 directory.register(app)
 maintenance.register(app)
 auth.register(app)
+dns.register(app)
 app.command("invite")(invite.invite)
 app.command("demo")(demo.demo)
 

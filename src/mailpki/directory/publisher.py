@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailpki.base.backoff import backoff
 from mailpki.directory.registry import DirectoryRegistry
 from mailpki.errors import DirectoryError, DirectoryUnavailable, MailPKIError
 from mailpki.store.db import Database
@@ -26,7 +27,9 @@ from mailpki.store.models import CertificateRecord, PublishJob
 
 log = logging.getLogger(__name__)
 PUBLISH, UNPUBLISH = "publish", "unpublish"
-MAX_BACKOFF = timedelta(hours=1)
+# The publish queue also carries other publishers' jobs (DNS SMIMEA updates): this one
+# delivers only its own actions.
+ACTIONS = (PUBLISH, UNPUBLISH)
 
 
 def queue_job(session: Session, *, serial: str, email: str, action: str) -> None:
@@ -42,11 +45,6 @@ def queue_job(session: Session, *, serial: str, email: str, action: str) -> None
             next_attempt_at=now,
         )
     )
-
-
-def backoff(attempts: int) -> timedelta:
-    """5 s, 10 s, 20 s, … capped at an hour."""
-    return min(timedelta(seconds=5 * 2 ** max(0, attempts - 1)), MAX_BACKOFF)
 
 
 @dataclass
@@ -78,7 +76,9 @@ class Publisher:
         with self.db.session() as session:
             return int(
                 session.scalar(
-                    select(func.count()).select_from(PublishJob).where(PublishJob.done_at.is_(None))
+                    select(func.count())
+                    .select_from(PublishJob)
+                    .where(PublishJob.done_at.is_(None), PublishJob.action.in_(ACTIONS))
                 )
                 or 0
             )
@@ -96,7 +96,7 @@ class Publisher:
             query = (
                 select(PublishJob, CertificateRecord.der)
                 .join(CertificateRecord, CertificateRecord.serial == PublishJob.serial)
-                .where(PublishJob.done_at.is_(None))
+                .where(PublishJob.done_at.is_(None), PublishJob.action.in_(ACTIONS))
             )
             if not ignore_backoff:
                 query = query.where(PublishJob.next_attempt_at <= now)

@@ -25,6 +25,7 @@ from mailpki.base.settings import (
     optional_text,
     text,
 )
+from mailpki.dns.settings import dns_schema
 from mailpki.errors import ConfigError
 from mailpki.keystore.keys import CA_KEY_TYPES, KEY_TYPES
 from mailpki.notify.mail import SMTP_RENAMED, smtp_schema
@@ -290,6 +291,7 @@ SCHEMA: dict[str, Setting] = {
     "directory.publish": Setting(
         choice("true", "false"), "true", "publish issued certificates to the directory"
     ),
+    **dns_schema(),
     **smtp_schema(
         sender_default="",
         sender_help="From of notices and invitations (default pki@<instance.domain>)",

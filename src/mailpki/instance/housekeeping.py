@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from mailpki.directory.publisher import safe_run
+from mailpki.dns.publisher import safe_run as safe_dns_run
 from mailpki.errors import MailPKIError
 from mailpki.instance.audit_witnesses import hand_over_quietly
 from mailpki.instance.enrollments import fill_pool, flush_mail, reconcile_deliveries
@@ -32,9 +33,10 @@ class Housekeeping:
     """A daemon thread that, every `interval` seconds:
     revokes certificates whose key was escrowed but never delivered within its lease
     (or whose portal download expired unused), reminds people of unused invitations,
-    retries queued notices, delivers due directory publications, tops the key pool
-    up to `keymanager.pool_size`, and seals the audit log and hands its checkpoints to
-    the witnesses (the recovery service, `audit.witness_file`, the auditors' daily mail).
+    retries queued notices, delivers due directory publications and SMIMEA updates, tops
+    the key pool up to `keymanager.pool_size`, and seals the audit log and hands its
+    checkpoints to the witnesses (the recovery service, `audit.witness_file`, the
+    auditors' daily mail).
 
     With several server processes, each chore runs on the one node holding its lease;
     every chore is also idempotent, so a lease that runs out while its chore is still
@@ -79,6 +81,8 @@ class Housekeeping:
             ("mail", self._flush_mail),
             ("publish", self._publish),
         ]
+        if self.instance.config.get("dns.update_server"):
+            chores.append(("smimea", self._publish_dns))
         if int(self.instance.config.get("keymanager.pool_size")) > 0:
             chores.append(("key-pool", self._fill_pool))
         chores.append(("witness", self._witness))
@@ -133,6 +137,17 @@ class Housekeeping:
         report = safe_run(self.instance.publisher)  # a directory outage: retried later
         if report is not None and report.failed:
             log.warning("publishing: %d jobs failed, retried with backoff", report.failed)
+
+    def _publish_dns(self) -> None:
+        try:
+            dns_publisher = self.instance.dns_publisher
+        except MailPKIError as exc:  # e.g. an unreadable TSIG key file
+            log.warning("SMIMEA updates are off: %s", exc)
+            return
+        if dns_publisher is not None:
+            report = safe_dns_run(dns_publisher)  # a DNS outage: retried later
+            if report is not None and report.failed:
+                log.warning("SMIMEA: %d updates failed, retried with backoff", report.failed)
 
     def _fill_pool(self) -> None:
         try:

@@ -26,6 +26,9 @@ from mailpki.ca.settings import CASettings
 from mailpki.ca.setup import AUDIT_KEY
 from mailpki.directory.publisher import PUBLISH, UNPUBLISH, Publisher, queue_job, safe_run
 from mailpki.directory.registry import DirectoryRegistry
+from mailpki.dns.publisher import DnsPublisher, queue_update
+from mailpki.dns.publisher import safe_run as safe_dns_run
+from mailpki.dns.settings import DnsSettings, dns_settings_from
 from mailpki.enrollment.notices import queue_revocation_notice
 from mailpki.enrollment.requests import ApprovalQueue
 from mailpki.errors import ConfigError, InstanceError
@@ -165,6 +168,9 @@ class Instance:
             ca.issue_listeners.append(_queue_publication(PUBLISH))
             ca.revoke_listeners.append(_queue_publication(UNPUBLISH))
         ca.revoke_listeners.append(self._queue_revocation_notice)
+        if self.config.get("dns.update_server"):
+            ca.issue_listeners.append(_queue_smimea_update)
+            ca.revoke_listeners.append(_queue_smimea_update)
         return ca
 
     def _queue_revocation_notice(self, session: Session, record: CertificateRecord) -> None:
@@ -193,8 +199,27 @@ class Instance:
         return Publisher(self.db, self.directories, issuer=self.hierarchy.issuing.subject)
 
     def publish_pending(self) -> None:
-        """Deliver due directory jobs now, best effort (they stay queued on failure)."""
+        """Deliver due directory jobs and SMIMEA updates now, best effort (they stay
+        queued on failure)."""
         safe_run(self.publisher)
+        try:
+            dns_publisher = self.dns_publisher
+        except ConfigError:
+            return  # a broken dns.* setting: the jobs wait; 'dns sync' names the problem
+        if dns_publisher is not None:
+            safe_dns_run(dns_publisher)
+
+    @cached_property
+    def dns_settings(self) -> DnsSettings | None:
+        """SMIMEA update settings (`dns.*`); None when dns.update_server is empty."""
+        return dns_settings_from(self.config)
+
+    @cached_property
+    def dns_publisher(self) -> DnsPublisher | None:
+        settings = self.dns_settings
+        if settings is None:
+            return None
+        return DnsPublisher(self.db, settings, certificates_of=self.ca.valid_certificates)
 
     @property
     def approval_rules(self) -> ApprovalRules:
@@ -390,6 +415,12 @@ def _queue_publication(action: str) -> Callable[[Session, CertificateRecord], No
             queue_job(session, serial=record.serial, email=record.email, action=action)
 
     return listener
+
+
+def _queue_smimea_update(session: Session, record: CertificateRecord) -> None:
+    """A CA listener that queues an SMIMEA update for a subscriber certificate's address."""
+    if record.issuer == ISSUING and record.email and record.profile != OCSP_PROFILE:
+        queue_update(session, serial=record.serial, email=record.email)
 
 
 def _plain(value: object) -> object:

@@ -16,12 +16,20 @@ from pathlib import Path
 
 from cryptography import x509
 
+from mailpki.dns.lookup import SmimeaLookup, system_resolver
+from mailpki.dns.settings import parse_server
 from mailpki.errors import InputError, MailError, NotFoundError
 from mailpki.instance.instance import Instance
 from mailpki.notify.mail import MailSettings, SMTPTransport
 from mailpki.smime.contacts import ContactStore, addresses_of, default_contacts_folder
 from mailpki.smime.mime import header_value, parse
-from mailpki.smime.recipients import RecipientFinder, Source, certdir_source, contacts_source
+from mailpki.smime.recipients import (
+    RecipientFinder,
+    Source,
+    certdir_source,
+    contacts_source,
+    smimea_source,
+)
 from mailpki.smime.trust import RevocationChecker, TrustAnchors, can_encrypt, http_fetch
 
 __all__ = [
@@ -75,6 +83,8 @@ class Toolkit:
         certificates: Sequence[Path] = (),
         contacts_folder: Path | None = None,
         certdir_url: str | None = None,
+        dns: bool = False,
+        resolver: str | None = None,
     ) -> Toolkit:
         roots: list[x509.Certificate] = []
         intermediates: list[x509.Certificate] = []
@@ -104,6 +114,8 @@ class Toolkit:
         sources.append(contacts_source(contacts))
         if certdir_url:
             sources.append(certdir_source(certdir_url))
+        if dns:
+            sources.append(smimea_source(_smimea_lookup(instance, resolver)))
         revocation = RevocationChecker(fetch=_local_answers(instance) if instance else None)
         return cls(
             anchors=(
@@ -153,6 +165,19 @@ def sender_encryption_certificate(
             continue
         return hit.certificate, f"found in {hit.source}"
     return None, "none found: the signing certificate cannot encrypt (give --encryption-cert)"
+
+
+def _smimea_lookup(instance: Instance | None, resolver: str | None) -> SmimeaLookup:
+    """--resolver, else the instance's dns.resolver, else the system's resolver."""
+    configured = str(instance.config.get("dns.resolver")) if instance is not None else ""
+    timeout = float(instance.config.get("dns.timeout_seconds")) if instance is not None else 5.0
+    if resolver:
+        address = parse_server(resolver)
+    elif configured:
+        address = parse_server(configured)
+    else:
+        address = system_resolver()
+    return SmimeaLookup(address, timeout=timeout)
 
 
 def _instance_sources(instance: Instance) -> list[Source]:

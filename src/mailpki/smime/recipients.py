@@ -21,6 +21,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from mailpki.dns.lookup import SmimeaLookup
 from mailpki.errors import InputError, NotFoundError
 from mailpki.smime.contacts import ContactStore, addresses_of
 from mailpki.smime.trust import (
@@ -30,7 +31,7 @@ from mailpki.smime.trust import (
     check_certificate,
 )
 
-__all__ = ["RecipientFinder", "Source", "certdir_source", "contacts_source"]
+__all__ = ["RecipientFinder", "Source", "certdir_source", "contacts_source", "smimea_source"]
 
 MAX_FETCH_BYTES = 256 * 1024
 
@@ -160,3 +161,11 @@ def certdir_source(
         return pkcs7.load_der_pkcs7_certificates(data)
 
     return Source(f"certificate directory {base}", lookup)
+
+
+def smimea_source(lookup: SmimeaLookup) -> Source:
+    """SMIMEA records (RFC 8162) from a validating resolver. Only a DNSSEC-validated answer
+    is used: the lookup raises DnsNotValidated otherwise, which ends the search with that
+    reason. A validated DANE-EE record vouches for the certificate itself, so it counts
+    as pinned (no chain to a known root needed); every other check still applies."""
+    return Source(f"DNS SMIMEA via {lookup.resolver}", lookup.certificates, pinned=True)
