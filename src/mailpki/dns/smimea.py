@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import dns.exception
 import dns.name
 import dns.rdataclass
 import dns.rdatatype
@@ -56,10 +57,8 @@ def owner_name(address: str) -> dns.name.Name:
     label = hashlib.sha256(local.encode("utf-8")).hexdigest()[: _LABEL_OCTETS * 2]
     try:
         return dns.name.from_text(f"{label}.{SERVICE_LABEL}.{domain}.")
-    except (dns.name.LabelTooLong, dns.name.NameTooLong, dns.name.EmptyLabel) as exc:
+    except (dns.exception.DNSException, UnicodeError) as exc:
         raise InputError(f"the domain of {address!r} is not a DNS name: {exc}") from None
-    except UnicodeError:
-        raise InputError(f"the domain of {address!r} is not a DNS name") from None
 
 
 def in_zone(address: str, zone: str) -> bool:
