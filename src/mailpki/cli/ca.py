@@ -184,6 +184,33 @@ def crl(
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
+@app.command("trust-kit")
+@handle_errors
+def trust_kit(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the kit into.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace files already there.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Write what outside correspondents need to trust the root: root.pem, root.cer (DER),
+    root.p7c, root.mobileconfig (iPhone/iPad, unsigned), fingerprints.txt and README.html
+    with step-by-step instructions (the same as the /trust page of 'mailpki serve')."""
+    from mailpki.instance.trust_kit import KIT_FILES, TrustKit
+    from mailpki.web.portal.theme import Theme
+
+    instance = open_instance(home)
+    try:
+        kit = TrustKit.of(instance)
+        instructions = Theme(instance.home).render(
+            "trust_kit.html", org=kit.organisation, kit=kit, links={n: n for n in KIT_FILES}
+        )
+        written = kit.write(out, instructions=instructions, force=force)
+    finally:
+        instance.close()
+    for path in written:
+        console.print(f"  {path}", highlight=False, markup=False)
+    console.print(f"root SHA-256 fingerprint: {kit.sha256}", highlight=False)
+
+
 @root_app.command("export")
 @handle_errors
 def root_export(

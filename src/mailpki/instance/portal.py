@@ -37,6 +37,7 @@ from mailpki.instance.directory_ops import audited_logon, decide_request
 from mailpki.instance.enrollments import deliver_now, enroll_with, p12_name
 from mailpki.instance.instance import Instance
 from mailpki.instance.sso import OidcLogons, negotiate
+from mailpki.instance.trust_kit import TrustKit, personal_profile
 from mailpki.keymanager.pkcs12 import package
 from mailpki.keystore.configured import store_secret
 from mailpki.keystore.keys import parse_key_type
@@ -378,16 +379,30 @@ class Portal:
             with self._delivery_state:
                 self._delivering = False
 
-    def take(self, handle: str, session_token: str, *, login: str) -> StoredDownload:
+    def take(
+        self, handle: str, session_token: str, *, login: str, form: str = "pkcs12"
+    ) -> StoredDownload:
         download = self.downloads.take(handle, session_token)
+        data = {"serial": download.serial, "email": download.email}
+        if form != "pkcs12":
+            data["form"] = form
         with self.instance.db.transaction() as session:
             self.instance.audit.append(
-                session,
-                "portal.downloaded",
-                actor=f"portal:{login}",
-                data={"serial": download.serial, "email": download.email},
+                session, "portal.downloaded", actor=f"portal:{login}", data=data
             )
         return download
+
+    def take_as_profile(self, handle: str, session_token: str, *, login: str) -> tuple[str, bytes]:
+        """The same one-time download as an Apple profile for iPhone and iPad (file name,
+        bytes): taking it spends the download, as taking the .p12 does."""
+        return personal_profile(
+            self.instance, self.take(handle, session_token, login=login, form="mobileconfig")
+        )
+
+    @cached_property
+    def trust_kit(self) -> TrustKit:
+        """The root in every form outside correspondents need (the /trust page)."""
+        return TrustKit.of(self.instance)
 
     # -- the officer console ----------------------------------------------------------------
 

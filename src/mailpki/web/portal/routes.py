@@ -8,10 +8,13 @@
     GET  /form, POST /form    the pre-filled form; accept -> issue, escrow, package
     GET  /fetch/{handle}      the download page, marking that file as downloading; it starts it
     GET  /download/{handle}   the PKCS#12, once, from the session that made it
+    GET  /download/{handle}/mobileconfig   the same download as an Apple profile (iPhone)
     GET  /waiting             a request queued for an officer
     POST /logout
     GET  /admin               officers: the queue of requests; POST /admin/requests/{id}
     GET  /tutorial            using the certificate (public)
+    GET  /trust               trusting the root, for outside correspondents (public)
+    GET  /trust/{name}        the root as .pem, .cer, .p7c, .mobileconfig; fingerprints.txt
     GET  /static/{path}       CSS, logo, pictures (theme first)
 
 No page runs a script: the CSP forbids all of them, so an injected name stays text.
@@ -35,6 +38,7 @@ from mailpki.enrollment.invitations import check_token
 from mailpki.enrollment.portal_store import check_handle
 from mailpki.errors import AuthenticationError, InputError, MailPKIError, NotFoundError
 from mailpki.instance.portal import InvitedPerson, Portal, PortalOutcome
+from mailpki.instance.trust_kit import KIT_FILES
 from mailpki.web.access_log import note
 from mailpki.web.certdir import RateLimiter
 from mailpki.web.portal.negotiate import (
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_FIELD = 1024
+MOBILECONFIG_TYPE = "application/x-apple-aspen-config"
 LOGON_RATE_PER_MINUTE = 20  # per client address, on top of the per-login lockout
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -73,6 +78,19 @@ def _sentence(message: str) -> str:
 
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def _attachment(data: bytes, media_type: str, filename: str) -> Response:
+    """A file to save, never shown inline nor cached by the way (filenames are ours)."""
+    return Response(
+        data,
+        media_type=media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
@@ -464,15 +482,30 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
             if item.get("handle") == handle:
                 item["fetched"] = True
         await run_in_threadpool(cookies.save, session)
-        return Response(
-            stored.data,
-            media_type="application/x-pkcs12",
-            headers={
-                "Content-Disposition": f'attachment; filename="{stored.filename}"',
-                "Cache-Control": "no-store",
-                "X-Content-Type-Options": "nosniff",
-            },
-        )
+        return _attachment(stored.data, "application/x-pkcs12", stored.filename)
+
+    async def download_profile(request: Request) -> Response:
+        """The one-time PKCS#12 download, wrapped in an Apple profile (no password in it)."""
+        if request.method != "GET":
+            return Response(status_code=405, headers={"Allow": "GET"})
+        session = await load(request)
+        handle = check_handle(request.path_params["handle"])
+        if handle is None or session.token is None or session.identity is None:
+            return error(
+                session, "This download link is not valid, was used or has expired.", status=404
+            )
+        login = portal.form(session.identity).login
+        try:
+            name, profile = await run_in_threadpool(
+                portal.take_as_profile, handle, session.token, login=login
+            )
+        except NotFoundError as exc:
+            return error(session, f"{str(exc)[:1].upper()}{str(exc)[1:]}.", status=404)
+        for item in session.data.get("downloads", []):
+            if item.get("handle") == handle:
+                item["fetched"] = True
+        await run_in_threadpool(cookies.save, session)
+        return _attachment(profile, MOBILECONFIG_TYPE, name)
 
     async def waiting(request: Request) -> Response:
         session = await load(request)
@@ -541,6 +574,22 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         files = await run_in_threadpool(portal.p12_files, session.identity, fetched)
         return page(session, "tutorial.html", p12_files=files, root_name=portal.root_name)
 
+    async def trust(request: Request) -> Response:
+        session = await load(request)
+        kit = await run_in_threadpool(lambda: portal.trust_kit)
+        links = {name: f"/trust/{name}" for name in KIT_FILES}
+        return page(session, "trust.html", kit=kit, links=links)
+
+    async def trust_file(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in KIT_FILES:
+            return Response("not found", status_code=404, media_type="text/plain")
+        kit = await run_in_threadpool(lambda: portal.trust_kit)
+        media_type, _ = KIT_FILES[name]
+        response = _attachment(kit.files[name], media_type, name)
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
     async def static(request: Request) -> Response:
         found = theme.static_file(request.path_params["path"])
         if found is None:
@@ -562,10 +611,13 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         Route("/done", done, methods=["GET"]),
         Route("/fetch/{handle}", fetch, methods=["GET"]),
         Route("/download/{handle}", download, methods=["GET"]),
+        Route("/download/{handle}/mobileconfig", download_profile, methods=["GET"]),
         Route("/waiting", waiting, methods=["GET"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/admin", console, methods=["GET"]),
         Route("/admin/requests/{request_id:int}", decide, methods=["POST"]),
         Route("/tutorial", tutorial, methods=["GET"]),
+        Route("/trust", trust, methods=["GET"]),
+        Route("/trust/{name}", trust_file, methods=["GET"]),
         Route("/static/{path:path}", static, methods=["GET"]),
     ]
