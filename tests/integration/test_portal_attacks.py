@@ -786,6 +786,23 @@ def test_dual_key_downloads_are_both_bound_to_the_session(env: Env) -> None:
     assert all(client.get(f"/download/{h}").status_code == 404 for h in handles)
 
 
+def test_the_iphone_profile_is_the_same_one_time_download(env: Env) -> None:
+    client, who, handles = enrolled(env)
+    other, _ = logged_on(env)
+    assert other.get(f"/download/{handles[0]}/mobileconfig").status_code == 404
+    assert client.head(f"/download/{handles[0]}/mobileconfig").status_code in (404, 405)
+    profile = client.get(f"/download/{handles[0]}/mobileconfig")
+    assert profile.status_code == 200
+    assert profile.headers["content-type"] == "application/x-apple-aspen-config"
+    assert profile.headers["cache-control"] == "no-store"
+    assert profile.headers["content-disposition"] == (
+        f'attachment; filename="{who.mail}.mobileconfig"'
+    )
+    assert b"com.apple.security.pkcs12" in profile.content
+    assert client.get(f"/download/{handles[0]}").status_code == 404  # spent: one or the other
+    assert client.get(f"/download/{handles[0]}/mobileconfig").status_code == 404
+
+
 def test_a_head_request_does_not_spend_the_download(env: Env) -> None:
     client, _, handles = enrolled(env)
     client.head(f"/download/{handles[0]}")
