@@ -8,6 +8,7 @@ import hashlib
 import re
 import subprocess
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dns.rdata
@@ -17,6 +18,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from mailpki.instance.housekeeping import Housekeeping
+from mailpki.instance.instance import Instance
 from tests.fixtures.dns_servers import BindServer, UnboundResolver
 from tests.integration.cli_helpers import mailpki, make_csr, openssl
 
@@ -301,3 +304,31 @@ def test_resolver_without_dns_is_refused(tmp_path: Path, monkeypatch: pytest.Mon
         "--resolver", "127.0.0.1:53",
     )  # fmt: skip
     assert result.code != 0 and "add --dns" in result.err
+
+
+@pytest.mark.slow
+def test_housekeeping_retries_a_queued_update_after_its_backoff(
+    sqlite_home: Path, tmp_path: Path, bind_server: BindServer
+) -> None:
+    configure(sqlite_home, bind_server)
+    assert mailpki("config", "set", "keymanager.pool_size", "0", "--home", sqlite_home).code == 0
+    local = f"hk-{uuid.uuid4().hex[:8]}"
+    bind_server.stop()
+    try:
+        cert, _ = issue(sqlite_home, tmp_path, local)  # the first try fails: queued
+    finally:
+        bind_server.start()
+    instance = Instance.open(sqlite_home)
+    try:
+        publisher = instance.dns_publisher
+        assert publisher is not None and publisher.pending() == 1
+        chores = Housekeeping(instance)
+        chores.run_once()  # within its backoff: not tried again yet
+        assert publisher.pending() == 1
+        assert smimea_in_bind(bind_server, f"{local}@example.com") == []
+        publisher._clock = lambda: datetime.now(UTC) + timedelta(minutes=5)
+        chores.run_once()
+        assert publisher.pending() == 0
+    finally:
+        instance.close()
+    assert smimea_in_bind(bind_server, f"{local}@example.com") == [cert.public_bytes(Encoding.DER)]
