@@ -27,6 +27,7 @@ BENCHMARKS = (
     "bench_portal",
     "bench_negotiate",
     "bench_smime",
+    "bench_dns",
 )
 ROOT = Path(__file__).resolve().parent.parent
 
