@@ -5,8 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from mailpki.cli.common import HomeOption, console, handle_errors, open_instance, report_outcome
+from mailpki.cli.common import (
+    HomeOption,
+    console,
+    err_console,
+    handle_errors,
+    open_instance,
+    report_outcome,
+)
 from mailpki.instance import dns_ops
 from mailpki.instance.instance import cli_actor
 
@@ -46,7 +54,20 @@ def sync(home: HomeOption = None) -> None:
     (needs dns.update_server, dns.zone and dns.tsig_key_file)."""
     instance = open_instance(home)
     try:
-        report = dns_ops.sync(instance, actor=cli_actor())
+        with Progress(
+            TextColumn("SMIMEA"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("sync", total=None)
+            report = dns_ops.sync(
+                instance,
+                actor=cli_actor(),
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
         pending = instance.dns_publisher.pending() if instance.dns_publisher else 0
     finally:
         instance.close()

@@ -130,22 +130,25 @@ class DnsPublisher:
             report.updated += 1
         return report
 
-    def sync(self, emails: list[str]) -> DnsReport:
+    def sync(
+        self, emails: list[str], *, progress: Callable[[int], None] | None = None
+    ) -> DnsReport:
         """Deliver every queued job now, then send each address's full set (repairs a
-        zone edited by hand or restored from an old backup)."""
+        zone edited by hand or restored from an old backup); `progress(n)` after each."""
         report = self.run_once(limit=1_000_000, ignore_backoff=True)
         if report.failed:
             return report
-        for email in emails:
-            if not in_zone(email, self.settings.zone):
-                continue
-            try:
-                self.updater.replace(owner_name(email), self.records(email))
-            except DnsError as exc:
-                report.failed += 1
-                report.errors.append(f"{email}: {exc}")
-                break
-            report.updated += 1
+        for done, email in enumerate(emails, 1):
+            if in_zone(email, self.settings.zone):
+                try:
+                    self.updater.replace(owner_name(email), self.records(email))
+                except DnsError as exc:
+                    report.failed += 1
+                    report.errors.append(f"{email}: {exc}")
+                    break  # one server: the others would fail the same way
+                report.updated += 1
+            if progress is not None:
+                progress(done)
         return report
 
     def _finish(self, ids: list[int], *, note: str | None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mailpki.dns.publisher import DnsReport
 from mailpki.dns.smimea import SmimeaRecord, owner_name, record_for
 from mailpki.errors import ConfigError, NotFoundError
@@ -24,15 +26,25 @@ def smimea_records(instance: Instance, email: str | None = None) -> list[SmimeaR
     return records
 
 
-def sync(instance: Instance, *, actor: str) -> DnsReport:
-    """Deliver queued SMIMEA updates now, then send every address's full set."""
+def sync(
+    instance: Instance,
+    *,
+    actor: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> DnsReport:
+    """Deliver queued SMIMEA updates now, then send every address's full set;
+    `progress(done, total)` after each address."""
     publisher = instance.dns_publisher
     if publisher is None:
         raise ConfigError(
             "SMIMEA updates are off: set dns.update_server, dns.zone and dns.tsig_key_file "
             "('mailpki dns records' prints the records to add by hand)"
         )
-    report = publisher.sync(instance.ca.subscriber_addresses())
+    addresses = instance.ca.subscriber_addresses()
+    report = publisher.sync(
+        addresses,
+        progress=(lambda done: progress(done, len(addresses))) if progress else None,
+    )
     with instance.db.transaction() as session:
         instance.audit.append(
             session,

@@ -115,3 +115,20 @@ def test_the_directory_publisher_leaves_smimea_jobs_alone(db: Database) -> None:
     assert (report.published, report.skipped, report.failed) == (0, 0, 0)
     publisher, _ = make(db, {})
     assert publisher.pending() == 1
+
+
+def test_sync_sends_every_address_and_reports_progress(db: Database) -> None:
+    der = root_ca("x")[0].public_bytes(Encoding.DER)
+    publisher, updater = make(db, {"ann@example.com": [der], "bob@example.com": [der]})
+    seen: list[int] = []
+    report = publisher.sync(
+        ["ann@example.com", "bob@example.com", "eve@example.org"], progress=seen.append
+    )
+    assert report.updated == 2 and seen == [1, 2, 3]
+    assert [owner for owner, _ in updater.sent] == [
+        owner_name("ann@example.com"),
+        owner_name("bob@example.com"),
+    ]
+    updater.fail = DnsUnavailable("down")
+    report = publisher.sync(["ann@example.com", "bob@example.com"])
+    assert report.failed == 1 and report.errors == ["ann@example.com: down"]
