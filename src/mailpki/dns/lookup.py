@@ -9,12 +9,14 @@ refused. The path to the resolver must itself be trusted: run it on the same hos
 
 Usable records are those of usage 3 (DANE-EE) or 1 (PKIX-EE) with selector 0 and
 matching type 0: they carry the full certificate. Others (hashes, trust anchors) are
-skipped: they cannot give the certificate to encrypt to.
+skipped: they cannot give the certificate to encrypt to. A DANE-EE certificate is
+trusted because the validated record names it; a PKIX-EE one must also chain to a root
+the user trusts (RFC 6698 2.1.1), so `certificates` takes the usage wanted.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dns.exception
 import dns.flags
@@ -29,9 +31,9 @@ from mailpki.dns.settings import ServerAddress
 from mailpki.dns.smimea import FULL_CERTIFICATE, NO_HASH, owner_name
 from mailpki.errors import DnsError, DnsNotValidated, DnsUnavailable
 
-__all__ = ["SmimeaLookup", "system_resolver"]
+__all__ = ["DANE_EE", "PKIX_EE", "SmimeaLookup", "system_resolver"]
 
-_CERT_USAGES = (1, 3)  # PKIX-EE, DANE-EE: the record names the end-entity certificate
+PKIX_EE, DANE_EE = 1, 3  # the usages whose record names the end-entity certificate
 
 
 def system_resolver() -> ServerAddress:
@@ -45,16 +47,29 @@ def system_resolver() -> ServerAddress:
     return ServerAddress(str(nameservers[0]))
 
 
-@dataclass(frozen=True)
+@dataclass
 class SmimeaLookup:
-    """Asks one validating resolver for SMIMEA records."""
+    """Asks one validating resolver for SMIMEA records (each address once per lookup
+    object: the answers are kept for the command's lifetime)."""
 
     resolver: ServerAddress
     timeout: float = 5.0
+    _answers: dict[str, list[tuple[int, x509.Certificate]]] = field(
+        default_factory=dict, repr=False
+    )
 
-    def certificates(self, address: str) -> list[x509.Certificate]:
-        """The certificates published for `address`; [] when the (validated) answer says
-        there are none. DnsNotValidated when the answer is not DNSSEC-validated."""
+    def certificates(
+        self, address: str, *, usages: tuple[int, ...] = (DANE_EE, PKIX_EE)
+    ) -> list[x509.Certificate]:
+        """The certificates published for `address` with one of `usages`; [] when the
+        (validated) answer says there are none. DnsNotValidated when the answer is not
+        DNSSEC-validated."""
+        key = address.strip().lower()
+        if key not in self._answers:
+            self._answers[key] = self._query(address)
+        return [cert for usage, cert in self._answers[key] if usage in usages]
+
+    def _query(self, address: str) -> list[tuple[int, x509.Certificate]]:
         owner = owner_name(address)
         query = dns.message.make_query(owner, dns.rdatatype.SMIMEA, want_dnssec=True)
         query.flags |= dns.flags.AD | dns.flags.RD
@@ -70,19 +85,19 @@ class SmimeaLookup:
                 f"refused: the SMIMEA answer for {address} from {self.resolver} is not "
                 "DNSSEC-validated (no AD bit); use a validating resolver and a signed zone"
             )
-        found: list[x509.Certificate] = []
+        found: list[tuple[int, x509.Certificate]] = []
         for rrset in response.answer:
             if rrset.rdtype != dns.rdatatype.SMIMEA or rrset.name != owner:
                 continue
             for rdata in rrset:
                 if (
-                    rdata.usage not in _CERT_USAGES
+                    rdata.usage not in (PKIX_EE, DANE_EE)
                     or rdata.selector != FULL_CERTIFICATE
                     or rdata.mtype != NO_HASH
                 ):
                     continue
                 try:
-                    found.append(x509.load_der_x509_certificate(rdata.cert))
+                    found.append((rdata.usage, x509.load_der_x509_certificate(rdata.cert)))
                 except ValueError:
                     continue  # not a certificate: nothing to encrypt to
         return found

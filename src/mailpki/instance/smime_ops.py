@@ -28,7 +28,7 @@ from mailpki.smime.recipients import (
     Source,
     certdir_source,
     contacts_source,
-    smimea_source,
+    smimea_sources,
 )
 from mailpki.smime.trust import RevocationChecker, TrustAnchors, can_encrypt, http_fetch
 
@@ -115,7 +115,7 @@ class Toolkit:
         if certdir_url:
             sources.append(certdir_source(certdir_url))
         if dns:
-            sources.append(smimea_source(_smimea_lookup(instance, resolver)))
+            sources += smimea_sources(_smimea_lookup(instance, resolver))
         revocation = RevocationChecker(fetch=_local_answers(instance) if instance else None)
         return cls(
             anchors=(

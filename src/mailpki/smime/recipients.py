@@ -21,7 +21,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from mailpki.dns.lookup import SmimeaLookup
+from mailpki.dns.lookup import DANE_EE, PKIX_EE, SmimeaLookup
 from mailpki.errors import InputError, NotFoundError
 from mailpki.smime.contacts import ContactStore, addresses_of
 from mailpki.smime.trust import (
@@ -31,7 +31,7 @@ from mailpki.smime.trust import (
     check_certificate,
 )
 
-__all__ = ["RecipientFinder", "Source", "certdir_source", "contacts_source", "smimea_source"]
+__all__ = ["RecipientFinder", "Source", "certdir_source", "contacts_source", "smimea_sources"]
 
 MAX_FETCH_BYTES = 256 * 1024
 
@@ -163,9 +163,21 @@ def certdir_source(
     return Source(f"certificate directory {base}", lookup)
 
 
-def smimea_source(lookup: SmimeaLookup) -> Source:
-    """SMIMEA records (RFC 8162) from a validating resolver. Only a DNSSEC-validated answer
-    is used: the lookup raises DnsNotValidated otherwise, which ends the search with that
-    reason. A validated DANE-EE record vouches for the certificate itself, so it counts
-    as pinned (no chain to a known root needed); every other check still applies."""
-    return Source(f"DNS SMIMEA via {lookup.resolver}", lookup.certificates, pinned=True)
+def smimea_sources(lookup: SmimeaLookup) -> list[Source]:
+    """SMIMEA records (RFC 8162) from a validating resolver; only a DNSSEC-validated
+    answer is used (the lookup raises DnsNotValidated otherwise, which ends the search
+    with that reason). Usage 3 (DANE-EE): the validated record vouches for the
+    certificate itself, so it counts as pinned (no chain to a known root needed; every
+    other check still applies). Usage 1 (PKIX-EE): the certificate must also chain to
+    the trust anchors. One query serves both."""
+    return [
+        Source(
+            f"DNS SMIMEA (DANE-EE) via {lookup.resolver}",
+            lambda address: lookup.certificates(address, usages=(DANE_EE,)),
+            pinned=True,
+        ),
+        Source(
+            f"DNS SMIMEA (PKIX-EE) via {lookup.resolver}",
+            lambda address: lookup.certificates(address, usages=(PKIX_EE,)),
+        ),
+    ]

@@ -9,18 +9,21 @@ import hashlib
 
 import dns.flags
 import dns.message
+import dns.rdata
 import dns.rdatatype
 import dns.rrset
 import pytest
+from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailpki.dns import lookup as lookup_module
-from mailpki.dns.lookup import SmimeaLookup
+from mailpki.dns.lookup import DANE_EE, PKIX_EE, SmimeaLookup
 from mailpki.dns.settings import ServerAddress, parse_server, parse_tsig_key
 from mailpki.dns.smimea import in_zone, owner_name, record_for
 from mailpki.errors import DnsError, DnsNotValidated, InputError, MailPKIError
-from tests.fixtures.smime_pki import root_ca
+from mailpki.smime.recipients import RecipientFinder, smimea_sources
+from tests.fixtures.smime_pki import root_ca, smime_leaf
 
 SECRET = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 GOOD = f'key "mailpki-update" {{\n\talgorithm hmac-sha256;\n\tsecret "{SECRET}";\n}};\n'
@@ -196,3 +199,45 @@ def test_garbage_certificates_in_a_validated_answer_never_crash(blob: bytes) -> 
         lookup = _lookup(patch, response)
         with contextlib.suppress(MailPKIError):
             lookup.certificates(address)
+
+
+def test_usages_are_kept_apart_and_one_query_serves_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    dane, _ = root_ca("DANE")
+    pkix, _ = root_ca("PKIX")
+    text = [
+        record_for("dan@example.com", dane, ttl=60).rdata.to_text(),
+        "1" + record_for("dan@example.com", pkix, ttl=60).rdata.to_text()[1:],
+    ]
+    response = _response("dan@example.com", ad=True, rdata_text=text[0])
+    response.answer[0].add(dns.rdata.from_text("IN", "SMIMEA", text[1]), 60)
+    answer = _Answer(response)
+    calls: list[int] = []
+
+    def counting(query: dns.message.Message, *args: object, **kwargs: object):
+        calls.append(1)
+        return answer(query)
+
+    monkeypatch.setattr(lookup_module.dns.query, "udp", counting)
+    lookup = SmimeaLookup(ServerAddress("127.0.0.1", 5353))
+    assert lookup.certificates("dan@example.com", usages=(DANE_EE,)) == [dane]
+    assert lookup.certificates("Dan@example.com", usages=(PKIX_EE,)) == [pkix]
+    assert len(calls) == 1
+
+
+def test_a_pkix_ee_record_still_needs_a_trusted_chain() -> None:
+    root, root_key = root_ca("Foreign Root")
+    leaf, _ = smime_leaf(root, root_key, mail="pat@example.com", name="Pat")
+
+    class Fixed(SmimeaLookup):
+        def _query(self, address: str) -> list[tuple[int, x509.Certificate]]:
+            return [(self.usage, leaf)]
+
+    for usage, found in ((DANE_EE, True), (PKIX_EE, False)):
+        lookup = Fixed(ServerAddress("127.0.0.1"))
+        lookup.usage = usage  # type: ignore[attr-defined]
+        finder = RecipientFinder(smimea_sources(lookup), anchors=None)
+        if found:
+            assert finder.find("pat@example.com").certificate == leaf
+        else:
+            with pytest.raises(MailPKIError, match="no usable certificate"):
+                finder.find("pat@example.com")
