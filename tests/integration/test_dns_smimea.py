@@ -30,7 +30,9 @@ def owner(address: str) -> str:
     return hashlib.sha256(local.encode()).hexdigest()[:56] + "._smimecert." + domain + "."
 
 
-def issue(home: Path, work: Path, local: str) -> tuple[x509.Certificate, Path]:
+def issue(
+    home: Path, work: Path, local: str, *, queued: bool = False
+) -> tuple[x509.Certificate, Path]:
     csr = make_csr(work, local, key="rsa")
     out = work / f"{local}-{uuid.uuid4().hex[:6]}.pem"
     result = mailpki(
@@ -38,6 +40,8 @@ def issue(home: Path, work: Path, local: str) -> tuple[x509.Certificate, Path]:
         "--name", "Alice Smith", "--out", out,
     )  # fmt: skip
     assert result.code == 0, result.err
+    # When the DNS server cannot take the update now, one line says it waits.
+    assert ("SMIMEA update(s) wait in the outbox" in result.err) == queued, result.err
     return x509.load_pem_x509_certificate(out.read_bytes()), work / f"{local}.key"
 
 
@@ -178,7 +182,7 @@ def test_a_refused_tsig_key_leaves_the_update_queued(
 ) -> None:
     configure(sqlite_home, bind_server, key_file=bind_server.wrong_key_file)
     local = f"tsig-{uuid.uuid4().hex[:8]}"
-    cert, _ = issue(sqlite_home, tmp_path, local)  # issuing still works; the update waits
+    cert, _ = issue(sqlite_home, tmp_path, local, queued=True)  # issued; the update waits
     assert smimea_in_bind(bind_server, f"{local}@example.com") == []
 
     result = mailpki("dns", "sync", "--home", sqlite_home)
@@ -201,7 +205,9 @@ def test_a_server_that_is_down_gets_the_update_when_it_is_back(
     local = f"down-{uuid.uuid4().hex[:8]}"
     bind_server.stop()
     try:
-        cert, _ = issue(sqlite_home, tmp_path, local)
+        cert, _ = issue(sqlite_home, tmp_path, local, queued=True)
+        noted = mailpki("ca", "revoke", "FFFF", "--home", sqlite_home)  # a refusal: no note
+        assert "SMIMEA" not in noted.err
         result = mailpki("dns", "sync", "--home", sqlite_home)
         assert result.code == 1
         assert "did not answer" in result.err or "unreachable" in result.err
@@ -315,7 +321,7 @@ def test_housekeeping_retries_a_queued_update_after_its_backoff(
     local = f"hk-{uuid.uuid4().hex[:8]}"
     bind_server.stop()
     try:
-        cert, _ = issue(sqlite_home, tmp_path, local)  # the first try fails: queued
+        cert, _ = issue(sqlite_home, tmp_path, local, queued=True)  # first try fails
     finally:
         bind_server.start()
     instance = Instance.open(sqlite_home)

@@ -21,9 +21,9 @@ from mailpki.cli.common import (
     print_json,
     read_input,
 )
-from mailpki.errors import CAError, InputError
+from mailpki.errors import CAError, InputError, MailPKIError
 from mailpki.instance.enrollments import flush_mail
-from mailpki.instance.instance import cli_actor
+from mailpki.instance.instance import Instance, cli_actor
 from mailpki.instance.operations import (
     export_root_key,
     import_root_key,
@@ -43,6 +43,22 @@ root_app = typer.Typer(
     help="The offline root: export, remove, import its key.", no_args_is_help=True
 )
 app.add_typer(root_app, name="root")
+
+
+def _note_waiting_dns_updates(instance: Instance) -> None:
+    """One line on stderr when SMIMEA updates could not be sent just now (they wait)."""
+    try:
+        publisher = instance.dns_publisher
+        waiting = publisher.pending() if publisher is not None else 0
+    except MailPKIError as exc:
+        err_console.print(f"[yellow]note:[/] SMIMEA updates wait: {exc}", highlight=False)
+        return
+    if waiting:
+        err_console.print(
+            f"[yellow]note:[/] {waiting} SMIMEA update(s) wait in the outbox and are retried; "
+            "'mailpki dns sync' says why",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -93,6 +109,7 @@ def issue(
         surname=surname,
     )
     instance.publish_pending()  # directory and SMIMEA now (else: queued, retried)
+    _note_waiting_dns_updates(instance)
     instance.seal()
     write_atomically(out, issued.pem)
     console.print(
@@ -146,6 +163,7 @@ def revoke(
     instance = open_instance(home)
     info = instance.ca.revoke(number, flag, actor=cli_actor())
     instance.publish_pending()  # remove it from the directory now (else: queued, retried)
+    _note_waiting_dns_updates(instance)
     instance.seal()
     console.print(
         f"revoked {show_serial(info.serial)} ({info.subject}) for {reason_name(flag)}",
