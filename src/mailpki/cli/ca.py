@@ -209,9 +209,11 @@ def trust_kit(
     force: Annotated[bool, typer.Option("--force", help="Replace files already there.")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Write what outside correspondents need to trust the root: root.pem, root.cer (DER),
-    root.p7c, root.mobileconfig (iPhone/iPad, unsigned), fingerprints.txt and README.html
-    with step-by-step instructions (the same as the /trust page of 'mailpki serve')."""
+    """Write what outside correspondents need to trust the root into a folder.
+
+    root.pem, root.cer (DER), root.p7c, root.mobileconfig (iPhone/iPad, unsigned),
+    fingerprints.txt and README.html with step-by-step instructions (the same as the
+    /trust page of 'mailpki serve')."""
     from mailpki.instance.trust_kit import KIT_FILES, TrustKit
     from mailpki.web.portal.theme import Theme
 

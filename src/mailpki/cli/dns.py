@@ -36,8 +36,9 @@ def records(
     ] = None,
     home: HomeOption = None,
 ) -> None:
-    """Print the SMIMEA records of valid certificates as zone-file lines (usage 3 DANE-EE,
-    selector 0 full certificate, matching 0 exact)."""
+    """Print the SMIMEA records of valid certificates as zone-file lines.
+
+    Usage 3 (DANE-EE), selector 0 (full certificate), matching type 0 (no hash)."""
     instance = open_instance(home)
     try:
         found = dns_ops.smimea_records(instance, email)
@@ -50,8 +51,9 @@ def records(
 @dns_app.command("sync")
 @handle_errors
 def sync(home: HomeOption = None) -> None:
-    """Send queued SMIMEA updates now, then every address's full record set
-    (needs dns.update_server, dns.zone and dns.tsig_key_file)."""
+    """Send queued SMIMEA updates now, then every address's full record set.
+
+    Needs dns.update_server, dns.zone and dns.tsig_key_file."""
     instance = open_instance(home)
     try:
         with Progress(
