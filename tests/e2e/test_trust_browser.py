@@ -157,6 +157,7 @@ def test_enrolled_person_takes_the_iphone_profile_instead_of_the_p12(
     page.goto(f"{live.url}/done")
     expect(page.get_by_text("ines@example.com.p12 downloaded")).to_be_visible()
     assert p12_url is not None
-    spent = page.goto(f"{live.url}{p12_url}")
+    handle = p12_url.rstrip("/").rsplit("/", 1)[1]  # the button is /fetch/HANDLE
+    spent = page.goto(f"{live.url}/download/{handle}")
     assert spent is not None and spent.status == 404
     assert mailpki("audit", "verify", "--home", home).code == 0
