@@ -22,6 +22,8 @@ BENCHMARKS = (
     "bench_crl",
     "bench_escrow",
     "bench_bulk_enroll",
+    "bench_renewal",
+    "bench_lifecycle",
     "bench_recovery",
     "bench_directory",
     "bench_portal",

@@ -65,6 +65,10 @@ class RevocationError(MailPKIError):
     """A revocation request is invalid (already revoked, unknown reason)."""
 
 
+class RenewalRefused(MailPKIError):
+    """A certificate cannot be renewed (already renewed, revoked, expired)."""
+
+
 class AuditError(MailPKIError):
     """The audit log could not be written; the action it guards did not happen."""
 

@@ -1173,3 +1173,25 @@ def test_fuzz_the_form(env: Env, fuzz_client: TestClient, fields: dict[str, str]
     assert response.status_code in (200, 303, 400), (response.status_code, fields)
     if response.status_code in (200, 400):
         assert_safe_html(response)
+
+
+def test_renew_without_csrf_or_without_a_due_certificate_changes_nothing(env: Env) -> None:
+    victim, who = logged_on(env)
+    attacker = env.client()
+    attacker_csrf = csrf_of(attacker.get("/"))
+    for csrf in (None, "", "A" * 43, attacker_csrf):
+        form = {"password_choice": "generate"} if csrf is None else {"csrf": csrf}
+        response = victim.post("/renew", data=form, follow_redirects=False)
+        assert response.status_code == 403
+    # Logged on, a valid token, but nothing due for renewal: a clear refusal.
+    page = victim.get("/form")
+    assert 'id="renewal"' not in page.text
+    response = victim.post("/renew", data={"csrf": csrf_of(page)}, follow_redirects=False)
+    assert response.status_code == 400
+    assert "no certificate that is due" in error_of(response)
+    # Not logged on: back to the logon page.
+    stranger = env.client()
+    response = stranger.post("/renew", data={"csrf": csrf_of(stranger.get("/"))},
+                             follow_redirects=False)  # fmt: skip
+    assert response.status_code in (303, 403)
+    assert env.issued(who.mail) == 0

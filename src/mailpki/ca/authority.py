@@ -82,6 +82,7 @@ class CertificateInfo:
     revoked_at: datetime | None
     reason: str | None
     issuer: str
+    superseded_by: str | None = None  # renewed: the serial of its successor
 
     @classmethod
     def from_record(cls, record: CertificateRecord, now: datetime) -> CertificateInfo:
@@ -99,6 +100,7 @@ class CertificateInfo:
             revoked_at=utc(record.revoked_at) if record.revoked_at else None,
             reason=_rfc_reason(record.revocation_reason),
             issuer=record.issuer,
+            superseded_by=record.superseded_by,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,6 +115,7 @@ class CertificateInfo:
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "reason": self.reason,
             "issuer": self.issuer,
+            "superseded_by": self.superseded_by,
         }
 
 
@@ -222,6 +225,10 @@ class CertificateAuthority:
         # certificate (the directory publisher queues its job there).
         self.issue_listeners: list[Callable[[Session, CertificateRecord], None]] = []
         self.revoke_listeners: list[Callable[[Session, CertificateRecord], None]] = []
+        # Called when a renewal supersedes a certificate (it stays valid but is
+        # withdrawn from the directory), and when a failed renewal restores it.
+        self.supersede_listeners: list[Callable[[Session, CertificateRecord], None]] = []
+        self.restore_listeners: list[Callable[[Session, CertificateRecord], None]] = []
 
     # -- keys and helpers -------------------------------------------------------------
 
@@ -417,8 +424,9 @@ class CertificateAuthority:
             return [CertificateInfo.from_record(r, now) for r in session.scalars(query)], total
 
     def valid_certificates(self, email: str) -> list[bytes]:
-        """DER of the unrevoked, unexpired subscriber certificates of a mail address in
-        any case, newest first: what the public certificate directory may publish.
+        """DER of the unrevoked, unexpired, not superseded subscriber certificates of a
+        mail address in any case, newest first: what the public certificate directory
+        may publish.
 
         Admin certificates are left out: their policy OIDs name recovery roles.
         """
@@ -430,6 +438,7 @@ class CertificateAuthority:
                 CertificateRecord.issuer == ISSUING,
                 CertificateRecord.profile.not_in((OCSP_PROFILE, ADMIN_PROFILE)),
                 CertificateRecord.status == "valid",
+                CertificateRecord.superseded_by.is_(None),
                 CertificateRecord.not_after > datetime.now(UTC),
             )
             .order_by(CertificateRecord.id.desc())

@@ -56,13 +56,8 @@ def certs_list(
         # Piped: one tab-separated line per certificate, nothing cut, easy to grep and cut.
         sys.stdout.write("serial\tsubject\tmail\tprofile\tstatus\tnot_after\n")
         for row in rows:
-            fields = (
-                show_serial(row.serial),
-                row.subject,
-                row.email or "",
-                row.profile,
-                row.status,
-            )
+            status = "superseded" if row.superseded_by and row.status == "valid" else row.status
+            fields = (show_serial(row.serial), row.subject, row.email or "", row.profile, status)
             sys.stdout.write("\t".join(fields) + f"\t{row.not_after:%Y-%m-%d}\n")
         return
     table = Table()
@@ -73,13 +68,14 @@ def certs_list(
     table.add_column("status", no_wrap=True)
     table.add_column("not after", no_wrap=True)
     for row in rows:
-        style = {"revoked": "red", "expired": "yellow"}.get(row.status, "")
+        status = "superseded" if row.superseded_by and row.status == "valid" else row.status
+        style = {"revoked": "red", "expired": "yellow", "superseded": "dim"}.get(status, "")
         table.add_row(
             show_serial(row.serial),
             row.subject,
             row.email or "",
             row.profile,
-            f"[{style}]{row.status}[/]" if style else row.status,
+            f"[{style}]{status}[/]" if style else status,
             f"{row.not_after:%Y-%m-%d}",
         )
     console.print(table)

@@ -23,6 +23,7 @@ from mailpki.directory.registry import DirectorySettings
 from mailpki.errors import InputError
 from mailpki.instance import directory_ops as ops
 from mailpki.instance.instance import cli_actor
+from mailpki.instance.lifecycle import sync_with_leavers
 
 directory_app = typer.Typer(
     help="Directories (OpenLDAP, Active Directory, embedded): people and published certificates.",
@@ -191,6 +192,14 @@ def directory_import(
             help="people.csv (login,mail,name[,given_name,surname,organisation,site,groups,employee_id,enabled]) or people.ldif."
         ),
     ],
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="The file is the whole directory: people it does not list are removed "
+            "(leavers; 'lifecycle run' then applies lifecycle.on_leave).",
+        ),
+    ] = False,
     home: HomeOption = None,
 ) -> None:
     """Load people into the embedded directory (the default when no LDAP directory is added)."""
@@ -200,11 +209,12 @@ def directory_import(
     data = read_input(file, "import", MAX_IMPORT_BYTES)
     instance = open_instance(home)
     try:
-        report = ops.import_embedded(instance, data, kind, actor=cli_actor())  # type: ignore[arg-type]
+        report = ops.import_embedded(instance, data, kind, actor=cli_actor(), full=full)  # type: ignore[arg-type]
     finally:
         instance.close()
     report_outcome(
-        f"{report.added} added, {report.updated} updated, {len(report.errors)} refused",
+        f"{report.added} added, {report.updated} updated, {len(report.errors)} refused"
+        + (f", {report.removed} removed" if full else ""),
         report.errors,
         failed=bool(report.errors),
     )
@@ -284,19 +294,28 @@ def directory_authenticate(
 @directory_app.command("sync")
 @handle_errors
 def directory_sync(home: HomeOption = None) -> None:
-    """Deliver queued publications now, publish missing certificates, remove stale ones."""
+    """Apply lifecycle.on_leave to leavers, deliver queued publications, publish missing
+    certificates, remove stale ones."""
     instance = open_instance(home)
     try:
-        report = ops.sync(instance, actor=cli_actor())
+        leavers, report = sync_with_leavers(instance, actor=cli_actor())
     finally:
         instance.close()
-    report_outcome(
-        f"{report.published} published, {report.unpublished} removed, "
-        f"{report.skipped} without entry, {report.failed} failed",
-        report.errors,
-        failed=bool(report.failed),
-        limit=20,
-    )
+    try:
+        report_outcome(
+            f"{report.published} published, {report.unpublished} removed, "
+            f"{report.skipped} without entry, {report.failed} failed",
+            report.errors,
+            failed=bool(report.failed),
+            limit=20,
+        )
+    finally:  # after the summary line, which scripts read first
+        for leaver in leavers.leavers:
+            console.print(f"leaver: {leaver.email} ({leaver.why})", highlight=False, markup=False)
+        for serial in leavers.revoked:
+            console.print(f"revoked {serial} (affiliationChanged)", highlight=False)
+        if leavers.stopped and not report.unavailable:  # an outage is reported above
+            console.print(f"leaver check stopped: {leavers.stopped}", highlight=False, markup=False)
 
 
 @pins_app.command("import")

@@ -18,6 +18,7 @@ from mailpki.cli import (
     dns,
     enroll,
     invite,
+    lifecycle,
     mail,
     maintenance,
     ocsp,
@@ -53,6 +54,7 @@ directory.register(app)
 maintenance.register(app)
 auth.register(app)
 dns.register(app)
+lifecycle.register(app, admin.certs_app)
 app.command("invite")(invite.invite)
 app.command("demo")(demo.demo)
 

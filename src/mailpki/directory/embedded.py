@@ -31,10 +31,13 @@ from mailpki.store.models import EmbeddedCertificate, EmbeddedEntry
 
 # -- the directory -------------------------------------------------------------------------
 
+# find_many_by_mail reads the whole table instead of batches of IN (...) above this.
+WHOLE_TABLE_ABOVE = 5000
+
 
 def _entry(row: EmbeddedEntry) -> DirectoryEntry:
     try:
-        groups = json.loads(row.groups or "[]")
+        groups = json.loads(row.groups) if row.groups and row.groups != "[]" else []
     except ValueError:
         groups = []
     return DirectoryEntry(
@@ -125,6 +128,34 @@ class EmbeddedDirectory:
         return self._one(EmbeddedEntry.mail == mail) or self._one(
             func.lower(EmbeddedEntry.mail) == mail.lower()
         )
+
+    def find_many_by_mail(self, mails: list[str]) -> dict[str, DirectoryEntry | None]:
+        wanted = sorted({m.strip().lower() for m in mails if m.strip()})
+        found: dict[str, DirectoryEntry | None] = dict.fromkeys(wanted)
+        # Plain rows, not ORM objects: the leaver check asks for every certificate holder.
+        columns = [getattr(EmbeddedEntry, c.key) for c in EmbeddedEntry.__table__.columns]
+        with self._reading() as session:
+            if len(wanted) > WHOLE_TABLE_ABOVE:  # a check of everyone: one streamed scan
+                rows = session.execute(
+                    select(*columns)
+                    .where(EmbeddedEntry.mail.is_not(None))
+                    .execution_options(yield_per=10_000)
+                )
+                for row in rows:
+                    mail = str(row.mail).lower()
+                    if mail in found:
+                        found[mail] = _entry(row)  # type: ignore[arg-type]
+                return found
+            for where in (EmbeddedEntry.mail, func.lower(EmbeddedEntry.mail)):
+                # First the exact (indexed) match; then, for what is still missing, a
+                # match ignoring case (a scan, but only for the few not found).
+                missing = [m for m in wanted if found[m] is None]
+                for start in range(0, len(missing), 500):
+                    chunk = missing[start : start + 500]
+                    for row in session.execute(select(*columns).where(where.in_(chunk))):
+                        entry = _entry(row)  # type: ignore[arg-type]
+                        found[str(entry.mail).lower()] = entry
+        return found
 
     def search(self, text: str, *, limit: int = 50) -> list[DirectoryEntry]:
         text = text.strip()

@@ -45,6 +45,7 @@ MAX_PASSWORD = 1024
 MAX_LOGIN = 256
 MAX_DN = 4096
 PAGE_SIZE = 200
+MAIL_BATCH = 50  # addresses per search of find_many_by_mail (2 pages' worth at most)
 _PAGED_OID = "1.2.840.113556.1.4.319"
 
 # LDAP result codes this adapter acts on (RFC 4511).
@@ -324,6 +325,50 @@ class LdapDirectory:
         if not mail or len(mail) > 254 or "@" not in mail or _has_control(mail):
             return None
         return self._find_one("mail lookup", self.mapping.mail, mail)
+
+    def find_many_by_mail(self, mails: list[str]) -> dict[str, DirectoryEntry | None]:
+        """One search per MAIL_BATCH addresses (an OR filter, every value escaped); a
+        size-limited or failed search raises: a partial answer is not an answer."""
+        wanted = sorted({m.strip().lower() for m in mails if m.strip()})
+        found: dict[str, DirectoryEntry | None] = dict.fromkeys(wanted)
+        usable = [m for m in wanted if len(m) <= 254 and "@" in m and not _has_control(m)]
+        attribute = self.mapping.mail
+        for start in range(0, len(usable), MAIL_BATCH):
+            batch = usable[start : start + MAIL_BATCH]
+            wanted_filter = "".join(f"({attribute}={escape_filter_chars(m)})" for m in batch)
+            search_filter = self._filter(f"(|{wanted_filter})")
+
+            def run(conn: Any, search_filter: str = search_filter) -> list[dict[str, Any]]:
+                conn.search(
+                    self.base_dn,
+                    search_filter,
+                    ldap3.SUBTREE,
+                    attributes=self.mapping.attributes(),
+                    time_limit=max(1, math.ceil(self.timeout)),
+                    paged_size=PAGE_SIZE,
+                )
+                # Size limit exceeded: part of the answer is missing; refuse all of it.
+                self._check(conn, "mail lookup")
+                if (
+                    (conn.result.get("controls") or {})
+                    .get(_PAGED_OID, {})
+                    .get("value", {})
+                    .get("cookie")
+                ):
+                    raise self._error("mail lookup", "more entries than one page", outage=True)
+                return _entries(conn.response)
+
+            for response in self._op("mail lookup", run):
+                entry = self._map(response)
+                if entry is None or entry.mail is None or entry.mail not in found:
+                    continue
+                if found[entry.mail] is not None:
+                    raise DirectoryError(
+                        f"directory {self.name!r}: {attribute}={entry.mail!r} is ambiguous "
+                        "(2 or more entries)"
+                    )
+                found[entry.mail] = entry
+        return found
 
     def search(self, text: str, *, limit: int = 50) -> list[DirectoryEntry]:
         text = text.strip()

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from mailpki.directory.validation import (
@@ -154,6 +154,7 @@ class ImportReport:
     added: int = 0
     updated: int = 0  # existing logins whose data changed (identical ones are not counted)
     errors: list[str] = field(default_factory=list)  # "line N: why", at most MAX_REPORTED_ERRORS
+    removed: int = 0  # a full import: people the file no longer lists
 
 
 def _optional(value: str | None, *, what: str, max_len: int = NAME_MAX) -> str | None:
@@ -451,7 +452,9 @@ _COLUMNS = (
 )
 
 
-def import_people(db: Database, data: bytes, *, kind: Literal["csv", "ldif"]) -> ImportReport:
+def import_people(
+    db: Database, data: bytes, *, kind: Literal["csv", "ldif"], full: bool = False
+) -> ImportReport:
     """Add or update people from a CSV or LDIF file, in one transaction.
 
     CSV: header ``login,mail,name[,given_name,surname,organisation,site,groups,
@@ -459,7 +462,9 @@ def import_people(db: Database, data: bytes, *, kind: Literal["csv", "ldif"]) ->
     unchanged on existing entries. LDIF: uid, mail, displayName (or cn), givenName, sn,
     o, ou, memberOf, employeeNumber. Bad records are reported ("line N: why") and
     skipped; a file-level problem (size, encoding, header) raises InputError and
-    changes nothing. People missing from the file are kept."""
+    changes nothing. People missing from the file are kept, unless `full`: then the file
+    is the whole directory and they are removed (they left) - but only from a file
+    without a single bad record, which could be a truncated or partial export."""
     if kind == "csv":
         parsed = list(_csv_people(data))
     elif kind == "ldif":
@@ -468,8 +473,25 @@ def import_people(db: Database, data: bytes, *, kind: Literal["csv", "ldif"]) ->
         raise InputError(f"unknown import format {kind!r}: use csv or ldif")
 
     report = ImportReport()
+    if full and any(isinstance(p, str) for p in parsed):
+        raise InputError(
+            "a full import removes everyone the file does not list, so it must have no "
+            "bad records: fix them (or import without --full) and try again"
+        )
     with db.transaction() as session:
         _apply(session, parsed, report)
+        if full:
+            listed = {p.login for p in parsed if isinstance(p, _Person)}
+            if not listed:
+                raise InputError("a full import of an empty file would remove everyone")
+            gone = [
+                login
+                for login in session.scalars(select(EmbeddedEntry.login))
+                if login not in listed
+            ]
+            for batch in _chunks(gone):
+                session.execute(delete(EmbeddedEntry).where(EmbeddedEntry.login.in_(batch)))
+            report.removed = len(gone)
     return report
 
 

@@ -25,6 +25,12 @@ class Directory(Protocol):
         directory's, already checked by the caller)."""
         ...
 
+    def find_many_by_mail(self, mails: list[str]) -> dict[str, DirectoryEntry | None]:
+        """Each (lowercased) mail's entry, or None when the directory has no such person.
+        All or nothing: a timeout, an outage or a truncated (size-limited) answer raises
+        DirectoryError, so a partial answer is never read as "these people are gone"."""
+        ...
+
     def search(self, text: str, *, limit: int = 50) -> list[DirectoryEntry]:
         """Entries whose name, mail or login starts with `text` (the address-list search),
         at most `limit`, sorted by display name."""

@@ -3,9 +3,9 @@
 A job is queued in the transaction that issues or revokes the certificate, so the two
 cannot disagree; a worker (`serve`'s housekeeping, `directory sync`) delivers jobs,
 retrying with exponential backoff while a directory is down. `sync` also reconciles:
-every valid certificate of ours is published, revoked and expired ones are removed,
-and certificates from our issuer that we do not know are removed. Another CA's
-certificates are never touched.
+every valid certificate of ours is published, revoked, expired and superseded (renewed)
+ones are removed, and certificates from our issuer that we do not know are removed.
+Another CA's certificates are never touched.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class PublishReport:
     skipped: int = 0  # no directory entry for that mail: nothing to publish to
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)  # directories down during a sync
 
 
 class Publisher:
@@ -168,10 +169,12 @@ class Publisher:
                     CertificateRecord.der,
                     CertificateRecord.status,
                     CertificateRecord.not_after,
+                    CertificateRecord.superseded_by,
                 ).where(CertificateRecord.issuer == "issuing", CertificateRecord.email.is_not(None))
             )
-            for email, der, status, not_after in rows:
-                valid = status == "valid" and not_after > now
+            for email, der, status, not_after, superseded_by in rows:
+                # A renewed (superseded) certificate stays valid but is not published.
+                valid = status == "valid" and not_after > now and superseded_by is None
                 (wanted if valid else unwanted).setdefault(str(email).lower(), set()).add(der)
         for email in sorted(set(wanted) | set(unwanted)):
             directory = self.registry.for_mail(email)
@@ -200,6 +203,7 @@ class Publisher:
                     down.add(directory.name)
                 report.failed += 1
                 report.errors.append(f"{email}: {exc}")
+        report.unavailable = sorted(down)
         return report
 
     def _ours(self, der: bytes) -> bool:

@@ -228,6 +228,21 @@ class DirectoryRegistry:
         directory = self.for_mail(mail)
         return None if directory is None else directory.find_by_mail(mail.strip().lower())
 
+    def find_many_by_mail(self, mails: list[str]) -> dict[str, DirectoryEntry | None]:
+        """Each mail's entry (None: not in its directory); mails no directory is routed
+        for are left out. Any directory's failure raises DirectoryError for the whole."""
+        routed: dict[str, list[str]] = {}
+        by_name: dict[str, Directory] = {}
+        for mail in {m.strip().lower() for m in mails if m.strip()}:
+            directory = self.for_mail(mail)
+            if directory is not None:
+                routed.setdefault(directory.name, []).append(mail)
+                by_name[directory.name] = directory
+        found: dict[str, DirectoryEntry | None] = {}
+        for name, batch in routed.items():
+            found.update(by_name[name].find_many_by_mail(batch))
+        return found
+
     def find_by_login(self, login: str) -> DirectoryEntry | None:
         """Route `login`; a bare login found in two directories is an error."""
         login = login.strip()

@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from sqlalchemy.orm import Session
 
 from mailpki.audit import AuditLog
 from mailpki.ca.authority import CertificateAuthority
 from mailpki.ca.csr import load_csr
-from mailpki.ca.serials import show_serial
+from mailpki.ca.serials import show_serial, to_hex
+from mailpki.ca.succession import restore, supersede
 from mailpki.errors import InputError, MailPKIError, RevocationError
 from mailpki.keymanager.manager import KeyManager
 from mailpki.keymanager.pkcs12 import package
@@ -58,6 +60,15 @@ class EnrollmentRequest:
     signing_csr: bytes | None = None  # dual-key: the user's own signing key, never escrowed
     password: bytes | None = None  # None: generate one, shown once
     legacy_p12: bool = False
+    # Renewal: the certificate this one replaces (superseded in the transaction that
+    # stores the new one) and, in dual-key mode, the signing half to re-certify.
+    renews: str | None = None
+    renews_signing: str | None = None
+    signing_key: CertificatePublicKeyTypes | None = None
+
+    @property
+    def dual_key(self) -> bool:
+        return self.signing_csr is not None or self.signing_key is not None
 
 
 @dataclass(frozen=True)
@@ -113,9 +124,7 @@ class Enroller:
         (`record_delivered`) once what it announces has really gone out."""
         person = request.person
         # 1. Policy: which profile shapes the central key's certificate.
-        profile = self.choose_profile(
-            profile=request.profile, dual_key=request.signing_csr is not None
-        )
+        profile = self.choose_profile(profile=request.profile, dual_key=request.dual_key)
         if request.signing_csr is not None:
             load_csr(request.signing_csr)  # refuse a bad CSR before anything is made
         self.on_step("policy")
@@ -126,6 +135,12 @@ class Enroller:
                 request.signing_csr, person, profile=DUAL_SIGNING_PROFILE, actor=actor
             ).certificate
             self.on_step("signing-cert")
+        elif request.signing_key is not None:  # renewal: the user's signing key again
+            signing_cert = self.ca.issue_for_key(
+                request.signing_key, person, profile=DUAL_SIGNING_PROFILE, actor=actor
+            ).certificate
+            self.on_step("signing-cert")
+        signing_serial = to_hex(signing_cert.serial_number) if signing_cert else None
         # 3. The key pair, already escrowed (pool) or escrowed now.
         pair = self.keys.new_key_pair(request.key_type)
         self.on_step("key")
@@ -145,6 +160,12 @@ class Enroller:
                     "from_pool": pair.from_pool,
                 },
             )
+            if request.renews is not None:
+                supersede(self.ca, self.audit, session, old_serial=request.renews,
+                          new_serial=serial, now=datetime.now(UTC), actor=actor)  # fmt: skip
+            if request.renews_signing is not None and signing_serial is not None:
+                supersede(self.ca, self.audit, session, old_serial=request.renews_signing,
+                          new_serial=signing_serial, now=datetime.now(UTC), actor=actor)  # fmt: skip
             queue(
                 session,
                 kind="key.escrowed",
@@ -271,6 +292,9 @@ def reconcile(
         def mark(session: Session, serial: str = serial) -> None:
             keys.mark_revoked(session, serial)
             audit.append(session, "key.undelivered", actor=actor, data={"serial": serial})
+            # A renewal that never reached its person: the certificate it replaced is
+            # current (and published) again.
+            restore(ca, audit, session, successor=serial, actor=actor)
 
         try:
             try:

@@ -43,6 +43,7 @@ __all__ = [
     "invite",
     "load_template",
     "logon_help",
+    "new_link",
     "peek",
     "redeem",
     "remind",
@@ -297,6 +298,39 @@ def invite(
     return report
 
 
+def new_link(
+    session: Session,
+    *,
+    login: str,
+    directory: str,
+    mail: str,
+    expires: datetime,
+    when: datetime,
+    base_url: str,
+    reminder: bool = False,
+    flush: bool = True,
+) -> tuple[Invitation, str]:
+    """A new one-time link (its row holds only the token's hash), in the caller's
+    transaction; the caller mails it (an invitation, a reminder, a renewal notice)."""
+    token = _new_token()
+    row = Invitation(
+        login=login,
+        directory=directory,
+        mail=mail,
+        token_sha256=hash_token(token),
+        created_at=when,
+        expires_at=expires,
+        sent_at=when,
+        reminded_at=when if reminder else None,
+        used_at=None,
+        revoked_at=None,
+    )
+    session.add(row)
+    if flush:  # the row's id now (a batch of notices leaves it to the commit)
+        session.flush()
+    return row, _link(base_url, token)
+
+
 def _send_link(
     session: Session,
     *,
@@ -314,22 +348,11 @@ def _send_link(
 ) -> Invitation:
     """A new invitation row (only its token's hash) and its mail, in the caller's
     transaction: the first invitation and a reminder differ only in wording."""
-    token = _new_token()
-    row = Invitation(
-        login=login,
-        directory=directory,
-        mail=mail,
-        token_sha256=hash_token(token),
-        created_at=when,
-        expires_at=expires,
-        sent_at=when,
-        reminded_at=when if reminder else None,
-        used_at=None,
-        revoked_at=None,
-    )
-    session.add(row)
-    session.flush()
-    values = {"name": name, "link": _link(base_url, token), "expires": _expires_text(expires),
+    row, link = new_link(
+        session, login=login, directory=directory, mail=mail, expires=expires, when=when,
+        base_url=base_url, reminder=reminder,
+    )  # fmt: skip
+    values = {"name": name, "link": link, "expires": _expires_text(expires),
               "org": org, "logon": logon or logon_help(())}  # fmt: skip
     template = "reminder" if reminder else "invitation"
     queue(

@@ -88,6 +88,17 @@ def _mail_list(value: str) -> str:
     return ",".join(addresses)
 
 
+def notice_days(value: str) -> str:
+    """`30,7,1`: distinct whole days between 1 and 365, kept largest first."""
+    parts = [p.strip() for p in value.split(",")]
+    if not value.strip() or any(not p.isdigit() for p in parts):
+        raise ValueError("must be whole days separated by commas, e.g. 30,7,1")
+    days = sorted({int(p) for p in parts}, reverse=True)
+    if len(days) != len(parts) or not all(1 <= d <= 365 for d in days) or len(days) > 10:
+        raise ValueError("must be at most 10 distinct days, each between 1 and 365")
+    return ",".join(str(d) for d in days)
+
+
 def _checked(check: Callable[[str], str]) -> Callable[[str], str]:
     """A check that raises ConfigError, as a setting parser (those raise ValueError)."""
 
@@ -292,6 +303,29 @@ SCHEMA: dict[str, Setting] = {
         choice("true", "false"), "true", "publish issued certificates to the directory"
     ),
     **dns_schema(),
+    "lifecycle.notice_days": Setting(
+        notice_days, "30,7,1", "days before expiry when a person is mailed a renewal link"
+    ),
+    "lifecycle.renew_window_days": Setting(
+        int_range(1, 365), 60, "the portal offers Renew this many days before expiry"
+    ),
+    "lifecycle.on_leave": Setting(
+        choice("revoke", "keep"),
+        "revoke",
+        "a person disabled in or gone from the directory: revoke (affiliationChanged) or keep",
+    ),
+    "lifecycle.officers": Setting(
+        _mail_list,
+        "",
+        "comma-separated mail addresses of the officers' summary and leaver notices "
+        "(default: the notices' sender address)",
+    ),
+    "lifecycle.max_leavers": Setting(
+        int_range(0, 1_000_000),
+        50,
+        "more leavers than this in one check is taken for a directory fault: nothing is "
+        "revoked and the officers are told (raise it for a real mass departure)",
+    ),
     **smtp_schema(
         sender_default="",
         sender_help="From of notices and invitations (default pki@<instance.domain>)",

@@ -41,21 +41,27 @@ def remove_directory(instance: Instance, name: str, *, actor: str) -> None:
 
 
 def import_embedded(
-    instance: Instance, data: bytes, kind: Literal["csv", "ldif"], *, actor: str
+    instance: Instance,
+    data: bytes,
+    kind: Literal["csv", "ldif"],
+    *,
+    actor: str,
+    full: bool = False,
 ) -> ImportReport:
     if instance.directories.settings():
         raise InputError(
             "this instance uses LDAP directories; the embedded directory is used only "
             "when none is added ('mailpki directory remove' them first)"
         )
-    report = import_people(instance.db, data, kind=kind)
+    report = import_people(instance.db, data, kind=kind, full=full)
     with instance.db.transaction() as session:
         instance.audit.append(
             session,
             "directory.imported",
             actor=actor,
-            data={"added": report.added, "updated": report.updated, "errors": len(report.errors)},
-        )
+            data={"added": report.added, "updated": report.updated, "errors": len(report.errors),
+                  "removed": report.removed, "full": full},
+        )  # fmt: skip
     return report
 
 

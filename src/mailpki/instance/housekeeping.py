@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -20,6 +21,7 @@ from mailpki.instance.audit_witnesses import hand_over_quietly
 from mailpki.instance.enrollments import fill_pool, flush_mail, reconcile_deliveries
 from mailpki.instance.instance import Instance
 from mailpki.instance.invitations import remind_users
+from mailpki.instance.lifecycle import run as run_lifecycle
 from mailpki.instance.portal import Portal
 from mailpki.store.leases import Leases
 
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 ACTOR = "server:housekeeping"
 INTERVAL_SECONDS = 15.0
 LEASE_TTL = timedelta(seconds=45)
+LIFECYCLE_EVERY = 3600.0  # seconds between lifecycle runs (notices, leavers, expiry)
 
 
 class Housekeeping:
@@ -34,9 +37,10 @@ class Housekeeping:
     revokes certificates whose key was escrowed but never delivered within its lease
     (or whose portal download expired unused), reminds people of unused invitations,
     retries queued notices, delivers due directory publications and SMIMEA updates, tops
-    the key pool up to `keymanager.pool_size`, and seals the audit log and hands its
+    the key pool up to `keymanager.pool_size`, seals the audit log and hands its
     checkpoints to the witnesses (the recovery service, `audit.witness_file`, the
-    auditors' daily mail).
+    auditors' daily mail), and once an hour runs the lifecycle (expiry notices, the
+    officers' summary, leavers, expired certificates: see instance/lifecycle.py).
 
     With several server processes, each chore runs on the one node holding its lease;
     every chore is also idempotent, so a lease that runs out while its chore is still
@@ -57,6 +61,7 @@ class Housekeeping:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lifecycle_at: float | None = None  # monotonic time of this node's last run
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="housekeeping", daemon=True)
@@ -78,6 +83,7 @@ class Housekeeping:
             chores.append(("portal-cleanup", self._portal_cleanup))
         chores += [
             ("invitation-reminders", self._remind),
+            ("lifecycle", self._lifecycle),
             ("mail", self._flush_mail),
             ("publish", self._publish),
         ]
@@ -129,6 +135,19 @@ class Housekeeping:
                 log.info("%d invitation reminders queued", reminded)
         except MailPKIError as exc:
             log.warning("invitation reminders failed: %s", exc)
+
+    def _lifecycle(self) -> None:
+        now = time.monotonic()
+        if self._lifecycle_at is not None and now - self._lifecycle_at < LIFECYCLE_EVERY:
+            return
+        self._lifecycle_at = now
+        # Even two nodes running it at once (a lease that ran out) send nothing twice:
+        # each notice, summary and revocation is claimed in the database.
+        lifecycle = run_lifecycle(self.instance, actor=ACTOR, send_mail=False)
+        for line in lifecycle.lines():
+            log.info("lifecycle: %s", line)
+        for error in lifecycle.errors:
+            log.warning("lifecycle: %s", error)
 
     def _flush_mail(self) -> None:
         flush_mail(self.instance)

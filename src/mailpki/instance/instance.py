@@ -167,6 +167,8 @@ class Instance:
         if self.config.get("directory.publish") == "true":
             ca.issue_listeners.append(_queue_publication(PUBLISH))
             ca.revoke_listeners.append(_queue_publication(UNPUBLISH))
+            ca.supersede_listeners.append(_queue_publication(UNPUBLISH))
+            ca.restore_listeners.append(_queue_publication(PUBLISH))
         ca.revoke_listeners.append(self._queue_revocation_notice)
         if self.config.get("dns.update_server"):
             ca.issue_listeners.append(_queue_smimea_update)

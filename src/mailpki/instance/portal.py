@@ -19,8 +19,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
+from sqlalchemy.orm import Session
 
 from mailpki.auth.identity import Identity
+from mailpki.ca.succession import restore
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.enrollment.enroll import DUAL_ENCRYPTION_PROFILE, DUAL_SIGNING_PROFILE
 from mailpki.enrollment.invitations import peek, redeem
@@ -449,9 +451,18 @@ class Portal:
         serials = self.downloads.expired_unfetched()
         withdrawn = []
         for serial in serials:
+
+            def current_again(session: Session, serial: str = serial) -> None:
+                # A renewal nobody downloaded: the certificate it replaced is current again.
+                restore(self.instance.ca, self.instance.audit, session, successor=serial,
+                        actor=actor)  # fmt: skip
+
             try:
                 self.instance.ca.revoke(
-                    int(serial, 16), x509.ReasonFlags.cessation_of_operation, actor=actor
+                    int(serial, 16),
+                    x509.ReasonFlags.cessation_of_operation,
+                    actor=actor,
+                    within=current_again,
                 )
                 withdrawn.append(serial)
             except RevocationError:

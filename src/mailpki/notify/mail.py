@@ -124,6 +124,7 @@ def queue(
     body: str,
     now: datetime | None = None,
     html: str | None = None,
+    flush: bool = True,
 ) -> OutboxMessage:
     """Add a mail to the outbox in the caller's session (the caller commits it).
 
@@ -161,7 +162,8 @@ def queue(
         last_error=None,
     )
     session.add(row)
-    session.flush()  # assign the id now, still inside the caller's transaction
+    if flush:  # assign the id now, still inside the caller's transaction (a batch of
+        session.flush()  # thousands leaves it to the commit: one multi-row INSERT)
     return row
 
 

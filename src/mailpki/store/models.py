@@ -86,6 +86,11 @@ class CertificateRecord(Base):
     # run concatenates these bytes. NULL for rows revoked before it existed (encoded
     # once, on the next CRL run).
     crl_entry_der: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Renewal: the serial of the certificate that replaced this one. A superseded
+    # certificate stays valid (old mail stays readable, old signatures verify) but is
+    # no longer published, renewed or noticed.
+    superseded_by: Mapped[str | None] = mapped_column(String(64), index=True)
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     # CRL building and the "revoked since the last CRL?" check are index seeks, even
     # with a million revoked rows.
@@ -95,7 +100,26 @@ class CertificateRecord(Base):
         # Mail addresses keep their case (the local part may be case-sensitive); lookups
         # by address ignore it, through this expression index.
         Index("ix_certificates_email_lower", func.lower(email)),
+        # The lifecycle's "what expires soon / what expired" is a range seek.
+        Index("ix_certificates_status_not_after", "status", "not_after"),
     )
+
+
+class LifecycleMark(Base):
+    """Something the lifecycle did once and must not do again, on any node: an expiry
+    notice per certificate and threshold ("notice-30", serial), the officers' daily
+    summary ("summary", date), a person seen in the directory ("seen", mail), an expired
+    certificate withdrawn ("expired", serial). The unique constraint is the guard: of
+    two nodes inserting the same mark, one wins and only that one sends the mail."""
+
+    __tablename__ = "lifecycle_marks"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    subject: Mapped[str] = mapped_column(String(320), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+    __table_args__ = (UniqueConstraint("kind", "subject", name="uq_lifecycle_marks"),)
 
 
 class CRLRecord(Base):

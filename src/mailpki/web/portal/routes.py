@@ -7,6 +7,7 @@
     GET  /oidc/callback       back from the provider: code -> ID token -> session
     GET  /form, POST /form    the pre-filled form; accept -> issue, escrow, package
     GET  /fetch/{handle}      the download page, marking that file as downloading; it starts it
+    POST /renew               renew a certificate that expires within the renewal window
     GET  /download/{handle}   the PKCS#12, once, from the session that made it
     GET  /download/{handle}/mobileconfig   the same download as an Apple profile (iPhone)
     GET  /waiting             a request queued for an officer
@@ -37,6 +38,7 @@ from starlette.routing import BaseRoute, Route
 from mailpki.enrollment.invitations import check_token
 from mailpki.enrollment.portal_store import check_handle
 from mailpki.errors import AuthenticationError, InputError, MailPKIError, NotFoundError
+from mailpki.instance import portal_renewal
 from mailpki.instance.portal import InvitedPerson, Portal, PortalOutcome
 from mailpki.instance.trust_kit import KIT_FILES
 from mailpki.web.access_log import note
@@ -328,7 +330,61 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
             return RedirectResponse("/done", status_code=303)
         if session.data.get("queued"):
             return RedirectResponse("/waiting", status_code=303)
-        return page(session, "form.html", values={}, message=None)
+        renewal = await run_in_threadpool(portal_renewal.offer, portal, session.identity)
+        return page(session, "form.html", values={}, message=None, renewal=renewal)
+
+    async def renew(request: Request) -> Response:
+        """Renew, as an enrollment: one at a time per session; the downloads page."""
+        checked = await checked_post(request)
+        if isinstance(checked, Response):
+            return checked
+        session, form = checked
+        if session.identity is None or session.token is None:
+            return RedirectResponse("/", status_code=303)
+        token = session.token
+        try:
+            choose = _field(form, "password_choice") == "choose"
+            password, confirm = _field(form, "password"), _field(form, "confirm")
+            legacy = _field(form, "legacy") == "on"
+        except InputError as exc:
+            return error(session, f"{exc}.", status=400)
+        if not await run_in_threadpool(portal.sessions.claim, token):
+            return error(session, "Your certificate is already being renewed.", status=409)
+        try:
+            outcome: PortalOutcome = await run_in_threadpool(
+                lambda: portal_renewal.renew(
+                    portal, token, session.identity or {},
+                    password=password if choose else None,
+                    confirm=confirm if choose else None, legacy=legacy,
+                )
+            )  # fmt: skip
+        except InputError as exc:
+            return error(session, f"{exc}.", status=400)
+        except MailPKIError as exc:
+            log.warning("portal renewal failed: %s", exc)
+            return error(
+                session,
+                "Your certificate could not be renewed just now; nothing was changed. "
+                "Please try again in a few minutes.",
+                status=503,
+            )
+        finally:
+            await run_in_threadpool(portal.sessions.release, token)
+        session.data["downloads"] = [
+            {"handle": d.handle, "filename": d.filename, "what": d.what} for d in outcome.downloads
+        ]
+        session.data["serial"] = outcome.serial
+        await run_in_threadpool(cookies.save, session)
+        response = page(
+            session,
+            "done.html",
+            downloads=session.data["downloads"],
+            serial=outcome.serial,
+            password=outcome.generated_password,
+            mail=outcome.email,
+        )
+        response.background = BackgroundTask(portal.after_enrollment)
+        return response
 
     async def enroll_checked(
         session: PortalSession,
@@ -608,6 +664,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         Route("/oidc/{name}", oidc_start, methods=["GET"]),
         Route("/form", show_form, methods=["GET"]),
         Route("/form", submit_form, methods=["POST"]),
+        Route("/renew", renew, methods=["POST"]),
         Route("/done", done, methods=["GET"]),
         Route("/fetch/{handle}", fetch, methods=["GET"]),
         Route("/download/{handle}", download, methods=["GET"]),

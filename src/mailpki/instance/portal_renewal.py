@@ -1,0 +1,95 @@
+"""Renewal in the enrollment portal: after logon (directory password, PIN, or the
+renewal link a notice carried), a person whose certificate expires within
+`lifecycle.renew_window_days` is offered "Renew"; the new PKCS#12 waits as a one-time
+download bound to the session, exactly like an enrollment's.
+
+The window applies to this self-service only (the CLI renews any current certificate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mailpki.enrollment.enroll import DUAL_ENCRYPTION_PROFILE
+from mailpki.errors import InputError, MailPKIError
+from mailpki.instance.enrollments import p12_name
+from mailpki.instance.portal import DownloadLink, Portal, PortalOutcome
+from mailpki.instance.renewal import plan, renew_with
+from mailpki.policy.passwords import check_password
+
+
+@dataclass(frozen=True)
+class RenewalOffer:
+    """The certificate the portal offers to renew."""
+
+    serial: str
+    not_after: datetime
+    days_left: int
+
+
+def offer(portal: Portal, identity: Mapping[str, Any]) -> RenewalOffer | None:
+    """The person's current certificate if it expires within the renewal window (and is
+    not a dual-key pair, which is renewed by an officer); None otherwise."""
+    mail = identity["entry"].get("mail")
+    if not mail:
+        return None
+    try:
+        chosen = plan(portal.instance, str(mail))
+    except MailPKIError:
+        return None  # nothing to renew: the form offers an enrollment
+    now = datetime.now(UTC)
+    window = timedelta(days=int(portal.instance.config.get("lifecycle.renew_window_days")))
+    if chosen.renews.profile == DUAL_ENCRYPTION_PROFILE or chosen.renews.not_after > now + window:
+        return None
+    left = max(0, (chosen.renews.not_after - now).days)
+    return RenewalOffer(chosen.renews.serial, chosen.renews.not_after, left)
+
+
+def renew(
+    portal: Portal,
+    session_token: str,
+    identity: Mapping[str, Any],
+    *,
+    password: str | None,
+    confirm: str | None,
+    legacy: bool,
+) -> PortalOutcome:
+    """Renew the offered certificate; bad input or no offer changes nothing."""
+    entry = identity["entry"]
+    current = offer(portal, identity)
+    if current is None:
+        raise InputError("you have no certificate that is due for renewal here")
+    mail, login = str(entry["mail"]), str(entry["login"])
+    chosen = None
+    if password is not None:
+        name = str(entry.get("display_name") or "")
+        avoid = (login, mail.split("@")[0], *name.split())
+        chosen = check_password(
+            password, confirm or "", min_length=portal.min_password_length, avoid=avoid
+        )
+    links: list[DownloadLink] = []
+    filename = p12_name(mail).removesuffix(".p12") + "-renewed.p12"
+
+    def hand_over(data: bytes, serial: str) -> None:
+        handle = portal.downloads.put(
+            session_token, serial=serial, email=mail, filename=filename, data=data
+        )
+        links.append(DownloadLink(handle, filename, "new key and certificate"))
+
+    _plan, enrolled = renew_with(
+        portal.instance,
+        mail,
+        actor=f"portal:{login}",
+        hand_over=hand_over,
+        password=chosen,
+        legacy_p12=legacy,
+    )
+    return PortalOutcome(
+        email=enrolled.email,
+        serial=enrolled.serial,
+        downloads=links,
+        generated_password=enrolled.generated_password,
+    )
