@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
+from mailpki.ca.serials import show_serial, to_hex
 from mailpki.errors import RenewalRefused
 from mailpki.instance.instance import Instance
 from mailpki.instance.renewal import plan, renew_one
@@ -56,7 +57,7 @@ def enroll(home: Path, tmp_path: Path, email: str, name: str, *extra: str | Path
         mailpki("enroll", "--home", home, "--email", email, "--name", name, "--out", out,
                 "--password-file", tmp_path / "pw", *extra)
     )  # fmt: skip
-    return result.out.split("certificate ")[1].split(",")[0]
+    return to_hex(int(result.out.split("certificate ")[1].split(",")[0], 16))
 
 
 def records(home: Path, email: str) -> list[CertificateRecord]:
@@ -105,8 +106,8 @@ def test_renew_supersedes_publishes_in_place_and_keeps_the_old_one_valid(
     out = tmp_path / "alice-new.p12"
     result = ok(mailpki("renew", "--home", corp, "--email", "alice@example.com", "--out", out,
                         "--password-file", tmp_path / "pw"))  # fmt: skip
-    new = result.out.split("certificate ")[1].split(" ")[0]
-    assert new != old and f"renews {old}" in result.out
+    new = to_hex(int(result.out.split("certificate ")[1].split(" ")[0], 16))
+    assert new != old and f"renews {show_serial(old)}" in result.out
 
     # The new PKCS#12 opens with the password and holds the new certificate.
     cert = load_pkcs12(out.read_bytes(), PASSWORD.encode()).certificate
@@ -140,7 +141,7 @@ def test_renew_supersedes_publishes_in_place_and_keeps_the_old_one_valid(
                                    "--json")).out)  # fmt: skip
     assert {r["serial"]: r["renewed_by"] for r in listed} == {old: new, new: None}
     text = ok(mailpki("certs", "expiring", "--home", corp, "--within", "800")).out
-    assert f"yes ({new})" in text
+    assert f"yes ({show_serial(new)})" in text
     assert "superseded" in ok(mailpki("certs", "list", "--home", corp)).out
 
 
@@ -256,12 +257,12 @@ def test_bulk_renewal_csv_and_progress(corp: Path, tmp_path: Path) -> None:
     assert set(rows) == set(first)
     for email, (_, serial, path, password) in rows.items():
         cert = load_pkcs12(Path(path).read_bytes(), password.encode()).certificate
-        assert f"{cert.serial_number:X}" == serial != first[email]
+        assert show_serial(cert.serial_number) == serial != show_serial(first[email])
     assert "2 renewed, 0 failed" in result.err
     # Each old certificate is superseded by the one in the CSV.
     for email, serial in first.items():
         old_row = records(corp, email)[0]
-        assert (old_row.serial, old_row.superseded_by) == (serial, rows[email][1])
+        assert (old_row.serial, old_row.superseded_by) == (serial, to_hex(int(rows[email][1], 16)))
 
 
 def test_portal_offers_renewal_only_within_the_window(corp: Path, tmp_path: Path) -> None:

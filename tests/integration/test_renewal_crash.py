@@ -21,6 +21,7 @@ import pytest
 from cryptography import x509
 from sqlalchemy import select
 
+from mailpki.ca.serials import to_hex
 from mailpki.instance.instance import Instance
 from mailpki.store.models import CertificateRecord
 from tests.integration.cli_helpers import mailpki
@@ -138,7 +139,7 @@ def test_kill_during_renewal_is_recovered(home: Path, tmp_path: Path, target: st
             tmp_path / "pw",
         )
     )
-    old = result.out.split("certificate ")[1].split(",")[0]
+    old = to_hex(int(result.out.split("certificate ")[1].split(",")[0], 16))
     assert published(home) == {old}
 
     script = tmp_path / "helper.py"

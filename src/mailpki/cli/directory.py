@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mailpki.ca.serials import show_serial
 from mailpki.cli.common import (
     HomeOption,
     console,
@@ -313,7 +314,7 @@ def directory_sync(home: HomeOption = None) -> None:
         for leaver in leavers.leavers:
             console.print(f"leaver: {leaver.email} ({leaver.why})", highlight=False, markup=False)
         for serial in leavers.revoked:
-            console.print(f"revoked {serial} (affiliationChanged)", highlight=False)
+            console.print(f"revoked {show_serial(serial)} (affiliationChanged)", highlight=False)
         if leavers.stopped and not report.unavailable:  # an outage is reported above
             console.print(f"leaver check stopped: {leavers.stopped}", highlight=False, markup=False)
 

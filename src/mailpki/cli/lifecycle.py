@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from mailpki.ca.serials import show_serial
 from mailpki.cli.common import (
     HomeOption,
     console,
@@ -57,9 +58,9 @@ def certs_expiring(
         return
     sys.stdout.write("serial\tmail\tprofile\tnot_after\trenewed\n")
     for row in rows:
-        renewed = f"yes ({row.renewed_by})" if row.renewed_by else "no"
+        renewed = f"yes ({show_serial(row.renewed_by)})" if row.renewed_by else "no"
         sys.stdout.write(
-            f"{row.serial}\t{row.email}\t{row.profile}\t{row.not_after:%Y-%m-%d %H:%M}\t{renewed}\n"
+            f"{show_serial(row.serial)}\t{row.email}\t{row.profile}\t{row.not_after:%Y-%m-%d %H:%M}\t{renewed}\n"
         )
     err_console.print(f"{len(rows)} expiring within {within} days", highlight=False)
 
@@ -152,7 +153,8 @@ def _renew_one(
     finally:
         instance.close()
     console.print(
-        f"{outcome.email}: certificate {outcome.serial} renews {outcome.old_serial} "
+        f"{outcome.email}: certificate {show_serial(outcome.serial)} renews "
+        f"{show_serial(outcome.old_serial)} "
         f"(superseded, not revoked); key escrowed, PKCS#12 written to {outcome.path}",
         highlight=False,
     )
@@ -204,7 +206,8 @@ def _renew_bulk(
                     failed += 1
                     err_console.print(f"{item.email}: {item.error}", highlight=False, markup=False)
                     continue
-                sys.stdout.write(f"{item.email},{item.serial},{item.path},{item.password or ''}\n")
+                serial = show_serial(item.serial) if item.serial else ""
+                sys.stdout.write(f"{item.email},{serial},{item.path},{item.password or ''}\n")
                 sys.stdout.flush()
     finally:
         instance.close()

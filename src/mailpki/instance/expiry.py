@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailpki.ca.serials import show_serial
 from mailpki.ca.succession import SUBSCRIBER
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.directory.publisher import UNPUBLISH, queue_job
@@ -136,7 +137,7 @@ def _notice_text(
     )
     return (
         f"Hello {name},\n\n"
-        f"your e-mail (S/MIME) certificate {serial} expires on "
+        f"your e-mail (S/MIME) certificate {show_serial(serial)} expires on "
         f"{not_after:%Y-%m-%d %H:%M} UTC, in {days} day(s) or less.\n"
         "After that date you can no longer sign mail with it, and colleagues can no longer\n"
         "encrypt mail to you.\n\n"
@@ -253,8 +254,8 @@ def send_summary(
             return
         pending = [r for r in rows if r.renewed_by is None]
         lines = [
-            f"{r.not_after:%Y-%m-%d}  {r.serial}  {r.email}  {r.profile}  "
-            f"{'renewed by ' + r.renewed_by if r.renewed_by else 'not renewed'}"
+            f"{r.not_after:%Y-%m-%d}  {show_serial(r.serial)}  {r.email}  {r.profile}  "
+            f"{'renewed by ' + show_serial(r.renewed_by) if r.renewed_by else 'not renewed'}"
             for r in rows[:SUMMARY_LINES]
         ]
         more = f"\n… and {len(rows) - SUMMARY_LINES} more" if len(rows) > SUMMARY_LINES else ""

@@ -23,6 +23,7 @@ from cryptography import x509
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailpki.ca.serials import show_serial
 from mailpki.ca.succession import SUBSCRIBER
 from mailpki.errors import DirectoryError, RevocationError
 from mailpki.instance.expiry import officers
@@ -102,7 +103,7 @@ def find_leavers(
 def _officer_notice(instance: Instance, session: Session, leaver: Leaver, action: str) -> None:
     body = (
         f"{leaver.email} is {leaver.why}.\n\n"
-        f"Certificates: {', '.join(leaver.serials)}\n"
+        f"Certificates: {', '.join(show_serial(s) for s in leaver.serials)}\n"
         f"Action (lifecycle.on_leave): {action}.\n\n"
         "The escrowed encryption keys stay recoverable ('mailpki recovery request').\n"
     )

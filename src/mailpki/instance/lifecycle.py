@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from mailpki.ca.serials import show_serial
 from mailpki.directory.publisher import PublishReport
 from mailpki.errors import MailPKIError
 from mailpki.instance.directory_ops import sync as sync_directory
@@ -30,18 +31,18 @@ class LifecycleReport:
     def lines(self) -> list[str]:
         """What the run did, one line each, for people."""
         out = [
-            f"expiry notice ({days} days) to {mail} for {serial}"
+            f"expiry notice ({days} days) to {mail} for {show_serial(serial)}"
             for mail, serial, days in self.notices.notices
         ]
         if self.notices.summary_sent_to:
             out.append(f"daily summary sent to {', '.join(self.notices.summary_sent_to)}")
         out += [f"{leaver.email}: {leaver.why}" for leaver in self.leavers.leavers]
-        out += [f"revoked {serial} (affiliationChanged)" for serial in self.leavers.revoked]
-        out += [f"kept {serial} (lifecycle.on_leave = keep)" for serial in self.leavers.kept]
+        out += [f"revoked {show_serial(s)} (affiliationChanged)" for s in self.leavers.revoked]
+        out += [f"kept {show_serial(s)} (lifecycle.on_leave = keep)" for s in self.leavers.kept]
         if self.leavers.stopped:
             out.append(f"leaver check stopped: {self.leavers.stopped}")
         out += [
-            f"withdrew expired {serial} from the directory" for serial in self.notices.withdrawn
+            f"withdrew expired {show_serial(s)} from the directory" for s in self.notices.withdrawn
         ]
         out += self.notices.notes
         return out

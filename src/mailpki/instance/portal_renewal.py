@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mailpki.ca.serials import show_serial
 from mailpki.enrollment.enroll import DUAL_ENCRYPTION_PROFILE
 from mailpki.errors import InputError, MailPKIError
 from mailpki.instance.enrollments import p12_name
@@ -25,7 +26,7 @@ from mailpki.policy.passwords import check_password
 class RenewalOffer:
     """The certificate the portal offers to renew."""
 
-    serial: str
+    serial: str  # as shown to people (padded hex)
     not_after: datetime
     days_left: int
 
@@ -45,7 +46,7 @@ def offer(portal: Portal, identity: Mapping[str, Any]) -> RenewalOffer | None:
     if chosen.renews.profile == DUAL_ENCRYPTION_PROFILE or chosen.renews.not_after > now + window:
         return None
     left = max(0, (chosen.renews.not_after - now).days)
-    return RenewalOffer(chosen.renews.serial, chosen.renews.not_after, left)
+    return RenewalOffer(show_serial(chosen.renews.serial), chosen.renews.not_after, left)
 
 
 def renew(

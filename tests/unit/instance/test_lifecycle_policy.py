@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailpki.ca.serials import show_serial
 from mailpki.instance.config import _mail_list, notice_days
 from mailpki.instance.expiry import _threshold
 from mailpki.instance.leavers import Leaver
@@ -63,11 +64,11 @@ def test_report_says_what_the_run_did() -> None:
     report.leavers.revoked.append("CD34")
     report.notices.withdrawn.append("EF56")
     assert report.lines() == [
-        "expiry notice (7 days) to a@example.com for AB12",
+        f"expiry notice (7 days) to a@example.com for {show_serial('AB12')}",
         "daily summary sent to officer@example.com",
         "b@example.com: gone from the directory",
-        "revoked CD34 (affiliationChanged)",
-        "withdrew expired EF56 from the directory",
+        f"revoked {show_serial('CD34')} (affiliationChanged)",
+        f"withdrew expired {show_serial('EF56')} from the directory",
     ]
     assert report.summary() == (
         "1 notices, 1 summary, 1 leavers (1 certificates revoked), 1 expired withdrawn"
