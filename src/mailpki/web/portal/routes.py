@@ -379,9 +379,9 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
             session,
             "done.html",
             downloads=session.data["downloads"],
-            serial=outcome.serial,
             password=outcome.generated_password,
             mail=outcome.email,
+            fetching=None,
         )
         response.background = BackgroundTask(portal.after_enrollment)
         return response
