@@ -21,7 +21,7 @@ from mailpki.cli.common import (
     read_password_file,
 )
 from mailpki.errors import InputError
-from mailpki.instance.enrollments import default_workers
+from mailpki.instance.bulk import default_workers
 from mailpki.instance.expiry import expiring_certificates
 from mailpki.instance.instance import cli_actor
 from mailpki.instance.lifecycle import run as run_lifecycle

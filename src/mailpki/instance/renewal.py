@@ -29,7 +29,8 @@ from mailpki.enrollment.enroll import (
     EnrollmentRequest,
 )
 from mailpki.errors import DirectoryError, InputError, MailPKIError, RenewalRefused
-from mailpki.instance.enrollments import BulkItem, deliver_now, enroller, p12_name
+from mailpki.instance.bulk import BulkItem
+from mailpki.instance.enrollments import deliver_now, enroller, p12_name
 from mailpki.instance.expiry import expiring_certificates
 from mailpki.instance.instance import Instance
 from mailpki.instance.operations import person_for
