@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509 import ocsp
 from sqlalchemy import select
 
+from mailpki.ca.serials import show_serial
 from mailpki.cms.signed import sign
 from mailpki.errors import RecoveryRefused
 from mailpki.instance.instance import Instance
@@ -545,7 +546,9 @@ def test_full_recovery(home: Path, tmp_path: Path) -> None:
     out = tmp_path / "recovered.p12"
     new_pw = write_password(tmp_path / "new-pw", NEW_PASSWORD)
     fetched = ok(team.fetch(request_id, "carol", out, "--new-password-file", new_pw))
-    assert f"recovered the key of bob@example.com (certificate {serial})" in fetched.out
+    assert (
+        f"recovered the key of bob@example.com (certificate {show_serial(serial)})" in fetched.out
+    )
     assert "PKCS#12 password" not in fetched.out  # --new-password-file given
 
     assert out.stat().st_mode & 0o077 == 0
@@ -1161,12 +1164,13 @@ def test_reissue_revokes_and_replaces_every_key_an_admin_recovered(
     new: dict[str, str] = {}
     for user, serial in old.items():
         match = re.search(
-            rf"{user}@example\.com: {serial} revoked, new certificate ([0-9A-F]+) in (\S+) "
+            rf"{user}@example\.com: 0*{serial} revoked, new certificate ([0-9A-F]+) in (\S+) "
             r"\(password, shown once: (\S+)\)",
             result.out,
         )
         assert match, result.out
-        new[user], path, password = match.group(1), Path(match.group(2)), match.group(3)
+        new[user] = stored_serial(match.group(1))
+        path, password = Path(match.group(2)), match.group(3)
         assert path.parent == out
         key, cert = load_p12(path, password)
         assert cert_serial(cert) == new[user] and cert_emails(cert) == [f"{user}@example.com"]
