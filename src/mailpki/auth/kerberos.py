@@ -90,8 +90,7 @@ def check_service(service: str) -> str:
     service = service.strip()
     if not _SERVICE.fullmatch(service):
         raise ConfigError(
-            f"{service[:100]!r} is not a service principal such as "
-            "HTTP/pki.example.com"
+            f"{service[:100]!r} is not a service principal such as HTTP/pki.example.com"
         )
     return service
 
