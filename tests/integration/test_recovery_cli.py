@@ -173,12 +173,12 @@ def key_usage(cert: x509.Certificate) -> set[str]:
 
 def keys_list(home: Path) -> dict[str, dict[str, Any]]:
     rows = json.loads(ok(mailpki("keys", "list", "--home", home, "--json")).out)
-    return {row["serial"]: row for row in rows}
+    return {stored_serial(row["serial"]): row for row in rows}
 
 
 def certs_list(home: Path) -> dict[str, dict[str, Any]]:
     rows = json.loads(ok(mailpki("certs", "list", "--home", home, "--json")).out)
-    return {row["serial"]: row for row in rows}
+    return {stored_serial(row["serial"]): row for row in rows}
 
 
 def requests_of(home: Path) -> dict[str, dict[str, Any]]:
