@@ -11,11 +11,10 @@ _HEX = re.compile(r"^(0x)?[0-9a-f]+$")
 
 
 def new_serial() -> int:
-    """A positive 127-bit random serial (20 octets is the RFC 5280 limit)."""
-    while True:
-        serial = secrets.randbits(127)
-        if serial >= 1 << 64:  # keep at least 64 significant bits, as the BRs ask
-            return serial
+    """A positive serial of exactly 127 bits, 126 of them random (the BRs ask for at least
+    64; 20 octets is the RFC 5280 limit). The top bit is always set, so every new serial
+    is 32 hex digits without a leading zero: printed padded or not, it reads the same."""
+    return secrets.randbits(126) | (1 << 126)
 
 
 def to_hex(serial: int) -> str:

@@ -10,6 +10,15 @@ from mailpki.ca.serials import new_serial, parse_serial, to_hex
 from mailpki.errors import InputError
 
 
+def test_new_serials_print_the_same_padded_or_not() -> None:
+    from mailpki.ca.serials import show_serial
+
+    for _ in range(2000):
+        serial = new_serial()
+        assert serial.bit_length() == 127
+        assert to_hex(serial) == show_serial(serial)
+
+
 def test_new_serials_are_large_positive_and_distinct() -> None:
     serials = {new_serial() for _ in range(2000)}
     assert len(serials) == 2000
