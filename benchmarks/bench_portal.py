@@ -70,7 +70,7 @@ CHOSEN_PASSWORD = "Corr3ct-Horse-Battery"  # a benchmark's test password
 PKCS12 = "application/x-pkcs12"
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 # The result page links /fetch/HANDLE (a page that starts the download); the file itself
-# is /download/HANDLE: the group is the file's path.
+# is /download/HANDLE: the group is the handle.
 LINK_RE = re.compile(r'href="/(?:fetch|download)/([A-Za-z0-9_-]+)"')
 PASSWORD_RE = re.compile(r'<code id="generated-password"[^>]*>([^<]*)</code>')
 PAGES = (

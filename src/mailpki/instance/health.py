@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives import hashes
@@ -222,16 +222,8 @@ def read_status(instance: Instance) -> InstanceStatus:
         with service.db.session() as session:
             by_state = _count_by(session, RecoveryRequestRecord.state)
             alerts = _count(session, RecoveryAlert, RecoveryAlert.confirmed_at.is_(None))
-        status = _replace_recovery(status, by_state, alerts)
+        status = replace(status, recovery_requests_by_state=by_state, recovery_alerts_open=alerts)
     return status
-
-
-def _replace_recovery(
-    status: InstanceStatus, by_state: dict[str, int], alerts: int
-) -> InstanceStatus:
-    from dataclasses import replace
-
-    return replace(status, recovery_requests_by_state=by_state, recovery_alerts_open=alerts)
 
 
 def _count(session: Session, model: type, *where: object) -> int:
