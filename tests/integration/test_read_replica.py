@@ -4,6 +4,7 @@ is down or lags; /readyz says which."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -62,10 +63,13 @@ def test_a_lagging_replica_falls_back(postgres_pair: ReplicaPair, routing: ReadR
         postgres_pair.sql(postgres_pair.primary, "CREATE TABLE IF NOT EXISTS lag_probe (x int)")
         postgres_pair.sql(postgres_pair.primary, "INSERT INTO lag_probe VALUES (1) RETURNING x")
         postgres_pair.sql(postgres_pair.primary, "SELECT pg_switch_wal()")
-        for _ in range(100):
+        deadline = time.monotonic() + 20  # until the replica has received what it may not replay
+        while True:
             state = strict.state(fresh=True)
-            if not state.in_use:
+            if not state.in_use or time.monotonic() > deadline:
                 break
+            postgres_pair.sql(postgres_pair.primary, "INSERT INTO lag_probe VALUES (2) RETURNING x")
+            time.sleep(0.2)
         assert not state.in_use
         assert "lags" in state.reason
         assert strict.reader() is strict.primary
