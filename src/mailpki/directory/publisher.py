@@ -19,11 +19,11 @@ from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailpki.base.backoff import backoff
 from mailpki.directory.registry import DirectoryRegistry
 from mailpki.errors import DirectoryError, DirectoryUnavailable, MailPKIError
 from mailpki.store.db import Database
 from mailpki.store.models import CertificateRecord, PublishJob
+from mailpki.store.publish_queue import PublishQueue, add_job
 
 log = logging.getLogger(__name__)
 PUBLISH, UNPUBLISH = "publish", "unpublish"
@@ -34,17 +34,7 @@ ACTIONS = (PUBLISH, UNPUBLISH)
 
 def queue_job(session: Session, *, serial: str, email: str, action: str) -> None:
     """Queue a job in the caller's transaction (the issue or the revocation)."""
-    now = datetime.now(UTC)
-    session.add(
-        PublishJob(
-            serial=serial,
-            email=email.lower(),
-            action=action,
-            created_at=now,
-            attempts=0,
-            next_attempt_at=now,
-        )
-    )
+    add_job(session, serial=serial, email=email, action=action)
 
 
 @dataclass
@@ -70,19 +60,10 @@ class Publisher:
         self.registry = registry
         self.issuer = issuer
         self._clock = clock or (lambda: datetime.now(UTC))
+        self.queue = PublishQueue(db, ACTIONS, clock=lambda: self._clock())
 
     def pending(self) -> int:
-        from sqlalchemy import func
-
-        with self.db.session() as session:
-            return int(
-                session.scalar(
-                    select(func.count())
-                    .select_from(PublishJob)
-                    .where(PublishJob.done_at.is_(None), PublishJob.action.in_(ACTIONS))
-                )
-                or 0
-            )
+        return self.queue.pending()
 
     def run_once(
         self, *, limit: int = 1000, ignore_backoff: bool = False, down: set[str] | None = None
@@ -109,16 +90,16 @@ class Publisher:
             directory = self.registry.for_mail(email)
             if directory is None or directory.name in down:
                 if directory is None:
-                    self._finish(job_id, error=None)
+                    self.queue.finish([job_id])
                     report.skipped += 1
                 else:
-                    self._retry(job_id, "the directory was unreachable earlier in this run")
+                    self.queue.retry([job_id], "the directory was unreachable earlier in this run")
                     report.failed += 1
                 continue
             try:
                 entry = directory.find_by_mail(email)
                 if entry is None:
-                    self._finish(job_id, error=None)
+                    self.queue.finish([job_id])
                     report.skipped += 1
                     continue
                 if action == PUBLISH:
@@ -127,29 +108,14 @@ class Publisher:
                 else:
                     directory.unpublish(entry.dn, der)
                     report.unpublished += 1
-                self._finish(job_id, error=None)
+                self.queue.finish([job_id])
             except DirectoryError as exc:
                 if isinstance(exc, DirectoryUnavailable):
                     down.add(directory.name)
-                self._retry(job_id, str(exc))
+                self.queue.retry([job_id], str(exc))
                 report.failed += 1
                 report.errors.append(str(exc))
         return report
-
-    def _finish(self, job_id: int, *, error: str | None) -> None:
-        with self.db.transaction() as session:
-            job = session.get(PublishJob, job_id)
-            if job is not None:
-                job.done_at = self._clock()
-                job.last_error = error
-
-    def _retry(self, job_id: int, error: str) -> None:
-        with self.db.transaction() as session:
-            job = session.get(PublishJob, job_id)
-            if job is not None:
-                job.attempts += 1
-                job.last_error = error[:1000]
-                job.next_attempt_at = self._clock() + backoff(job.attempts)
 
     # -- reconcile ----------------------------------------------------------------------
 

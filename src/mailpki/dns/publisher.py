@@ -15,16 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailpki.base.backoff import backoff
 from mailpki.dns.settings import DnsSettings
 from mailpki.dns.smimea import SmimeaRecord, in_zone, owner_name, record_for
 from mailpki.dns.updater import DnsUpdater
 from mailpki.errors import DnsError, MailPKIError
 from mailpki.store.db import Database
 from mailpki.store.models import PublishJob
+from mailpki.store.publish_queue import PublishQueue, add_job
 
 __all__ = ["SMIMEA_ACTION", "DnsPublisher", "DnsReport", "queue_update", "safe_run"]
 
@@ -34,17 +34,7 @@ SMIMEA_ACTION = "smimea"
 
 def queue_update(session: Session, *, serial: str, email: str) -> None:
     """Queue an SMIMEA update for `email` in the caller's transaction."""
-    now = datetime.now(UTC)
-    session.add(
-        PublishJob(
-            serial=serial,
-            email=email.lower(),
-            action=SMIMEA_ACTION,
-            created_at=now,
-            attempts=0,
-            next_attempt_at=now,
-        )
-    )
+    add_job(session, serial=serial, email=email, action=SMIMEA_ACTION)
 
 
 @dataclass
@@ -72,6 +62,7 @@ class DnsPublisher:
         self.certificates_of = certificates_of  # DER of an address's valid certificates
         self.updater = updater or DnsUpdater(settings)
         self._clock = clock or (lambda: datetime.now(UTC))
+        self.queue = PublishQueue(db, (SMIMEA_ACTION,), clock=lambda: self._clock())
 
     def records(self, email: str) -> list[SmimeaRecord]:
         """The SMIMEA records `email` should have now."""
@@ -80,15 +71,7 @@ class DnsPublisher:
         ]
 
     def pending(self) -> int:
-        with self.db.session() as session:
-            return int(
-                session.scalar(
-                    select(func.count())
-                    .select_from(PublishJob)
-                    .where(PublishJob.done_at.is_(None), PublishJob.action == SMIMEA_ACTION)
-                )
-                or 0
-            )
+        return self.queue.pending()
 
     def run_once(self, *, limit: int = 1000, ignore_backoff: bool = False) -> DnsReport:
         """Deliver due jobs, oldest first, one update per address. The first failure
@@ -107,26 +90,26 @@ class DnsPublisher:
         failure: str | None = None
         for email, ids in by_email.items():
             if failure is not None:
-                self._retry(ids, failure)
+                self.queue.retry(ids, failure)
                 report.failed += 1
                 continue
             try:
                 if not in_zone(email, self.settings.zone):
-                    self._finish(ids, note=f"outside the zone {self.settings.zone}")
+                    self.queue.finish(ids, note=f"outside the zone {self.settings.zone}")
                     report.skipped += 1
                     continue
                 self.updater.replace(owner_name(email), self.records(email))
             except DnsError as exc:
                 failure = str(exc)
-                self._retry(ids, failure)
+                self.queue.retry(ids, failure)
                 report.failed += 1
                 report.errors.append(failure)
                 continue
             except MailPKIError as exc:  # an address the DNS cannot hold: never deliverable
-                self._finish(ids, note=str(exc))
+                self.queue.finish(ids, note=str(exc))
                 report.skipped += 1
                 continue
-            self._finish(ids, note=None)
+            self.queue.finish(ids, note=None)
             report.updated += 1
         return report
 
@@ -150,19 +133,6 @@ class DnsPublisher:
             if progress is not None:
                 progress(done)
         return report
-
-    def _finish(self, ids: list[int], *, note: str | None) -> None:
-        with self.db.transaction() as session:
-            for job in session.scalars(select(PublishJob).where(PublishJob.id.in_(ids))):
-                job.done_at = self._clock()
-                job.last_error = note[:1000] if note else None
-
-    def _retry(self, ids: list[int], error: str) -> None:
-        with self.db.transaction() as session:
-            for job in session.scalars(select(PublishJob).where(PublishJob.id.in_(ids))):
-                job.attempts += 1
-                job.last_error = error[:1000]
-                job.next_attempt_at = self._clock() + backoff(job.attempts)
 
 
 def safe_run(publisher: DnsPublisher) -> DnsReport | None:
