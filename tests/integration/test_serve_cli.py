@@ -4,7 +4,6 @@ line: method, path without secrets, status, time) with the reason of each refusa
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
@@ -13,68 +12,21 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.serve_process import Served, ServeProcesses, free_port, serve_env
 from tests.integration.cli_helpers import mailpki
-from tests.integration.conftest import SRC, _free_port
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Served:
-    proc: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
-def _env() -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "COLUMNS": "200"}
-
-
 @pytest.fixture
 def start_serve(tmp_path: Path) -> Iterator[object]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(home: Path, port: int, *extra: str) -> Served:
-        log = tmp_path / f"serve-{port}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mailpki", "serve", "--home", str(home),
-                 "--port", str(port), *extra],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_env(),
-            )  # fmt: skip
-        procs.append(proc)
-        served = Served(proc, f"http://127.0.0.1:{port}", log)
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mailpki serve exited {proc.returncode}:\n{served.text()}")
-            try:
-                with urllib.request.urlopen(f"{served.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return served
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mailpki serve did not start:\n{served.text()}")
-            time.sleep(0.1)
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(15)
+    processes = ServeProcesses(tmp_path)
+    yield processes.start
+    processes.stop_all()
 
 
 def fetch(url: str) -> int:
@@ -101,7 +53,7 @@ def test_a_port_in_use_is_one_line_and_exit_1(sqlite_home: Path) -> None:
         proc = subprocess.run(
             [sys.executable, "-m", "mailpki", "serve", "--home", str(sqlite_home),
              "--port", str(port)],
-            capture_output=True, text=True, env=_env(), timeout=60,
+            capture_output=True, text=True, env=serve_env(), timeout=60,
         )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "serving" not in proc.stdout + proc.stderr
@@ -118,7 +70,7 @@ def test_demo_on_a_port_in_use_makes_nothing(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         proc = subprocess.run(
             [sys.executable, "-m", "mailpki", "demo", "--home", str(home), "--port", str(port)],
-            capture_output=True, text=True, env=_env(), timeout=60,
+            capture_output=True, text=True, env=serve_env(), timeout=60,
         )  # fmt: skip
     assert proc.returncode == 1 and "already in use" in proc.stderr
     assert "serving" not in proc.stdout and not home.exists()
@@ -127,7 +79,7 @@ def test_demo_on_a_port_in_use_makes_nothing(tmp_path: Path) -> None:
 def test_serve_warns_when_the_public_url_does_not_lead_here(
     sqlite_home: Path, start_serve: object
 ) -> None:
-    port, elsewhere = _free_port(), _free_port()
+    port, elsewhere = free_port(), free_port()
     mailpki("config", "set", "--home", sqlite_home, "web.base_url", f"http://127.0.0.1:{elsewhere}")
     served = start_serve(sqlite_home, port)  # type: ignore[operator]
     text = wait_for(served, r"serving .* on http://127\.0\.0\.1:")
@@ -141,14 +93,14 @@ def test_serve_warns_when_the_public_url_does_not_lead_here(
 def test_no_warning_when_the_public_url_is_this_server(
     sqlite_home: Path, start_serve: object
 ) -> None:
-    port = _free_port()
+    port = free_port()
     mailpki("config", "set", "--home", sqlite_home, "web.base_url", f"http://127.0.0.1:{port}")
     served = start_serve(sqlite_home, port)  # type: ignore[operator]
     assert "warning:" not in wait_for(served, r"serving ")
 
 
 def test_every_request_is_logged_without_secrets(sqlite_home: Path, start_serve: object) -> None:
-    port = _free_port()
+    port = free_port()
     mailpki("config", "set", "--home", sqlite_home, "web.base_url", f"http://127.0.0.1:{port}")
     served = start_serve(sqlite_home, port)  # type: ignore[operator]
     token = "S3cretInvitationToken0123456789abcdefghijklm"
@@ -169,7 +121,7 @@ def test_every_request_is_logged_without_secrets(sqlite_home: Path, start_serve:
 
 
 def test_log_level_warning_leaves_out_access_lines(sqlite_home: Path, start_serve: object) -> None:
-    served = start_serve(sqlite_home, _free_port(), "--log-level", "warning")  # type: ignore[operator]
+    served = start_serve(sqlite_home, free_port(), "--log-level", "warning")  # type: ignore[operator]
     assert fetch(f"{served.url}/ca/root.crt") == 200
     time.sleep(0.5)
     assert "mailpki.access" not in served.text()
