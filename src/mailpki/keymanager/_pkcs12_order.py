@@ -24,7 +24,7 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-__all__ = ["issuer_first", "pkcs12_kdf_sha1"]
+__all__ = ["issuer_first", "pkcs12_kdf", "pkcs12_kdf_sha1"]
 
 _PBE_SHA1_3DES = "1.2.840.113549.1.12.1.3"
 _SHA1_BLOCK, _SHA1_SIZE = 64, 20
@@ -33,6 +33,16 @@ _KEY_ID, _IV_ID, _MAC_ID = 1, 2, 3
 
 def pkcs12_kdf_sha1(password: bytes, salt: bytes, purpose: int, rounds: int, size: int) -> bytes:
     """RFC 7292 appendix B.2 with SHA-1; `password` is UTF-8 (made a BMPString here)."""
+    return pkcs12_kdf(password, salt, purpose, rounds, size, hash_name="sha1")
+
+
+def pkcs12_kdf(
+    password: bytes, salt: bytes, purpose: int, rounds: int, size: int, *, hash_name: str
+) -> bytes:
+    """RFC 7292 appendix B.2 with `hash_name` (sha1 or sha256, both 64-byte blocks):
+    the MAC key of a PKCS#12 file; `password` is UTF-8 (made a BMPString here)."""
+    if hash_name not in ("sha1", "sha256"):
+        raise ValueError(f"no PKCS#12 KDF with {hash_name}")
     bmp = password.decode("utf-8").encode("utf-16-be") + b"\0\0" if password else b""
     v = _SHA1_BLOCK
 
@@ -46,9 +56,9 @@ def pkcs12_kdf_sha1(password: bytes, salt: bytes, purpose: int, rounds: int, siz
     diversifier = bytes([purpose]) * v
     out = b""
     while len(out) < size:
-        digest = hashlib.sha1(diversifier + block_i).digest()  # noqa: S324 - the KDF's hash
+        digest = hashlib.new(hash_name, diversifier + block_i).digest()
         for _ in range(rounds - 1):
-            digest = hashlib.sha1(digest).digest()  # noqa: S324
+            digest = hashlib.new(hash_name, digest).digest()
         out += digest
         b_value = int.from_bytes(stretch(digest), "big") + 1
         for start in range(0, len(block_i), v):

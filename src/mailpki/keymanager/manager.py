@@ -216,6 +216,19 @@ class KeyManager:
                 raise NotFoundError(f"no escrowed key for {what}")
             return row.serial, _block_of(row)
 
+    def history_of(self, email: str) -> list[tuple[str, RecoveryBlock]]:
+        """(serial, block) of every delivered escrowed key of `email`, newest first: the
+        person's whole key history. In dual-key mode only encryption halves are escrowed,
+        so this is every key that ever decrypted mail; a key whose delivery never
+        finished (pending, or revoked by reconcile) opened no mail and is left out."""
+        query = (
+            select(EscrowedKey)
+            .where(EscrowedKey.owner_email == email.strip().lower(), EscrowedKey.state == DELIVERED)
+            .order_by(EscrowedKey.id.desc())
+        )
+        with self.db.session() as session:
+            return [(row.serial, _block_of(row)) for row in session.scalars(query)]
+
     def escrowed(self, *, email: str | None = None) -> list[EscrowInfo]:
         query = select(EscrowedKey).order_by(EscrowedKey.id)
         if email is not None:

@@ -17,7 +17,8 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class Counts:
-    """Recoveries so far, not counting the one being decided."""
+    """Keys recovered so far (a key-history recovery counts each of its keys), not
+    counting the recovery being decided."""
 
     admin_hour: int
     admin_day: int
@@ -26,36 +27,41 @@ class Counts:
     trailing_total: int
 
 
-def crossed(counts: Counts, limits: Thresholds) -> list[tuple[str, str]]:
-    """(rule, detail) for every limit this one more recovery would exceed."""
+def crossed(counts: Counts, limits: Thresholds, *, keys: int = 1) -> list[tuple[str, str]]:
+    """(rule, detail) for every limit this recovery of `keys` more keys would exceed."""
+    if keys < 1:
+        raise ValueError("a recovery releases at least one key")
     found: list[tuple[str, str]] = []
-    if counts.admin_hour + 1 > limits.per_admin_hour:
+    if counts.admin_hour + keys > limits.per_admin_hour:
         found.append(
             (
                 "per-admin-hour",
-                f"{counts.admin_hour + 1} recoveries by this admin in an hour "
+                f"{counts.admin_hour + keys} keys recovered by this admin in an hour "
                 f"(limit {limits.per_admin_hour})",
             )
         )
-    if counts.admin_day + 1 > limits.per_admin_day:
+    if counts.admin_day + keys > limits.per_admin_day:
         found.append(
             (
                 "per-admin-day",
-                f"{counts.admin_day + 1} recoveries by this admin in a day "
+                f"{counts.admin_day + keys} keys recovered by this admin in a day "
                 f"(limit {limits.per_admin_day})",
             )
         )
-    if counts.total_day + 1 > limits.total_day:
+    if counts.total_day + keys > limits.total_day:
         found.append(
-            ("total-day", f"{counts.total_day + 1} recoveries in a day (limit {limits.total_day})")
+            (
+                "total-day",
+                f"{counts.total_day + keys} keys recovered in a day (limit {limits.total_day})",
+            )
         )
     average = counts.trailing_total / limits.average_days
-    today = counts.total_day + 1
+    today = counts.total_day + keys
     if today >= limits.average_minimum and today > limits.average_multiple * average:
         found.append(
             (
                 "average-multiple",
-                f"{today} recoveries today, more than {limits.average_multiple:g}x "
+                f"{today} keys recovered today, more than {limits.average_multiple:g}x "
                 f"the trailing daily average of {average:.2f}",
             )
         )

@@ -9,6 +9,9 @@ action it carries what makes it safe to accept once and only here:
   - `ocsp`: a fresh OCSP response for the signer's certificate from the CA's
     responder, requested with the same nonce, so the KRS checks revocation itself
     without reaching the CA ("stapling").
+A request for a person's whole key history (`recovery request --all-keys`) also
+carries `older_keys`: the certificate and wrapped key of each older escrowed key, so
+one quorum releases them all.
 A fetch also carries `approvers`: each approving officer's certificate with a fresh
 OCSP response for it, requested with the same nonce, so that the quorum is counted
 again at fetch time from approvals whose officers are still valid and unrevoked.
@@ -34,6 +37,8 @@ MAX_MESSAGE_BYTES = 256 * 1024
 _NONCE_RE = re.compile(r"[0-9a-f]{32}")
 _REQUEST_ID_RE = re.compile(r"[0-9a-f]{32}")
 MAX_APPROVERS = 32
+# A key history: the newest key is the request's own target, these are the older ones.
+MAX_OLDER_KEYS = 63
 _MAIL_RE = re.compile(r"[^@\s,<>\"]{1,64}@[^@\s,<>\"]{1,255}")
 
 # The body fields each action takes: name -> (type, required).
@@ -42,6 +47,7 @@ _BODIES: dict[str, dict[str, tuple[type, bool]]] = {
         "target_certificate": (str, True),
         "wrapped_key": (str, True),
         "reason": (str, True),
+        "older_keys": (str, False),
     },
     "approve": {"request_id": (str, True)},
     "fetch": {"request_id": (str, True), "approvers": (str, False)},
@@ -120,6 +126,39 @@ def decode_approvers(text: str | None) -> list[ApproverStatus]:
     return statuses
 
 
+@dataclass(frozen=True)
+class EscrowedTarget:
+    """One more key of a key-history request: its certificate and its wrapped key."""
+
+    certificate: bytes
+    wrapped_key: bytes
+
+
+def encode_targets(targets: list[EscrowedTarget]) -> str:
+    """`older_keys` of a request: "CERT:WRAPPED" pairs in base64, comma-separated."""
+    return ",".join(
+        f"{base64.b64encode(t.certificate).decode()}:{base64.b64encode(t.wrapped_key).decode()}"
+        for t in targets
+    )
+
+
+def decode_targets(text: str | None) -> list[EscrowedTarget]:
+    if not text:
+        return []
+    entries = text.split(",")
+    if len(entries) > MAX_OLDER_KEYS:
+        raise InputError(f"'older_keys' lists more than {MAX_OLDER_KEYS} keys")
+    targets = []
+    for entry in entries:
+        certificate, sep, wrapped = entry.partition(":")
+        if not sep:
+            raise InputError("'older_keys' must be CERTIFICATE:WRAPPED_KEY pairs in base64")
+        targets.append(
+            EscrowedTarget(b64decode(certificate, "older_keys"), b64decode(wrapped, "older_keys"))
+        )
+    return targets
+
+
 def new_nonce() -> str:
     return secrets.token_hex(16)
 
@@ -188,6 +227,8 @@ def parse_message(data: bytes) -> Message:
         check_request_id(str(body["request_id"]))
     if action == "fetch":
         decode_approvers(body.get("approvers"))
+    if action == "request":
+        decode_targets(body.get("older_keys"))
     if action == "request" and len(str(body["reason"])) > 500:
         raise InputError("'reason' is longer than 500 characters")
     if action == "report" and body.get("admin") and not _MAIL_RE.fullmatch(str(body["admin"])):

@@ -3,13 +3,16 @@
 It has its own home, database, keys and audit log, and trusts the instance only
 through its CA certificates. A recovery is a saved request (Dogtag KRA's model):
   1. a recovery admin sends a signed request with the user's certificate and the
-     wrapped key of its recovery block;
+     wrapped key of its recovery block (or, for the person's whole key history, with
+     every escrowed certificate and wrapped key of that person);
   2. recovery officers, other than the requester, each send a signed approval;
   3. once the quorum is met, the requester fetches: the quorum is counted again from
      the approvals whose officers' certificates are still valid and unrevoked (the
      fetch staples their OCSP status), the anomaly rules run, then the service unwraps the AES key (in the token, when the key is in one), checks it is
      bound to the requested certificate, and returns it encrypted to the requester's
-     certificate. The user's private key never reaches the service.
+     certificate. The user's private key never reaches the service. A key-history
+     request releases every key under the one quorum; each key is its own
+     `key.recovered` record and counts as one recovery for the anomaly rules.
 Every step, and every refusal, is a record in the service's own hash-chained log.
 """
 
@@ -63,9 +66,14 @@ from mailpki.recovery.admission import (
 )
 from mailpki.recovery.anomaly import Counts, Thresholds, crossed
 from mailpki.recovery.config import ServiceConfig
-from mailpki.recovery.protocol import decode_approvers
+from mailpki.recovery.protocol import decode_approvers, decode_targets
 from mailpki.store.db import Database
-from mailpki.store.models import RecoveryAlert, RecoveryApprovalRecord, RecoveryRequestRecord
+from mailpki.store.models import (
+    RecoveryAlert,
+    RecoveryApprovalRecord,
+    RecoveryRequestKey,
+    RecoveryRequestRecord,
+)
 
 TRANSPORT_PUBLIC = "transport.pub.pem"
 AUDIT_PUBLIC = "audit.pub.pem"
@@ -246,6 +254,7 @@ class RecoveryService:
         wrapped = who.message.blob("wrapped_key")
         if len(wrapped) != self._transport_key_bytes():
             raise InputError("'wrapped_key' does not fit this service's transport key")
+        older = self._older_targets(who, target, target_email)
         request_id = secrets.token_hex(16)
         reason = (who.message.text("reason") or "").strip()
         session.add(
@@ -263,28 +272,67 @@ class RecoveryService:
                 created_at=now,
                 expires_at=now
                 + timedelta(hours=int(self.config.get("recovery.request_ttl_hours"))),
+                key_count=1 + len(older),
             )
         )
-        self.audit.append(
-            session,
-            "recovery.requested",
-            actor=who.email,
-            data={
-                "request_id": request_id,
-                "target_email": target_email,
-                "target_serial": format(target.serial_number, "X"),
-                "reason": reason,
-                "signer_fingerprint": who.fingerprint,
-            },
-        )
+        session.flush()  # the request row first: the key rows point at it
+        for position, (certificate, wrapped_older) in enumerate(older, start=1):
+            session.add(
+                RecoveryRequestKey(
+                    request_id=request_id,
+                    position=position,
+                    target_serial=format(certificate.serial_number, "X"),
+                    target_cert=certificate.public_bytes(serialization.Encoding.DER),
+                    wrapped_key=wrapped_older,
+                )
+            )
+        serials = [format(c.serial_number, "X") for c in (target, *(c for c, _ in older))]
+        data: dict[str, Any] = {
+            "request_id": request_id,
+            "target_email": target_email,
+            "target_serial": serials[0],
+            "reason": reason,
+            "signer_fingerprint": who.fingerprint,
+        }
+        if older:
+            data["target_serials"] = serials
+        self.audit.append(session, "recovery.requested", actor=who.email, data=data)
         return {
             "request_id": request_id,
             "state": PENDING,
             "approvals": 0,
             "quorum": self.quorum,
             "target_email": target_email,
-            "target_serial": format(target.serial_number, "X"),
+            "target_serial": serials[0],
+            "target_serials": serials,
         }
+
+    def _older_targets(
+        self, who: Admitted, newest: x509.Certificate, email: str
+    ) -> list[tuple[x509.Certificate, bytes]]:
+        """The older keys of a key-history request, each checked like the newest: a
+        certificate of the trusted CA for the same person, a block for this service."""
+        found: list[tuple[x509.Certificate, bytes]] = []
+        serials = {newest.serial_number}
+        for item in decode_targets(who.message.text("older_keys")):
+            certificate = _certificate(item.certificate)
+            if certificate is None:
+                raise InputError("an 'older_keys' certificate is not a DER certificate")
+            self.trust.check_issued(certificate, None, "certificate to recover")
+            if certificate_email(certificate) != email:
+                raise RecoveryRefused(
+                    "a key-history request covers one person: an older certificate is "
+                    f"for {certificate_email(certificate)}, not {email}"
+                )
+            if certificate.serial_number in serials:
+                raise InputError(
+                    f"certificate {certificate.serial_number:X} is listed twice in the request"
+                )
+            serials.add(certificate.serial_number)
+            if len(item.wrapped_key) != self._transport_key_bytes():
+                raise InputError("an 'older_keys' wrapped key does not fit this service's key")
+            found.append((certificate, item.wrapped_key))
+        return found
 
     def _load_request(
         self, session: Session, request_id: str, now: datetime
@@ -368,11 +416,55 @@ class RecoveryService:
                 f"this recovery raised alert {first.id} ({first.detail}); it is held until "
                 f"{first.contact} confirms it"
             )
-        # 3. Unwrap (inside the token when the key lives in one) and check the binding.
-        target = x509.load_der_x509_certificate(row.target_cert)
+        # 3. Unwrap (inside the token when the key lives in one) and check the binding;
+        # 4. return each AES key encrypted to the requester's certificate only. Every
+        #    key is unwrapped before anything is recorded: one bad block refuses all.
+        requester = x509.load_der_x509_certificate(row.requester_cert).public_key()
+        if not isinstance(requester, rsa.RSAPublicKey):  # pragma: no cover - checked at request
+            raise RecoveryRefused("the requester's certificate is not RSA")
+        older = self._older_keys(session, row.id)
+        released = [
+            (row.target_serial, self._release(row.target_cert, row.wrapped_key, requester)),
+            *(
+                (k.target_serial, self._release(k.target_cert, k.wrapped_key, requester))
+                for k in older
+            ),
+        ]
+        row.state = RECOVERED
+        row.recovered_at = now
+        for position, (serial, _) in enumerate(released):
+            recovered: dict[str, Any] = {
+                "request_id": row.id,
+                "target_email": row.target_email,
+                "target_serial": serial,
+                "approved_by": approvers,
+            }
+            if len(released) > 1:
+                recovered["key"] = f"{position + 1} of {len(released)}"
+            if lapsed:
+                recovered["approvals_not_counted"] = lapsed
+            self.audit.append(session, "key.recovered", actor=who.email, data=recovered)
+        answer: dict[str, Any] = {
+            "request_id": row.id,
+            "target_email": row.target_email,
+            "target_serial": row.target_serial,
+            "encrypted_key": base64.b64encode(released[0][1]).decode(),
+            "approved_by": approvers,
+        }
+        if len(released) > 1:
+            answer["older_keys"] = [
+                {"target_serial": serial, "encrypted_key": base64.b64encode(key).decode()}
+                for serial, key in released[1:]
+            ]
+        return answer
+
+    def _release(self, target_der: bytes, wrapped: bytes, requester: rsa.RSAPublicKey) -> bytes:
+        """The AES key of one block, checked against its certificate, encrypted to the
+        requester."""
+        target = x509.load_der_x509_certificate(target_der)
         try:
             plain = self._transport_private.decrypt(
-                row.wrapped_key, oaep(str(self.config.get("transport.oaep_hash")))
+                wrapped, oaep(str(self.config.get("transport.oaep_hash")))
             )
         except ValueError:
             raise RecoveryRefused(
@@ -381,31 +473,19 @@ class RecoveryService:
         aes_key, bound_to = split_unwrapped(plain)
         if not hmac.compare_digest(bound_to, spki_sha256(target.public_key())):
             raise RecoveryRefused(
-                "the recovery block does not belong to the requested certificate (swapped block?)"
+                f"the recovery block does not belong to the requested certificate "
+                f"{target.serial_number:X} (swapped block?)"
             )
-        # 4. Return the AES key encrypted to the requester's certificate only.
-        requester = x509.load_der_x509_certificate(row.requester_cert).public_key()
-        if not isinstance(requester, rsa.RSAPublicKey):  # pragma: no cover - checked at request
-            raise RecoveryRefused("the requester's certificate is not RSA")
-        encrypted = requester.encrypt(aes_key, oaep("sha256"))
-        row.state = RECOVERED
-        row.recovered_at = now
-        recovered: dict[str, Any] = {
-            "request_id": row.id,
-            "target_email": row.target_email,
-            "target_serial": row.target_serial,
-            "approved_by": approvers,
-        }
-        if lapsed:
-            recovered["approvals_not_counted"] = lapsed
-        self.audit.append(session, "key.recovered", actor=who.email, data=recovered)
-        return {
-            "request_id": row.id,
-            "target_email": row.target_email,
-            "target_serial": row.target_serial,
-            "encrypted_key": base64.b64encode(encrypted).decode(),
-            "approved_by": approvers,
-        }
+        return requester.encrypt(aes_key, oaep("sha256"))
+
+    def _older_keys(self, session: Session, request_id: str) -> list[RecoveryRequestKey]:
+        return list(
+            session.scalars(
+                select(RecoveryRequestKey)
+                .where(RecoveryRequestKey.request_id == request_id)
+                .order_by(RecoveryRequestKey.position)
+            )
+        )
 
     def _list(self, session: Session, who: Admitted, now: datetime) -> dict[str, Any]:
         self.audit.append(session, "recovery.listed", actor=who.email, data={})
@@ -587,7 +667,7 @@ class RecoveryService:
     def _counts(self, session: Session, admin: str, now: datetime) -> Counts:
         def recovered(since: datetime, until: datetime, by: str | None = None) -> int:
             query = (
-                select(func.count())
+                select(func.coalesce(func.sum(RecoveryRequestRecord.key_count), 0))
                 .select_from(RecoveryRequestRecord)
                 .where(
                     RecoveryRequestRecord.recovered_at >= since,
@@ -610,7 +690,9 @@ class RecoveryService:
     def _raise_alerts(
         self, session: Session, row: RecoveryRequestRecord, now: datetime
     ) -> list[RecoveryAlert]:
-        found = crossed(self._counts(session, row.requester_email, now), self.thresholds)
+        found = crossed(
+            self._counts(session, row.requester_email, now), self.thresholds, keys=row.key_count
+        )
         raised: list[RecoveryAlert] = []
         for rule, detail in found:
             subject = row.requester_email if rule.startswith("per-admin") else "*"
@@ -690,6 +772,11 @@ class RecoveryService:
                 "requested_at": _iso(r.created_at),
                 "expires_at": _iso(r.expires_at),
                 "recovered_at": _iso(r.recovered_at),
+                "key_count": r.key_count,
+                "target_serials": [
+                    r.target_serial,
+                    *(k.target_serial for k in self._older_keys(session, r.id)),
+                ],
                 "approved_by": self._approver_emails(session, r.id),
                 # What a fetch must staple the status of (see `_standing_approvals`).
                 "approver_fingerprints": list(
@@ -711,18 +798,23 @@ class RecoveryService:
             query = query.where(RecoveryRequestRecord.requester_email == admin.strip().lower())
         if since is not None:
             query = query.where(RecoveryRequestRecord.recovered_at >= since)
+        # One row per key: a key-history recovery lists each key it released.
         return [
             {
                 "request_id": r.id,
                 "recovered_by": r.requester_email,
                 "target_email": r.target_email,
-                "target_serial": r.target_serial,
+                "target_serial": serial,
                 "reason": r.reason,
                 "requested_at": _iso(r.created_at),
                 "recovered_at": _iso(r.recovered_at),
                 "approved_by": self._approver_emails(session, r.id),
             }
             for r in session.scalars(query.order_by(RecoveryRequestRecord.recovered_at))
+            for serial in (
+                r.target_serial,
+                *(k.target_serial for k in self._older_keys(session, r.id)),
+            )
         ]
 
     def _append_refusal(
@@ -774,8 +866,13 @@ def _alert_body(alert: RecoveryAlert, row: RecoveryRequestRecord, token: str, ho
         f"Rule:       {alert.rule}\n"
         f"Detail:     {alert.detail}\n"
         f"Admin:      {row.requester_email}\n"
-        f"Recovering: the key of {row.target_email} (certificate {row.target_serial})\n"
-        f"Request:    {row.id}\n\n"
+        + (
+            f"Recovering: the key of {row.target_email} (certificate {row.target_serial})\n"
+            if row.key_count == 1
+            else f"Recovering: all {row.key_count} keys of {row.target_email} "
+            f"(newest certificate {row.target_serial})\n"
+        )
+        + f"Request:    {row.id}\n\n"
         + (
             "Further recoveries are HELD until you confirm this alert.\n"
             if alert.holds

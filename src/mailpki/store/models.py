@@ -285,6 +285,29 @@ class RecoveryRequestRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     recovered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    # How many keys one fetch releases: 1, or the whole key history of the person
+    # (`target_*` is the newest; the older ones are RecoveryRequestKey rows). The
+    # anomaly rules count keys, not requests.
+    key_count: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
+
+
+class RecoveryRequestKey(Base):
+    """One older key of a key-history request (`recovery request --all-keys`)."""
+
+    __tablename__ = "krs_request_keys"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    request_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("krs_requests.id"), nullable=False, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer, nullable=False)  # 1 = next to newest
+    target_serial: Mapped[str] = mapped_column(String(64), nullable=False)
+    target_cert: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("request_id", "position", name="uq_krs_request_keys_position"),
+    )
 
 
 class RecoveryApprovalRecord(Base):

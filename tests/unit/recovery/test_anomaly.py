@@ -51,7 +51,7 @@ def test_count_rules_fire_past_their_limit(
     assert rules(at_limit, limits) == []
     [(fired, detail)] = crossed(past_limit, limits)
     assert fired == rule
-    assert f"{limit + 1} recoveries" in detail and f"limit {limit}" in detail
+    assert f"{limit + 1} keys recovered" in detail and f"limit {limit}" in detail
     assert rules(replace(NONE, **dict.fromkeys(count_fields, limit + 5)), limits) == [rule]
 
 
@@ -61,7 +61,7 @@ def test_average_rule_fires_past_the_multiple() -> None:
     assert rules(Counts(0, 0, 29, 300), limits) == []  # today's is the 30th: not more than 30
     [(fired, detail)] = crossed(Counts(0, 0, 30, 300), limits)  # the 31st
     assert fired == "average-multiple"
-    assert "31 recoveries today" in detail and "3x" in detail and "10.00" in detail
+    assert "31 keys recovered today" in detail and "3x" in detail and "10.00" in detail
 
 
 def test_average_rule_needs_its_minimum() -> None:
@@ -88,3 +88,26 @@ def test_every_crossed_rule_is_reported_in_order() -> None:
         "total-day",
         "average-multiple",
     ]
+
+
+def test_a_key_history_counts_every_key() -> None:
+    """Three keys in one recovery are three recoveries for every rule."""
+    limits = replace(QUIET, per_admin_hour=3, per_admin_day=3, total_day=3)
+    assert crossed(NONE, limits, keys=3) == []
+    fired = crossed(NONE, limits, keys=4)
+    assert [rule for rule, _ in fired] == ["per-admin-hour", "per-admin-day", "total-day"]
+    assert "4 keys recovered by this admin in an hour" in fired[0][1]
+    one_before = Counts(admin_hour=1, admin_day=1, total_day=1, trailing_total=0)
+    assert [r for r, _ in crossed(one_before, limits, keys=3)] == [
+        "per-admin-hour",
+        "per-admin-day",
+        "total-day",
+    ]
+    average = replace(QUIET, average_multiple=1.0, average_minimum=3)
+    assert [r for r, _ in crossed(NONE, average, keys=3)] == ["average-multiple"]
+    assert crossed(NONE, average, keys=2) == []
+
+
+def test_a_recovery_releases_at_least_one_key() -> None:
+    with pytest.raises(ValueError, match="at least one key"):
+        crossed(NONE, QUIET, keys=0)

@@ -16,12 +16,16 @@ from mailpki.recovery.protocol import (
     ACTIONS,
     MAX_APPROVERS,
     MAX_MESSAGE_BYTES,
+    MAX_OLDER_KEYS,
     PROTOCOL,
     ApproverStatus,
+    EscrowedTarget,
     Message,
     check_request_id,
     decode_approvers,
+    decode_targets,
     encode_approvers,
+    encode_targets,
     new_nonce,
     parse_message,
 )
@@ -224,6 +228,42 @@ def test_fetch_approvers_that_do_not_parse(approvers: str, match: str) -> None:
     refused(valid("fetch", body={**BODIES["fetch"], "approvers": approvers}), match)
     with pytest.raises(InputError, match=match):
         decode_approvers(approvers)
+
+
+def test_request_older_keys_round_trip() -> None:
+    targets = [EscrowedTarget(b"old cert", b"\x02" * 384), EscrowedTarget(b"older", b"\x03")]
+    body = {**BODIES["request"], "older_keys": encode_targets(targets)}
+    parsed = parse_message(encode(valid("request", body=body)))
+    assert decode_targets(parsed.text("older_keys")) == targets
+    assert decode_targets(None) == decode_targets("") == []
+    # Optional: a request for one key has none.
+    assert parse_message(encode(valid("request"))).text("older_keys") is None
+
+
+@pytest.mark.parametrize(
+    ("older", "match"),
+    [
+        ("bm9jb2xvbg==", "CERTIFICATE:WRAPPED_KEY pairs"),
+        ("%%%:AAAA", "'older_keys' is not valid base64"),
+        ("AAAA:%%%", "'older_keys' is not valid base64"),
+        ("AAAA:AAAA:AAAA", "'older_keys' is not valid base64"),
+        ("AAAA:AAAA,", "CERTIFICATE:WRAPPED_KEY pairs"),
+        (",".join(["AAAA:AAAA"] * (MAX_OLDER_KEYS + 1)), f"more than {MAX_OLDER_KEYS}"),
+        ("\u00e9:AAAA", "'older_keys' is not valid base64"),
+        (1, "'older_keys' must be a str"),
+        (["AAAA:AAAA"], "'older_keys' must be a str"),
+    ],
+)
+def test_request_older_keys_that_do_not_parse(older: object, match: str) -> None:
+    refused(valid("request", body={**BODIES["request"], "older_keys": older}), match)
+    if isinstance(older, str):
+        with pytest.raises(InputError, match=match):
+            decode_targets(older)
+
+
+def test_older_keys_belong_to_a_request_only() -> None:
+    refused(valid("approve", body={**BODIES["approve"], "older_keys": ""}), "unknown field")
+    refused(valid("fetch", body={**BODIES["fetch"], "older_keys": ""}), "unknown field")
 
 
 def test_approvers_belong_to_a_fetch_only() -> None:
