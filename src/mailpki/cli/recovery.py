@@ -121,9 +121,19 @@ def recovery_request(
         typer.Option("--serial", help="Which certificate (default: the newest escrowed key)."),
     ] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in both audit logs).")] = "",
+    all_keys: Annotated[
+        bool,
+        typer.Option(
+            "--all-keys",
+            help="Every escrowed encryption key of the person (their whole key history), "
+            "fetched as one PKCS#12 with the newest key first.",
+        ),
+    ] = False,
     home: HomeOption = None,
 ) -> None:
     """Ask the recovery service for a user's key; prints the request id."""
+    if all_keys and serial is not None:
+        raise InputError("--all-keys asks for every key of the person: leave out --serial")
     admin = _credential(p12, password_file)
     instance = _with_instance(home)
     try:
@@ -134,13 +144,19 @@ def recovery_request(
             serial=to_hex(parse_serial(serial)) if serial else None,
             reason=reason,
             actor=cli_actor(),
+            all_keys=all_keys,
         )
     finally:
         instance.close()
     console.print(answer["request_id"], highlight=False)
+    serials = [str(s) for s in answer.get("target_serials") or [answer.get("target_serial") or "0"]]
+    what = (
+        f"certificate {show_serial(serials[0])}"
+        if len(serials) == 1
+        else f"{len(serials)} keys, certificates {', '.join(show_serial(s) for s in serials)}"
+    )
     err_console.print(
-        f"request for {answer.get('target_email')} "
-        f"(certificate {show_serial(str(answer.get('target_serial') or '0'))}) "
+        f"request for {answer.get('target_email')} ({what}) "
         f"needs {answer.get('quorum')} approvals by recovery officers",
         highlight=False,
     )
@@ -215,6 +231,14 @@ def recovery_fetch(
         write_atomically(out, recovered.pkcs12, private=True)
     finally:
         instance.close()
+    if len(recovered.serials) > 1:
+        console.print(
+            f"recovered {len(recovered.serials)} keys of {recovered.email} (certificates "
+            f"{', '.join(show_serial(s) for s in recovered.serials)}; the newest, "
+            f"{show_serial(recovered.serial)}, first) into {out}",
+            highlight=False,
+        )
+        return
     console.print(
         f"recovered the key of {recovered.email} (certificate {show_serial(recovered.serial)}) into {out}",
         highlight=False,

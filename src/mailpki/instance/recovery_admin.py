@@ -16,7 +16,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
@@ -36,7 +36,8 @@ from mailpki.errors import (
 from mailpki.instance.enrollments import enroller, flush_mail, p12_name
 from mailpki.instance.instance import Instance
 from mailpki.instance.operations import person_for
-from mailpki.keymanager.pkcs12 import LoadedPKCS12, load_pkcs12, package
+from mailpki.keymanager.pkcs12 import LoadedPKCS12, PKCS12Key, load_pkcs12, package
+from mailpki.keymanager.pkcs12_history import HistoryEntry, package_history
 from mailpki.keystore.keys import parse_key_type
 from mailpki.notify.mail import queue
 from mailpki.policy.roles import ADMIN_PROFILE, Role, role_oid
@@ -44,8 +45,10 @@ from mailpki.recovery.admission import ocsp_nonce
 from mailpki.recovery.protocol import (
     Action,
     ApproverStatus,
+    EscrowedTarget,
     Message,
     encode_approvers,
+    encode_targets,
     new_nonce,
 )
 from mailpki.recovery.service import parse_since
@@ -265,19 +268,33 @@ def request_recovery(
     serial: str | None,
     reason: str,
     actor: str,
+    all_keys: bool = False,
 ) -> dict[str, Any]:
-    found_serial, block = instance.key_manager.block_for(email=email, serial=serial)
+    """Ask the service for one escrowed key (`serial`, or the newest), or with
+    `all_keys` for every delivered escrowed key of `email` under one quorum."""
+    if all_keys and serial is not None:
+        raise InputError("--all-keys asks for every key of the person: leave out --serial")
+    if all_keys:
+        history = instance.key_manager.history_of(email)
+        if not history:
+            raise NotFoundError(f"no escrowed key for {email}")
+    else:
+        history = [instance.key_manager.block_for(email=email, serial=serial)]
+    (found_serial, block), older = history[0], history[1:]
     target = instance.ca.certificate_der(int(found_serial, 16))
-    answer = _send(
-        instance,
-        admin,
-        "request",
-        {
-            "target_certificate": base64.b64encode(target).decode(),
-            "wrapped_key": base64.b64encode(block.wrapped_key).decode(),
-            "reason": reason,
-        },
-    )
+    body: dict[str, Any] = {
+        "target_certificate": base64.b64encode(target).decode(),
+        "wrapped_key": base64.b64encode(block.wrapped_key).decode(),
+        "reason": reason,
+    }
+    if older:
+        body["older_keys"] = encode_targets(
+            [
+                EscrowedTarget(instance.ca.certificate_der(int(s, 16)), b.wrapped_key)
+                for s, b in older
+            ]
+        )
+    answer = _send(instance, admin, "request", body)
     _audit(instance, "recovery.requested", actor, admin, answer)
     return answer
 
@@ -294,10 +311,33 @@ def approve_recovery(
 class Recovered:
     request_id: str
     email: str
-    serial: str
+    serial: str  # the newest (default) key's certificate
     pkcs12: bytes
     generated_password: str | None
     approved_by: list[str]
+    serials: tuple[str, ...] = ()  # every key in the file, newest first
+
+
+def _released_keys(answer: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """(serial, AES key encrypted to the admin) of each key the service released,
+    the newest first."""
+    try:
+        released = [
+            (
+                str(answer["target_serial"]),
+                base64.b64decode(str(answer["encrypted_key"]), validate=True),
+            )
+        ]
+        for item in answer.get("older_keys") or []:
+            released.append(
+                (
+                    str(item["target_serial"]),
+                    base64.b64decode(str(item["encrypted_key"]), validate=True),
+                )
+            )
+    except (KeyError, ValueError, TypeError):
+        raise RecoveryError("the recovery service's answer lacks the recovered key") from None
+    return released
 
 
 def fetch_recovery(
@@ -327,22 +367,29 @@ def fetch_recovery(
         {"request_id": request_id, "approvers": approvers},
         nonce=nonce,
     )
+    released = _released_keys(answer)
     try:
-        encrypted = base64.b64decode(str(answer["encrypted_key"]), validate=True)
-        serial = str(answer["target_serial"])
         email = str(answer["target_email"])
         approved_by = [str(x) for x in answer.get("approved_by", [])]
     except (KeyError, ValueError):
         raise RecoveryError("the recovery service's answer lacks the recovered key") from None
-    certificate = x509.load_der_x509_certificate(instance.ca.certificate_der(int(serial, 16)))
+    serial = released[0][0]
+    opened: list[tuple[str, PKCS12Key, x509.Certificate]] = []
     try:
-        key = instance.key_manager.recover(
-            email=email,
-            serial=serial,
-            certificate_public_key=certificate.public_key(),
-            encrypted_aes_key=encrypted,
-            admin_key=admin.key,
-        )
+        for key_serial, encrypted in released:
+            certificate = x509.load_der_x509_certificate(
+                instance.ca.certificate_der(int(key_serial, 16))
+            )
+            key = instance.key_manager.recover(
+                email=email,
+                serial=key_serial,
+                certificate_public_key=certificate.public_key(),
+                encrypted_aes_key=encrypted,
+                admin_key=admin.key,
+            )
+            if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+                raise EscrowError(f"the key of {key_serial} cannot go into a PKCS#12 file")
+            opened.append((key_serial, key, certificate))
     except EscrowError as exc:
         # The service has released the AES key (and logged the recovery): record on this
         # side that the block in our store did not open, then fail.
@@ -360,36 +407,61 @@ def fetch_recovery(
                 },
             )
         raise
-    data, generated = package(
-        key,
-        certificate,
-        [instance.hierarchy.issuing, instance.hierarchy.root],
-        new_password,
-        friendly_name=f"{email} (recovered S/MIME {serial})",
-        legacy=legacy_p12,
-    )
+    chain = [instance.hierarchy.issuing, instance.hierarchy.root]
+    if len(opened) == 1:
+        _, key, certificate = opened[0]
+        data, generated = package(
+            key,
+            certificate,
+            chain,
+            new_password,
+            friendly_name=f"{email} (recovered S/MIME {serial})",
+            legacy=legacy_p12,
+        )
+    else:
+        data, generated = package_history(
+            [
+                HistoryEntry(key, certificate, _history_name(email, position, certificate))
+                for position, (_, key, certificate) in enumerate(opened)
+            ],
+            chain,
+            new_password,
+            legacy=legacy_p12,
+        )
+    serials = tuple(s for s, _, _ in opened)
     with instance.db.transaction() as session:
-        instance.audit.append(
-            session,
-            "key.recovered",
-            actor=actor,
-            data={
+        for position, key_serial in enumerate(serials):
+            record: dict[str, Any] = {
                 "request_id": request_id,
-                "serial": serial,
+                "serial": key_serial,
                 "email": email,
                 "recovered_by": _admin_email(admin),
                 "approved_by": approved_by,
-            },
-        )
+            }
+            if len(serials) > 1:
+                record["key"] = f"{position + 1} of {len(serials)}"
+            instance.audit.append(session, "key.recovered", actor=actor, data=record)
         queue(
             session,
             kind="key.recovered",
             to=email,
-            subject="Your escrowed encryption key was recovered",
-            body=recovery_notice(email, serial, _admin_email(admin), approved_by),
+            subject="Your escrowed encryption key was recovered"
+            if len(serials) == 1
+            else f"Your {len(serials)} escrowed encryption keys were recovered",
+            body=recovery_notice(email, ", ".join(serials), _admin_email(admin), approved_by),
         )
     flush_mail(instance)
-    return Recovered(request_id, email, serial, data, generated, approved_by)
+    return Recovered(request_id, email, serial, data, generated, approved_by, serials)
+
+
+def _history_name(email: str, position: int, certificate: x509.Certificate) -> str:
+    """The friendly name of one key of a history: the newest says so, the older ones
+    until when their certificate ran."""
+    serial = format(certificate.serial_number, "X")
+    if position == 0:
+        return f"{email} (recovered S/MIME {serial}, newest)"
+    until = certificate.not_valid_after_utc
+    return f"{email} (recovered S/MIME {serial}, until {until:%Y-%m-%d})"
 
 
 def list_requests(instance: Instance, admin: AdminCredential | None) -> list[dict[str, Any]]:
