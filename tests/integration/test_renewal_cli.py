@@ -295,3 +295,76 @@ def test_portal_offers_renewal_only_within_the_window(corp: Path, tmp_path: Path
     finally:
         instance.close()
     assert [r.superseded_by for r in records(corp, "bob@example.com")] == [None]
+
+
+def test_portal_renews_both_halves_of_a_dual_key_pair(corp: Path, tmp_path: Path) -> None:
+    """Dual key in the portal: a new escrowed encryption key and a new signing key (made
+    centrally, as at a portal enrollment, never escrowed), each its own download; both
+    old halves superseded, neither revoked; the new pair published in their place."""
+    import re
+    import secrets
+    from importlib import resources
+
+    from mailpki.instance.portal import Portal
+    from mailpki.instance.portal_renewal import offer, renew
+
+    for profile in ("sponsored-strict-encryption", "sponsored-strict-signing"):
+        packaged = resources.files("mailpki.policy").joinpath("profiles", f"{profile}.toml")
+        text = re.sub(
+            r"(?m)^validity_days = \d+$", "validity_days = 20", packaged.read_text("utf-8")
+        )
+        (corp / "profiles" / f"{profile}.toml").write_text(text)
+    csr, _signing_key = _signing_csr(tmp_path / "signing.csr")
+    enroll(corp, tmp_path, "alice@example.com", "Alice Archer", "--dual-key",
+           "--signing-csr", csr)  # fmt: skip
+    old = {r.profile: r for r in records(corp, "alice@example.com")}
+    token = secrets.token_urlsafe(32)
+    instance = Instance.open(corp)
+    try:
+        portal = Portal(instance)
+        alice = {"entry": {"login": "alice", "mail": "alice@example.com"}, "method": "pin"}
+        found = offer(portal, alice)
+        assert found is not None and found.dual_key
+        assert found.serial == show_serial(old["sponsored-strict-encryption"].serial)
+        outcome = renew(portal, token, alice, password=PASSWORD, confirm=PASSWORD, legacy=False)
+        files = {link.filename: link for link in outcome.downloads}
+        assert sorted(files) == [
+            "alice@example.com-encryption-renewed.p12",
+            "alice@example.com-signing-renewed.p12",
+        ]
+        opened = {
+            name: load_pkcs12(portal.downloads.take(link.handle, token).data, PASSWORD.encode())
+            for name, link in files.items()
+        }
+        portal.after_enrollment()  # what the web route runs after its response
+    finally:
+        instance.close()
+    rows = records(corp, "alice@example.com")
+    assert len(rows) == 4
+    new = {r.profile: r for r in rows if r.serial not in {o.serial for o in old.values()}}
+    assert set(new) == {"sponsored-strict-encryption", "sponsored-strict-signing"}
+    now = {r.serial: r for r in rows}
+    for profile, row in old.items():
+        fresh = now[row.serial]
+        assert fresh.status == "valid" and fresh.superseded_by == new[profile].serial
+    encryption = opened["alice@example.com-encryption-renewed.p12"]
+    signing = opened["alice@example.com-signing-renewed.p12"]
+    assert f"{encryption.certificate.serial_number:X}" == new["sponsored-strict-encryption"].serial
+    assert f"{signing.certificate.serial_number:X}" == new["sponsored-strict-signing"].serial
+    old_signing = x509.load_der_x509_certificate(old["sponsored-strict-signing"].der)
+    assert signing.certificate.public_key() != old_signing.public_key()  # a new signing key
+    assert outcome.serial == new["sponsored-strict-encryption"].serial
+    assert published(corp, "alice@example.com") == {r.serial for r in new.values()}
+    # Only the encryption key is escrowed.
+    instance = Instance.open(corp)
+    try:
+        escrowed = {k.serial for k in instance.key_manager.escrowed(email="alice@example.com")}
+    finally:
+        instance.close()
+    assert new["sponsored-strict-encryption"].serial in escrowed
+    assert new["sponsored-strict-signing"].serial not in escrowed
+    # The signing certificate really is for signing, the encryption one for encryption.
+    for path, loaded in (("enc.pem", encryption), ("sig.pem", signing)):
+        (tmp_path / path).write_bytes(loaded.certificate.public_bytes(serialization.Encoding.PEM))
+    text = openssl("x509", "-in", tmp_path / "sig.pem", "-noout", "-ext", "keyUsage").stdout
+    assert "Digital Signature" in text and "Key Encipherment" not in text

@@ -4,6 +4,8 @@ renewal link a notice carried), a person whose certificate expires within
 download bound to the session, exactly like an enrollment's.
 
 The window applies to this self-service only (the CLI renews any current certificate).
+A dual-key pair renews both halves: a new escrowed encryption key, and a new signing
+key made here as at enrollment (never escrowed); each is its own download.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from mailpki.errors import InputError, MailPKIError
 from mailpki.instance.enrollments import p12_name
 from mailpki.instance.portal import DownloadLink, Portal, PortalOutcome
 from mailpki.instance.renewal import plan, renew_with
+from mailpki.keymanager.pkcs12 import package
+from mailpki.keystore.keys import parse_key_type
 from mailpki.policy.passwords import check_password
 
 
@@ -29,11 +33,12 @@ class RenewalOffer:
     serial: str  # as shown to people (padded hex)
     not_after: datetime
     days_left: int
+    dual_key: bool = False  # an encryption/signing pair: both halves are renewed
 
 
 def offer(portal: Portal, identity: Mapping[str, Any]) -> RenewalOffer | None:
-    """The person's current certificate if it expires within the renewal window (and is
-    not a dual-key pair, which is renewed by an officer); None otherwise."""
+    """The person's current certificate if it expires within the renewal window (for a
+    dual-key pair, its encryption half); None otherwise."""
     mail = identity["entry"].get("mail")
     if not mail:
         return None
@@ -43,10 +48,11 @@ def offer(portal: Portal, identity: Mapping[str, Any]) -> RenewalOffer | None:
         return None  # nothing to renew: the form offers an enrollment
     now = datetime.now(UTC)
     window = timedelta(days=int(portal.instance.config.get("lifecycle.renew_window_days")))
-    if chosen.renews.profile == DUAL_ENCRYPTION_PROFILE or chosen.renews.not_after > now + window:
+    if chosen.renews.not_after > now + window:
         return None
     left = max(0, (chosen.renews.not_after - now).days)
-    return RenewalOffer(show_serial(chosen.renews.serial), chosen.renews.not_after, left)
+    dual = chosen.renews.profile == DUAL_ENCRYPTION_PROFILE and chosen.signing is not None
+    return RenewalOffer(show_serial(chosen.renews.serial), chosen.renews.not_after, left, dual)
 
 
 def renew(
@@ -72,22 +78,49 @@ def renew(
             password, confirm or "", min_length=portal.min_password_length, avoid=avoid
         )
     links: list[DownloadLink] = []
-    filename = p12_name(mail).removesuffix(".p12") + "-renewed.p12"
+    base = p12_name(mail).removesuffix(".p12")
+    filename = f"{base}-encryption-renewed.p12" if current.dual_key else f"{base}-renewed.p12"
+    instance = portal.instance
+    signing_key, signing_csr = None, None
+    if current.dual_key:
+        key_type = parse_key_type(str(instance.config.get("keymanager.key_type")))
+        signing_key, signing_csr = instance.key_manager.new_signing_key(key_type, mail)
 
     def hand_over(data: bytes, serial: str) -> None:
         handle = portal.downloads.put(
             session_token, serial=serial, email=mail, filename=filename, data=data
         )
-        links.append(DownloadLink(handle, filename, "new key and certificate"))
+        what = "new encryption key and certificate" if current.dual_key else None
+        links.append(DownloadLink(handle, filename, what or "new key and certificate"))
 
     _plan, enrolled = renew_with(
-        portal.instance,
+        instance,
         mail,
         actor=f"portal:{login}",
         hand_over=hand_over,
         password=chosen,
         legacy_p12=legacy,
+        signing_csr=signing_csr,
     )
+    if signing_key is not None and enrolled.signing_certificate is not None:
+        secret = chosen or (enrolled.generated_password or "").encode()
+        data, _ = package(
+            signing_key,
+            enrolled.signing_certificate,
+            [instance.hierarchy.issuing, instance.hierarchy.root],
+            secret,
+            friendly_name=f"{mail} (signing, renewed)",
+            legacy=legacy,
+        )
+        name = f"{base}-signing-renewed.p12"
+        handle = portal.downloads.put(
+            session_token,
+            serial=f"{enrolled.signing_certificate.serial_number:x}",
+            email=mail,
+            filename=name,
+            data=data,
+        )
+        links.append(DownloadLink(handle, name, "new signing key and certificate (never escrowed)"))
     return PortalOutcome(
         email=enrolled.email,
         serial=enrolled.serial,

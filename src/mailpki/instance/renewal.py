@@ -148,14 +148,21 @@ def renew_with(
     password: bytes | None = None,
     legacy_p12: bool = False,
     on_step: Callable[[str], None] | None = None,
+    signing_csr: bytes | None = None,
 ) -> tuple[RenewalPlan, Enrolled]:
-    """Renew the current certificate of `email`; `hand_over(pkcs12, serial)` delivers it."""
+    """Renew the current certificate of `email`; `hand_over(pkcs12, serial)` delivers it.
+
+    Dual key: the encryption half gets a new escrowed key; the signing half certifies
+    the person's own signing key again, or the new key of `signing_csr` (the portal,
+    which made the signing key centrally at enrollment, makes a new one the same way)."""
     chosen = plan(instance, email)
     run = enroller(instance, on_step)
     profile = run.choose_profile(profile=chosen.profile, dual_key=chosen.signing is not None)
     person = _person(instance, chosen, profile.name)
     signing_key: CertificatePublicKeyTypes | None = None
-    if chosen.signing is not None:
+    if chosen.signing is None:
+        signing_csr = None  # not a dual-key pair: nothing to certify for signing
+    elif signing_csr is None:
         signing_key = x509.load_der_x509_certificate(chosen.signing.der).public_key()
     request = EnrollmentRequest(
         person=person,
@@ -166,6 +173,7 @@ def renew_with(
         renews=chosen.renews.serial,
         renews_signing=chosen.signing.serial if chosen.signing else None,
         signing_key=signing_key,
+        signing_csr=signing_csr,
     )
     return chosen, run.enroll(request, actor=actor, hand_over=hand_over)
 
