@@ -97,6 +97,8 @@ def test_all_keys_of_a_person_renewed_twice_in_one_pkcs12(
     listed = requests_of(home)[request_id]
     assert listed["key_count"] == 3
     assert listed["target_serials"] == list(reversed(serials))
+    shown = ok(mailpki("recovery", "list", "--home", home)).out
+    assert f"bob@example.com ({show_serial(newest)}, all 3 keys)" in shown
     ok(team.approve(request_id, "dave"))
     ok(team.approve(request_id, "erin"))
     out = tmp_path / "history.p12"
@@ -218,3 +220,51 @@ def test_bad_input_is_one_line_and_changes_nothing(sqlite_home: Path, tmp_path: 
     assert len(krs_records(home)) == before_krs
     assert len(instance_records(home)) == before_ours
     assert requests_of(home) == {}
+
+
+def test_the_service_refuses_a_history_that_mixes_people(sqlite_home: Path, tmp_path: Path) -> None:
+    """A hand-built, correctly signed request whose older key belongs to someone else, or
+    lists a key twice, is refused by the service and recorded there as refused."""
+    import base64
+
+    from mailpki.errors import RecoveryRefused
+    from mailpki.instance.instance import Instance
+    from mailpki.instance.recovery_admin import AdminCredential, signed_message
+    from mailpki.recovery.protocol import EscrowedTarget, encode_targets
+
+    home = sqlite_home
+    team = team_for(home, tmp_path, CORE_TEAM)
+    enroll(home, tmp_path, "bob")
+    enroll(home, tmp_path, "alice")
+    instance = Instance.open(home)
+    try:
+        admin = AdminCredential.from_pkcs12(
+            team.p12["carol"].read_bytes(), team.pw["carol"].read_text().strip().encode()
+        )
+        blocks = {
+            user: instance.key_manager.block_for(email=f"{user}@example.com")
+            for user in ("bob", "alice")
+        }
+
+        def target(user: str) -> EscrowedTarget:
+            serial, block = blocks[user]
+            return EscrowedTarget(instance.ca.certificate_der(int(serial, 16)), block.wrapped_key)
+
+        bob = target("bob")
+        for older, reason in (
+            ([target("alice")], "a key-history request covers one person"),
+            ([bob], "is listed twice in the request"),
+        ):
+            body = {
+                "target_certificate": base64.b64encode(bob.certificate).decode(),
+                "wrapped_key": base64.b64encode(bob.wrapped_key).decode(),
+                "reason": "",
+                "older_keys": encode_targets(older),
+            }
+            with pytest.raises(RecoveryRefused, match=reason):
+                instance.recovery_client.send(signed_message(instance, admin, "request", body))
+    finally:
+        instance.close()
+    assert requests_of(home) == {}
+    assert len(krs_records(home, "recovery.refused")) == 2
+    service_log_intact(home)

@@ -268,8 +268,9 @@ def recovery_list(
     for r in rows:
         console.print(
             f"{r['request_id']}  {r['state']:<9}  "
-            f"{r['target_email']} ({show_serial(str(r['target_serial']))})  "
-            f"by {r['requester']}  approved by {', '.join(r['approved_by']) or '-'}",
+            f"{r['target_email']} ({show_serial(str(r['target_serial']))}"
+            + (f", all {r['key_count']} keys" if int(r.get("key_count") or 1) > 1 else "")
+            + f")  by {r['requester']}  approved by {', '.join(r['approved_by']) or '-'}",
             highlight=False,
         )
 
