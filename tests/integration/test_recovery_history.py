@@ -172,6 +172,17 @@ def test_all_keys_of_a_person_renewed_twice_in_one_pkcs12(
     ok(mailpki("audit", "verify", "--home", home))
     service_log_intact(home)
 
+    # Suspecting carol: every key she recovered is revoked, bob gets ONE new certificate.
+    reissued = ok(
+        mailpki("recovery", "reissue", "--home", home, "--recovered-by", "carol@example.com",
+                "--out", tmp_path / "reissued", "--password-file", new_pw)
+    ).out  # fmt: skip
+    assert reissued.count("new certificate") == 1, reissued
+    assert reissued.count("reissued above") == 2, reissued
+    for serial in serials:
+        assert f"{show_serial(serial)} revoked" in reissued
+    assert len(list((tmp_path / "reissued").glob("*.p12"))) == 1
+
 
 def test_the_anomaly_rules_count_keys_not_requests(
     sqlite_home: Path, tmp_path: Path, smtp_server: SMTPServer

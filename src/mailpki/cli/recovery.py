@@ -359,7 +359,13 @@ def recovery_reissue(
                 f"{show_serial(r.old_serial)}: {r.error}", highlight=False, markup=False
             )
             continue
-        new = show_serial(r.new_serial) if r.new_serial else "-"
+        if r.new_serial is None:
+            console.print(
+                f"{r.email}: {show_serial(r.old_serial)} revoked (another key of the same person, reissued above)",
+                highlight=False,
+            )
+            continue
+        new = show_serial(r.new_serial)
         line = f"{r.email}: {show_serial(r.old_serial)} revoked, new certificate {new} in {r.path}"
         if r.generated_password:
             line += f" (password, shown once: {r.generated_password})"

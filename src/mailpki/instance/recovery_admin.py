@@ -509,18 +509,37 @@ def reissue_recovered_by(
     password: bytes | None = None,
 ) -> list[Reissued]:
     """Revoke (keyCompromise) every certificate whose key `admin_email` recovered and
-    enroll each person again with a new escrowed key."""
+    enroll each person again with a new escrowed key: once per person, however many of
+    their keys were recovered (a key-history recovery lists each key)."""
     recoveries = report(instance, auditor, recovered_by=admin_email, since=None)
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     results: list[Reissued] = []
     done: set[str] = set()
+    reissued_to: set[str] = set()
     for item in recoveries:
         old = str(item["target_serial"])
         if old in done:
             continue
         done.add(old)
-        results.append(_revoke_and_reissue(instance, old, out_dir, actor, password))
+        person = str(item.get("target_email") or "")
+        if person and person in reissued_to:
+            results.append(_revoke_only(instance, old, person, actor))
+            continue
+        result = _revoke_and_reissue(instance, old, out_dir, actor, password)
+        if result.error is None:
+            reissued_to.add(result.email)
+        results.append(result)
     return results
+
+
+def _revoke_only(instance: Instance, serial: str, email: str, actor: str) -> Reissued:
+    """Another recovered key of a person already given a new one: revoke it only."""
+    try:
+        if instance.ca.get(int(serial, 16)).status != "revoked":
+            instance.ca.revoke(int(serial, 16), x509.ReasonFlags.key_compromise, actor=actor)
+    except MailPKIError as exc:
+        return Reissued(email, serial, None, None, None, str(exc))
+    return Reissued(email, serial, None, None, None, None)
 
 
 def _revoke_and_reissue(
