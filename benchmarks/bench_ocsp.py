@@ -13,7 +13,7 @@ The anchors, back to back with mailpki for each kind:
   - `openssl ocsp -index IDX -rsigner ... -multi 2 -ndays 1` on an index listing the
     same certificate, with the same responder key. It closes every connection, so wrk
     sends it `Connection: close` (a new connection per request; mailpki keeps them).
-  - nginx with the README's configuration serving the exported answer files (GET).
+  - nginx with the documented configuration serving the exported answer files (GET).
 A sample of each is parsed and its signature verified first. Without wrk, or with
 ``--client python``, only mailpki is measured.
 
@@ -266,17 +266,17 @@ def openssl_responder(home: Path, cert: x509.Certificate, workdir: Path, port: i
 
 
 def readme_nginx_config() -> str:
-    readme = Path(__file__).resolve().parent.parent / "README.md"
-    section = readme.read_text().split("## Pre-signed OCSP answers, and nginx in front", 1)[1]
+    page = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+    section = page.read_text().split("## Pre-signed OCSP answers, and nginx in front", 1)[1]
     block = re.search(r"```nginx\n(.*?)```", section, re.S)
     if block is None:
-        raise SystemExit("the README lost its nginx configuration")
+        raise SystemExit("docs/operations.md lost its nginx configuration")
     return block.group(1)
 
 
 @contextlib.contextmanager
 def nginx_export(home: Path, workdir: Path, port: int, upstream_port: int) -> Any:
-    """Debian's nginx with the README's configuration, serving `mailpki ocsp export`."""
+    """Debian's nginx with the documented configuration, serving `mailpki ocsp export`."""
     from mailpki.instance.instance import Instance
     from mailpki.instance.ocsp_export import export_ocsp
 

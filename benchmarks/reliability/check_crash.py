@@ -7,7 +7,7 @@ Each kill runs the real command line in its own process (SQLite instance, softwa
 keys) and kills it with SIGKILL at one point: at a named step (the command wraps one of
 its own functions to kill itself there, see `_crash_child`), or from outside, by time
 (bulk-enroll, as soon as its first PKCS#12 exists, and after its fifth printed line).
-Then `mailpki keys reconcile --all-pending` runs, as the README says to after a crash,
+Then `mailpki keys reconcile --all-pending` runs, as docs/keys-and-recovery.md says to after a crash,
 and the instance is checked with the instance's own reader:
 
   keys without escrow          a PKCS#12 written, or a certificate for a central key,

@@ -4,6 +4,7 @@ error shape, audit, rate limits, and schemathesis against the API's own OpenAPI 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -18,7 +19,8 @@ import pytest
 from tests.integration.cli_helpers import mailpki, make_csr
 
 ROLES = ("officer", "operator", "auditor")
-# (method, path, body, the roles allowed) — the table in the README.
+# (method, path, body, the roles allowed): the table in docs/api.md
+# (test_the_documented_table_is_the_tested_one checks that they agree).
 ENDPOINTS: list[tuple[str, str, dict[str, object] | None, set[str]]] = [
     ("GET", "/people?q=fr", None, {"operator", "auditor"}),
     ("GET", "/certificates", None, {"operator", "auditor"}),
@@ -57,6 +59,47 @@ def token(home: Path, name: str, role: str, *extra: str) -> str:
     result = mailpki("api-token", "create", "--home", home, "--name", name, "--role", role, *extra)
     assert result.code == 0, result.err
     return result.out.strip()
+
+
+def documented_table() -> dict[tuple[str, str], set[str]]:
+    """(method, path template) -> roles, from the authorisation table of docs/api.md."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    table: dict[tuple[str, str], set[str]] = {}
+    header: list[str] = []
+    for line in page.splitlines():
+        if not line.startswith("|"):
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if cells[0] == "endpoint":
+            header = cells[1:]
+            continue
+        if not header or set(cells[0]) <= {"-", " "}:
+            continue
+        roles = {role for role, mark in zip(header, cells[1:], strict=True) if mark == "✓"}
+        method, base = "", ""
+        for item in re.findall(r"`([^`]+)`", cells[0]):
+            words = item.split()
+            if words[0] in {"GET", "POST"}:
+                method, path = words[0], words[1]
+            elif words[0].startswith("/") and method:
+                path = base.rsplit("/", 1)[0] + words[0]
+            else:
+                continue  # a request body
+            path = re.split(r"[\[?]", path)[0]
+            base = path
+            table[(method, path)] = roles
+    return table
+
+
+def test_the_documented_table_is_the_tested_one() -> None:
+    tested = {
+        (
+            method,
+            re.sub(r"/999/", "/{id}/", path.replace("ABCDEF01", "{serial}")).split("?")[0],
+        ): roles
+        for method, path, _body, roles in ENDPOINTS
+    }
+    assert documented_table() == tested
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`mailpki ocsp export` served by a real nginx with the README's configuration, as
+"""`mailpki ocsp export` served by a real nginx with the documented configuration, as
 written: GETs answered from the exported files (byte for byte, checked by `openssl
 ocsp`), everything else passed to `mailpki serve`."""
 
@@ -22,16 +22,17 @@ from cryptography.x509 import ocsp
 from tests.fixtures.ci_policy import in_ci
 from tests.integration.cli_helpers import mailpki, openssl
 from tests.integration.test_cli_ca import issue
-from tests.integration.test_readme import README
+from tests.integration.test_docs_commands import DOCS
 
 EXPORT_DIR = "/var/lib/mailpki/ocsp/"
 UPSTREAM = "127.0.0.1:8080"
 
 
 def readme_nginx_config() -> str:
-    section = README.read_text().split("## Pre-signed OCSP answers, and nginx in front", 1)[1]
+    text = (DOCS / "operations.md").read_text()
+    section = text.split("## Pre-signed OCSP answers, and nginx in front", 1)[1]
     block = re.search(r"```nginx\n(.*?)```", section, re.S)
-    assert block, "the README lost its nginx configuration"
+    assert block, "docs/operations.md lost its nginx configuration"
     return block.group(1)
 
 
@@ -43,7 +44,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[Callable[[Path, str], str]]:
-    """Starts Debian's nginx with the README's server block (paths and ports swapped)."""
+    """Starts Debian's nginx with the documented server block (paths and ports swapped)."""
     binary = shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
     )
@@ -57,7 +58,7 @@ def nginx(tmp_path: Path) -> Iterator[Callable[[Path, str], str]]:
         port = _free_port()
         site = readme_nginx_config()
         for needle in (EXPORT_DIR, UPSTREAM, "listen 80;"):
-            assert needle in site, f"the README's nginx configuration lost {needle!r}"
+            assert needle in site, f"the documented nginx configuration lost {needle!r}"
         site = site.replace(EXPORT_DIR, f"{export_dir}/").replace(UPSTREAM, upstream)
         site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
         run = tmp_path / "nginx"
@@ -178,7 +179,7 @@ def test_nginx_serves_the_export(
         assert headers["Content-Type"] == "application/ocsp-response"
         assert "max-age=3600" in headers["Cache-Control"]
         assert f": {expected}" in _verify(home, tmp_path, body, cert)
-        # curl, as the README suggests for a GET check, gets the same bytes.
+        # curl, as docs/operations.md suggests for a GET check, gets the same bytes.
         curl = subprocess.run(
             ["curl", "-sf", f"{base}/ocsp/{path}"], capture_output=True, check=False
         )

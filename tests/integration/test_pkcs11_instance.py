@@ -40,7 +40,7 @@ def test_init_issue_revoke_crl_with_token_keys(softhsm_token: SoftHSMToken, tmp_
     assert "PKCS#11" in result.out
     # No key material on disk, and no PIN in the config.
     # The CA keys live in the token; the only key file is the ML-DSA-65 audit key, which
-    # SoftHSM2 cannot hold (encrypted PKCS#8, as the README says).
+    # SoftHSM2 cannot hold (encrypted PKCS#8, as docs/audit.md says).
     files = sorted(p.name for p in (home / "keys").iterdir()) if (home / "keys").exists() else []
     assert files in ([], ["audit-mldsa.pem"]), files
     assert softhsm_token.pin not in (home / "config.toml").read_text()

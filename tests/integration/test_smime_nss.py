@@ -344,7 +344,7 @@ def test_nss_decrypts_our_aes_cbc_mail(env: Env) -> None:
 )
 def test_nss_does_not_read_gcm_or_oaep(env: Env, options: tuple[str, ...], refusal: bytes) -> None:
     """What NSS 3.87 (Debian 12) supports: no AuthEnvelopedData, no RSA-OAEP. If this
-    fails because NSS decrypts, NSS gained the feature: update the README's table."""
+    fails because NSS decrypts, NSS gained the feature: update the table in docs/smime.md."""
     proc = env.thunderbird.decode(_encrypt(env, *options), work=env.work, usage=EMAIL_RECIPIENT)
     assert proc.returncode != 0
     assert refusal in proc.stderr, proc.stderr.decode()

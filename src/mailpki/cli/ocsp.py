@@ -26,7 +26,8 @@ def export(
     home: HomeOption = None,
 ) -> None:
     """Write every valid pre-signed OCSP answer as a file named by its RFC 5019 GET path
-    (signing first what is due); serve the folder with the README's nginx configuration."""
+    (signing first what is due); serve the folder with the nginx configuration of
+    docs/operations.md."""
     instance = open_instance(home)
     with Progress(
         SpinnerColumn(),

@@ -2,7 +2,8 @@
 
 Each file is named by the RFC 5019 GET path of the request it answers (standard
 base64 of the DER OCSPRequest, as the web server sees the path once %2B, %2F and
-%3D are decoded; '/' makes subfolders). The README's nginx configuration serves them.
+%3D are decoded; '/' makes subfolders). The nginx configuration in docs/operations.md
+serves them.
 """
 
 from __future__ import annotations
