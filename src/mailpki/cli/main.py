@@ -22,6 +22,7 @@ from mailpki.cli import (
     mail,
     maintenance,
     ocsp,
+    operator,
     recovery,
     recovery_service,
 )
@@ -47,6 +48,7 @@ app.add_typer(recovery.admin_app, name="admin")
 app.add_typer(recovery.recovery_app, name="recovery")
 app.add_typer(recovery_service.service_app, name="recovery-service")
 app.add_typer(api_token.app, name="api-token")
+app.add_typer(operator.app, name="operator")
 recovery_service.register_connect(recovery.recovery_app)
 enroll.register(app)
 mail.register(app)

@@ -19,6 +19,7 @@ from mailpki.audit.keys import AuditKeys
 from mailpki.auth.directory_logon import DirectoryAuthenticator
 from mailpki.auth.kerberos import KerberosAuthenticator, NegotiateAcceptor
 from mailpki.auth.limiter import LoginLimiter
+from mailpki.auth.operators import OperatorAuthenticator
 from mailpki.auth.pins import PinAuthenticator
 from mailpki.ca.authority import ISSUING, OCSP_PROFILE, CAHierarchy, CertificateAuthority
 from mailpki.ca.serials import show_serial
@@ -37,6 +38,7 @@ from mailpki.instance.config import Config, pki_url_from
 from mailpki.keymanager.manager import KeyManager, PoolCipher
 from mailpki.keystore.configured import open_key_store, store_secret
 from mailpki.keystore.keys import KeyStore
+from mailpki.keystore.sealed import SecretSealer
 from mailpki.keystore.recovery_block import TransportKey
 from mailpki.notify.mail import MailSettings, mail_settings_from
 from mailpki.policy.approval import ApprovalRules
@@ -259,6 +261,17 @@ class Instance:
             verify=self.directories.verify_password,
             limiter=self.login_limiter,
         )
+
+    @cached_property
+    def sealer(self) -> SecretSealer:
+        """Seals small secrets kept in the database (operators' TOTP secrets) under the
+        instance secret; it is read when first needed."""
+        return SecretSealer(lambda: store_secret(self.config))
+
+    @cached_property
+    def operator_logon(self) -> OperatorAuthenticator:
+        """Local operator accounts of the console (password and TOTP code)."""
+        return OperatorAuthenticator(self.db, self.login_limiter, self.sealer)
 
     @property
     def kerberos_enabled(self) -> bool:

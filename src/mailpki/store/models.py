@@ -630,3 +630,25 @@ class OidcLogon(Base):
     code_verifier: Mapped[str] = mapped_column(String(128), nullable=False)
     next_page: Mapped[str] = mapped_column(String(32), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+
+
+class OperatorAccount(Base):
+    """A local account of the operator console (instances without an LDAP directory):
+    an argon2id password hash, and the TOTP secret encrypted (AES-256-GCM under a key
+    derived from the instance secret, `totp_salt`; the login is the associated data).
+    `last_totp_step` is the newest accepted time step: a code is good once."""
+
+    __tablename__ = "operator_accounts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    login: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(200), nullable=False)
+    totp_salt: Mapped[bytes] = mapped_column(LargeBinary(16), nullable=False)
+    totp_nonce: Mapped[bytes] = mapped_column(LargeBinary(12), nullable=False)
+    totp_secret_sealed: Mapped[bytes] = mapped_column(LargeBinary(64), nullable=False)
+    last_totp_step: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    created_by: Mapped[str] = mapped_column(String(320), nullable=False)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    last_logon_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
