@@ -28,9 +28,7 @@ app = typer.Typer(
 LoginArgument = Annotated[str, typer.Argument(help="The operator's login, e.g. jane.doe.")]
 PasswordFileOption = Annotated[
     Path,
-    typer.Option(
-        "--password-file", help="File whose first line is the password (12+ characters)."
-    ),
+    typer.Option("--password-file", help="File whose first line is the password (12+ characters)."),
 ]
 
 
@@ -124,7 +122,9 @@ def remove(login: LoginArgument, home: HomeOption = None) -> None:
 
 @app.command("passwd")
 @handle_errors
-def passwd(login: LoginArgument, password_file: PasswordFileOption, home: HomeOption = None) -> None:
+def passwd(
+    login: LoginArgument, password_file: PasswordFileOption, home: HomeOption = None
+) -> None:
     """Set a new password (the TOTP secret stays)."""
     from mailpki.instance.instance import cli_actor
     from mailpki.instance.operators import change_password

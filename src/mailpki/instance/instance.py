@@ -38,8 +38,8 @@ from mailpki.instance.config import Config, pki_url_from
 from mailpki.keymanager.manager import KeyManager, PoolCipher
 from mailpki.keystore.configured import open_key_store, store_secret
 from mailpki.keystore.keys import KeyStore
-from mailpki.keystore.sealed import SecretSealer
 from mailpki.keystore.recovery_block import TransportKey
+from mailpki.keystore.sealed import SecretSealer
 from mailpki.notify.mail import MailSettings, mail_settings_from
 from mailpki.policy.approval import ApprovalRules
 from mailpki.policy.profile import load_profile

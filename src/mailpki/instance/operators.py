@@ -38,11 +38,13 @@ __all__ = [
     "TOTP_ISSUER",
     "NewOperator",
     "OperatorInfo",
+    "OperatorView",
     "add_operator",
     "change_password",
     "is_operator_identity",
     "list_operators",
     "log_on",
+    "operator_view",
     "remove_operator",
     "session_identity",
 ]
@@ -174,6 +176,19 @@ def session_identity(operator: OperatorIdentity) -> dict[str, Any]:
         "display_name": operator.login,
         "operator_roles": [operator.role],
     }
+
+
+@dataclass(frozen=True)
+class OperatorView:
+    """A logged-on operator as the pages' header names them."""
+
+    login: str
+    role: str
+
+
+def operator_view(identity: Mapping[str, Any]) -> OperatorView:
+    roles = identity.get("operator_roles") or [""]
+    return OperatorView(str(identity["login"]), str(roles[0]))
 
 
 def is_operator_identity(identity: Mapping[str, Any] | None) -> bool:

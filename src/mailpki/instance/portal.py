@@ -38,6 +38,7 @@ from mailpki.errors import (
 from mailpki.instance.directory_ops import audited_logon, decide_request
 from mailpki.instance.enrollments import deliver_now, enroll_with, p12_name
 from mailpki.instance.instance import Instance
+from mailpki.instance.operators import is_operator_identity
 from mailpki.instance.sso import OidcLogons, negotiate
 from mailpki.instance.trust_kit import TrustKit, personal_profile
 from mailpki.keymanager.pkcs12 import package
@@ -173,7 +174,7 @@ class Portal:
         else the name their file gets, else a pattern."""
         if fetched:
             return list(fetched)
-        if identity is not None:
+        if identity is not None and "entry" in identity:  # a person, not a local operator
             return [p12_name(self.form(identity).mail)]
         return ["<your mail address>.p12"]
 
@@ -411,6 +412,8 @@ class Portal:
     def is_officer(self, identity: Mapping[str, Any]) -> bool:
         """Logon with a directory account (password, Kerberos or OpenID Connect; not a
         one-time PIN) by a member of portal.officer_groups."""
+        if is_operator_identity(identity):  # a local operator account with that role
+            return "officer" in (identity.get("operator_roles") or ())
         groups = tuple(identity["entry"].get("groups") or ())
         return (
             identity.get("method") in _DIRECTORY_METHODS
@@ -440,6 +443,8 @@ class Portal:
     def _officer(self, identity: Mapping[str, Any]) -> str:
         if not self.is_officer(identity):
             raise AuthenticationError("this page is for certificate officers")
+        if is_operator_identity(identity):
+            return str(identity["login"])
         return str(identity["entry"]["login"])
 
     # -- housekeeping ----------------------------------------------------------------------

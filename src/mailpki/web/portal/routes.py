@@ -39,6 +39,7 @@ from mailpki.enrollment.invitations import check_token
 from mailpki.enrollment.portal_store import check_handle
 from mailpki.errors import AuthenticationError, InputError, MailPKIError, NotFoundError
 from mailpki.instance import portal_renewal
+from mailpki.instance.operators import is_operator_identity, operator_view
 from mailpki.instance.portal import InvitedPerson, Portal, PortalOutcome
 from mailpki.instance.trust_kit import KIT_FILES
 from mailpki.web.access_log import note
@@ -51,6 +52,7 @@ from mailpki.web.portal.negotiate import (
     sso_refused,
     with_mutual_token,
 )
+from mailpki.web.portal.operator_logon import OPERATORS_DO_NOT_ENROLL, operator_logon_route
 from mailpki.web.portal.sessions import PortalSession, SessionCookies
 from mailpki.web.portal.theme import Theme
 
@@ -101,6 +103,12 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
     )
     logon_limiter = RateLimiter(LOGON_RATE_PER_MINUTE, LOGON_RATE_PER_MINUTE)
 
+    def viewer(session: PortalSession) -> object:
+        """Who the page's header names: a person (their form view) or a local operator."""
+        if is_operator_identity(session.identity):
+            return operator_view(session.identity or {})
+        return portal.form(session.identity) if session.identity else None
+
     def page(session: PortalSession, name: str, *, status: int = 200, **context: Any) -> Response:
         if context.get("message"):
             context["message"] = _sentence(str(context["message"]))
@@ -110,7 +118,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
             name,
             org=portal.org,
             csrf=session.csrf,
-            user=portal.form(session.identity) if session.identity else None,
+            user=viewer(session),
             certdir_url="/certs",
             **context,
         )
@@ -118,6 +126,12 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
 
     def error(session: PortalSession, message: str, *, status: int) -> Response:
         return page(session, "error.html", status=status, message=message, error_status=status)
+
+    def not_a_person(session: PortalSession) -> Response | None:
+        """The refusal of an enrollment page to a local operator (no mailbox), else None."""
+        if is_operator_identity(session.identity):
+            return error(session, OPERATORS_DO_NOT_ENROLL, status=403)
+        return None
 
     async def load(request: Request) -> PortalSession:
         return await run_in_threadpool(cookies.load, request)
@@ -159,7 +173,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
     ) -> Response:
         if next_page == "/admin":
             return page(session, "officer-logon.html", status=status, message=message,
-                        login=login if method == "directory" else "")  # fmt: skip
+                        login=login if method == "directory" else "", method=method)  # fmt: skip
         return page(
             session,
             "logon.html",
@@ -262,7 +276,8 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
     async def home(request: Request) -> Response:
         session = await load(request)
         if session.identity is not None:
-            return RedirectResponse("/form", status_code=303)
+            where = "/admin" if is_operator_identity(session.identity) else "/form"
+            return RedirectResponse(where, status_code=303)
         session = cookies.ensure(session)
         return await single_sign_on(request, session, "") or logon_or_challenge(session)
 
@@ -326,6 +341,8 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         session = await load(request)
         if session.identity is None:
             return RedirectResponse("/", status_code=303)
+        if refused := not_a_person(session):
+            return refused
         if session.data.get("downloads"):
             return RedirectResponse("/done", status_code=303)
         if session.data.get("queued"):
@@ -341,6 +358,8 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         session, form = checked
         if session.identity is None or session.token is None:
             return RedirectResponse("/", status_code=303)
+        if refused := not_a_person(session):
+            return refused
         token = session.token
         try:
             choose = _field(form, "password_choice") == "choose"
@@ -433,6 +452,8 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         session, form = checked
         if session.identity is None or session.token is None:
             return RedirectResponse("/", status_code=303)
+        if refused := not_a_person(session):
+            return refused
         try:
             values = {
                 "mode": _field(form, "mode") or "single",
@@ -529,6 +550,8 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
             return error(
                 session, "This download link is not valid, was used or has expired.", status=404
             )
+        if refused := not_a_person(session):
+            return refused
         login = portal.form(session.identity).login
         try:
             stored = await run_in_threadpool(portal.take, handle, session.token, login=login)
@@ -550,6 +573,8 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
             return error(
                 session, "This download link is not valid, was used or has expired.", status=404
             )
+        if refused := not_a_person(session):
+            return refused
         login = portal.form(session.identity).login
         try:
             name, profile = await run_in_threadpool(
@@ -656,6 +681,9 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
             headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
         return FileResponse(path, media_type=media_type, headers=headers)
 
+    operator_logon = operator_logon_route(
+        portal, cookies, checked_post=checked_post, logon_page=logon_page, limiter=logon_limiter
+    )
     return [
         Route("/", home, methods=["GET"]),
         Route("/enroll/{token}", invitation, methods=["GET"]),
@@ -673,6 +701,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         Route("/logout", logout, methods=["POST"]),
         Route("/admin", console, methods=["GET"]),
         Route("/admin/requests/{request_id:int}", decide, methods=["POST"]),
+        operator_logon,
         Route("/tutorial", tutorial, methods=["GET"]),
         Route("/trust", trust, methods=["GET"]),
         Route("/trust/{name}", trust_file, methods=["GET"]),
