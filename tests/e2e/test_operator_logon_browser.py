@@ -73,6 +73,16 @@ def test_local_officer_logs_on_with_a_totp_code_once(
     expect(page.get_by_role("heading", name="Requests waiting for an officer")).to_be_visible()
     expect(page.get_by_role("button", name="Log out (olga)")).to_be_visible()
     shot(page, screenshots, "80-operator-console")
+    # A new password ends the sessions of the old one, at their next request.
+    new_pw = tmp_path / "new.pw"
+    new_pw.write_text("Another-Quiet-Harbour-8\n")
+    ok(mailpki("operator", "passwd", "--home", home, "olga", "--password-file", new_pw))
+    page.goto(f"{url}/admin")
+    expect(page.locator("form.operator-logon")).to_be_visible()
+    new_pw.write_text(PASSWORD + "\n")
+    ok(mailpki("operator", "passwd", "--home", home, "olga", "--password-file", new_pw))
+    operator_logon(page, url, "olga", totp_code(secret, time.time() + 30))
+    expect(page.get_by_role("heading", name="Requests waiting for an officer")).to_be_visible()
     # An operator account has no mailbox: the enrollment form refuses it.
     response = page.goto(f"{url}/form")
     assert response is not None and response.status == 403
@@ -113,4 +123,8 @@ def test_operator_and_auditor_accounts_get_a_console_session(
         expect(page).to_have_url(f"{url}/admin")
         expect(page.locator("form.operator-logon")).to_have_count(0)  # logged on
         expect(page.get_by_role("button", name=f"Log out ({login})")).to_be_visible()
+        # Removed: the session ends at its next request.
+        ok(mailpki("operator", "remove", "--home", home, login))
+        page.goto(f"{url}/admin")
+        expect(page.locator("form.operator-logon")).to_be_visible()
         context.close()

@@ -16,7 +16,7 @@ from mailpki.auth.operators import WRONG_OPERATOR_LOGON
 from mailpki.auth.totp import hotp, step_at, totp_code
 from mailpki.errors import AuthenticationError
 from mailpki.instance.instance import Instance
-from mailpki.instance.operators import log_on
+from mailpki.instance.operators import log_on, operator_still_valid
 from mailpki.store.models import AuditRecord
 from tests.integration.cli_helpers import mailpki
 
@@ -129,10 +129,12 @@ def test_logon_with_password_and_code_once(home: Path, tmp_path: Path) -> None:
         now = time.time()
         code = totp_code(secret, now)
         identity = log_on(instance, "jane", PASSWORD, code, source="10.0.0.1")
+        logged_on_at = identity.pop("logged_on_at")
         assert identity == {
             "login": "jane", "source": "operator", "display_name": "jane",
             "operator_roles": ["officer"],
         }  # fmt: skip
+        assert operator_still_valid(instance, {**identity, "logged_on_at": logged_on_at})
         # The same code again (replay), wrong parts, unknown login: one message each time.
         tries = [
             ("jane", PASSWORD, code),

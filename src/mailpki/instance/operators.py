@@ -44,6 +44,7 @@ __all__ = [
     "is_operator_identity",
     "list_operators",
     "log_on",
+    "operator_still_valid",
     "operator_view",
     "remove_operator",
     "session_identity",
@@ -175,6 +176,7 @@ def session_identity(operator: OperatorIdentity) -> dict[str, Any]:
         "source": OPERATOR_SOURCE,
         "display_name": operator.login,
         "operator_roles": [operator.role],
+        "logged_on_at": datetime.now(UTC).isoformat(),
     }
 
 
@@ -194,6 +196,28 @@ def operator_view(identity: Mapping[str, Any]) -> OperatorView:
 def is_operator_identity(identity: Mapping[str, Any] | None) -> bool:
     """A session identity of a local operator (not a person: no mailbox, no enrollment)."""
     return identity is not None and identity.get("source") == OPERATOR_SOURCE
+
+
+def operator_still_valid(instance: Instance, identity: Mapping[str, Any] | None) -> bool:
+    """False for the session of a local operator whose account was removed, whose role is
+    not the session's, or whose password changed after that logon (the session ends);
+    True for any other identity."""
+    if not is_operator_identity(identity):
+        return True
+    assert identity is not None
+    with instance.db.session() as session:
+        row = session.execute(
+            select(OperatorAccount.role, OperatorAccount.password_changed_at).where(
+                OperatorAccount.login == str(identity.get("login"))
+            )
+        ).first()
+    if row is None or [row.role] != identity.get("operator_roles"):
+        return False
+    try:
+        logged_on_at = datetime.fromisoformat(str(identity.get("logged_on_at")))
+    except ValueError:
+        return False
+    return bool(row.password_changed_at <= logged_on_at)
 
 
 def log_on(

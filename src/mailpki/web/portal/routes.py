@@ -39,7 +39,7 @@ from mailpki.enrollment.invitations import check_token
 from mailpki.enrollment.portal_store import check_handle
 from mailpki.errors import AuthenticationError, InputError, MailPKIError, NotFoundError
 from mailpki.instance import portal_renewal
-from mailpki.instance.operators import is_operator_identity, operator_view
+from mailpki.instance.operators import is_operator_identity, operator_still_valid, operator_view
 from mailpki.instance.portal import InvitedPerson, Portal, PortalOutcome
 from mailpki.instance.trust_kit import KIT_FILES
 from mailpki.web.access_log import note
@@ -133,8 +133,15 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
             return error(session, OPERATORS_DO_NOT_ENROLL, status=403)
         return None
 
+    def load_checked(request: Request) -> PortalSession:
+        session = cookies.load(request)
+        if session.token and not operator_still_valid(portal.instance, session.identity):
+            portal.sessions.delete(session.token)  # the account was removed or its password changed
+            return PortalSession(token=None)
+        return session
+
     async def load(request: Request) -> PortalSession:
-        return await run_in_threadpool(cookies.load, request)
+        return await run_in_threadpool(load_checked, request)
 
     async def read_form(request: Request) -> FormData | None:
         declared = request.headers.get("content-length", "")
