@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -271,38 +271,57 @@ class AuditLog:
         Raises AuditError if the record cannot be written; the caller's transaction
         must then roll back so the action does not happen unrecorded.
         """
+        return self.append_all(session, [(event, data)], actor=actor)[0]
+
+    def append_all(
+        self,
+        session: Session,
+        events: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        actor: str,
+    ) -> list[AuditRecord]:
+        """Add several records, in order, inside the caller's transaction: the head is
+        locked and the records flushed once for all of them (a group commit for bulk
+        work). Each record is hashed and chained, and sealed at a checkpoint, exactly
+        as if appended one by one. AuditError (nothing written) as for `append`."""
         # Validate before touching the database: a refused record changes nothing.
-        _check_event(event)
         _check_actor(actor)
-        data_text = _encode_data(data)
+        encoded: list[tuple[str, str]] = []
+        for event, data in events:
+            _check_event(event)
+            encoded.append((event, _encode_data(data)))
+        records: list[AuditRecord] = []
         try:
             head = _lock_head(session)
-            # Timestamp under the lock, so record times follow seq order.
-            time = self._now()
-            seq = head.seq + 1
-            # Hash the decoded stored text, exactly what the verifier will recompute.
-            hash_ = record_hash(head.hash, seq, time, event, actor, json.loads(data_text))
-            record = AuditRecord(
-                seq=seq,
-                time=time,
-                event=event,
-                actor=actor,
-                data=data_text,
-                prev_hash=head.hash,
-                hash=hash_,
-            )
-            session.add(record)
-            head.seq = seq
-            head.hash = hash_
-            if self._signer is not None and seq % self._every == 0:
-                session.add(self._seal(seq, hash_))
+            for event, data_text in encoded:
+                # Timestamp under the lock, so record times follow seq order.
+                time = self._now()
+                seq = head.seq + 1
+                # Hash the decoded stored text, exactly what the verifier will recompute.
+                hash_ = record_hash(head.hash, seq, time, event, actor, json.loads(data_text))
+                record = AuditRecord(
+                    seq=seq,
+                    time=time,
+                    event=event,
+                    actor=actor,
+                    data=data_text,
+                    prev_hash=head.hash,
+                    hash=hash_,
+                )
+                session.add(record)
+                records.append(record)
+                head.seq = seq
+                head.hash = hash_
+                if self._signer is not None and seq % self._every == 0:
+                    session.add(self._seal(seq, hash_))
             # Flush now so a failure surfaces here, as AuditError, not at the caller's commit.
             session.flush()
         except AuditError:
             raise
         except SQLAlchemyError as exc:
-            raise AuditError(f"could not write the audit record for {event!r}: {exc}") from exc
-        return record
+            first = encoded[0][0] if encoded else "?"
+            raise AuditError(f"could not write the audit record for {first!r}: {exc}") from exc
+        return records
 
     def checkpoint(self, session: Session) -> AuditCheckpoint | None:
         """Seal the current head now (caller commits); None if empty or already sealed."""

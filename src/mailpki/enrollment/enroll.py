@@ -229,18 +229,22 @@ class Enroller:
         if not deliveries:
             return
         with self.keys.db.transaction() as session:
-            for delivery in deliveries:
-                self.keys.mark_delivered(session, delivery.serial)
-                self.audit.append(
-                    session,
-                    "key.delivered",
-                    actor=actor,
-                    data={
-                        "serial": delivery.serial,
-                        "email": delivery.email,
-                        "format": "legacy" if delivery.legacy_p12 else "modern",
-                    },
-                )
+            self.keys.mark_all_delivered(session, [d.serial for d in deliveries])
+            self.audit.append_all(
+                session,
+                [
+                    (
+                        "key.delivered",
+                        {
+                            "serial": delivery.serial,
+                            "email": delivery.email,
+                            "format": "legacy" if delivery.legacy_p12 else "modern",
+                        },
+                    )
+                    for delivery in deliveries
+                ],
+                actor=actor,
+            )
 
     def choose_profile(self, *, profile: str | None, dual_key: bool) -> Profile:
         """The profile of the central key's certificate (the encryption half in dual key)."""

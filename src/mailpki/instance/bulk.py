@@ -1,10 +1,12 @@
 """Bulk enrollment: everyone in a CSV, their keys made in worker processes.
 
 A key is delivered only once its person can open it. The workers write the PKCS#12
-files but leave the escrow records *pending*; this (the parent) process hands each
-finished batch to `emit`, which must return only once the lines (with the generated
+files (without waiting for the disk) but leave the escrow records *pending*; this (the
+parent) process collects finished people into batches, makes the batch's files durable
+(`sync_files`: the fsyncs happen here, while the workers go on generating keys), hands
+the batch to `emit`, which must return only once the lines (with the generated
 passwords) are written and flushed, and then records the batch as delivered in one
-transaction. A kill -9 anywhere therefore leaves, besides delivered keys whose
+transaction (one UPDATE and one audit flush: a group commit). A kill -9 anywhere therefore leaves, besides delivered keys whose
 passwords went out, only pending records (a file perhaps written, a password perhaps
 printed), which `keys reconcile` revokes. Workers die with the parent
 (`stop_with_parent`): none goes on enrolling for a process that can no longer print.
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mailpki.base.files import sync_files
 from mailpki.base.processes import stop_with_parent
 from mailpki.enrollment.enroll import Delivery
 from mailpki.errors import EscrowError, InputError, MailPKIError
@@ -47,6 +51,13 @@ class BulkItem:
 
 
 Emit = Callable[[Sequence[BulkItem]], None]
+
+# Finished people are settled (synced, printed, recorded delivered) together once this
+# many are ready or the oldest has waited this long, whichever comes first. The first
+# few batches go out as soon as anything is ready, so the first lines show at once.
+BATCH_SIZE = 64
+BATCH_SECONDS = 1.0
+EAGER_BATCHES = 4
 
 
 def default_workers() -> int:
@@ -82,12 +93,16 @@ def bulk_enroll(
     void: list[BulkItem] = []
 
     def settle(batch: Sequence[BulkItem]) -> None:
+        sync_files(Path(item.path) for item in batch if item.error is None and item.path)
         emit(batch)
         void.extend(_record_delivered(instance, batch, actor))
 
     if workers <= 1:
         for person in people:
-            settle([_enroll_person(instance, person, out_dir, password, legacy_p12, actor)])
+            item = _enroll_person(
+                instance, person, out_dir, password, legacy_p12, actor, sync=False
+            )
+            settle([item])
     else:
         try:
             _enroll_in_pool(instance, people, out_dir, password, legacy_p12, actor, workers, settle)
@@ -119,16 +134,38 @@ def _enroll_in_pool(
         initargs=(str(instance.home), os.getpid()),
     ) as pool:
         pending: set[Future[BulkItem]] = set()
+        ready: list[BulkItem] = []
+        oldest = 0.0  # when the first of `ready` finished
+        settled = 0
+
+        def collect(timeout: float | None) -> None:
+            nonlocal pending, oldest, settled
+            done: set[Future[BulkItem]] = set()
+            if pending:
+                done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+            if done and not ready:
+                oldest = time.monotonic()
+            ready.extend(future.result() for future in done)
+            if ready and (
+                settled < EAGER_BATCHES
+                or len(ready) >= BATCH_SIZE
+                or not pending
+                or time.monotonic() - oldest >= BATCH_SECONDS
+            ):
+                settle(list(ready))
+                ready.clear()
+                settled += 1
+
         for person in people:
             pending.add(
                 pool.submit(_enroll_in_worker, person, str(out_dir), password, legacy_p12, actor)
             )
-            if len(pending) >= workers * 4:  # keep memory flat for a million rows
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                settle([future.result() for future in done])
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            settle([future.result() for future in done])
+            # Enough queued that the workers never wait for this process; memory stays
+            # flat for a million rows.
+            if len(pending) >= workers * 8:
+                collect(BATCH_SECONDS)
+        while pending or ready:
+            collect(BATCH_SECONDS)
 
 
 def _record_delivered(instance: Instance, batch: Sequence[BulkItem], actor: str) -> list[BulkItem]:
@@ -168,7 +205,9 @@ def _enroll_in_worker(
     person: Enrollee, out_dir: str, password: bytes | None, legacy: bool, actor: str
 ) -> BulkItem:
     assert _worker_instance is not None
-    return _enroll_person(_worker_instance, person, Path(out_dir), password, legacy, actor)
+    return _enroll_person(
+        _worker_instance, person, Path(out_dir), password, legacy, actor, sync=False
+    )
 
 
 def _enroll_person(
@@ -178,8 +217,11 @@ def _enroll_person(
     password: bytes | None,
     legacy: bool,
     actor: str,
+    *,
+    sync: bool = True,
 ) -> BulkItem:
-    """Everything but recording the delivery, which waits for the person's line."""
+    """Everything but recording the delivery, which waits for the person's line.
+    `sync=False`: the file is not fsynced (the parent does that for the batch)."""
     try:
         outcome = enroll_one(
             instance,
@@ -194,6 +236,7 @@ def _enroll_person(
             legacy_p12=legacy,
             send_mail=False,
             record_delivery=False,
+            sync=sync,
         )
     except MailPKIError as exc:
         return BulkItem(person.line, person.email, None, None, None, str(exc))

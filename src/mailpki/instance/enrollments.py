@@ -120,14 +120,18 @@ def enroll_one(
     send_mail: bool = True,
     announce: Callable[[EnrollOutcome], None] | None = None,
     record_delivery: bool = True,
+    sync: bool = True,
 ) -> EnrollOutcome:
     """Enroll one person and write the PKCS#12 to `out` (atomically, mode 600).
 
     `announce(outcome)` runs once the files are written and before the delivery is
     recorded: it shows the person the generated password (if it cannot, the key stays
     undelivered and `keys reconcile` revokes it). With `record_delivery=False` the
-    caller records the delivery (`Enroller.record_delivered`) after its own announcement.
+    caller records the delivery (`Enroller.record_delivered`) after its own announcement;
+    with `sync=False` as well, it must first make the file durable (`sync_files`).
     """
+    if not sync and record_delivery:
+        raise ValueError("a PKCS#12 written without fsync must not be recorded as delivered")
     if out.exists():
         raise InputError(f"{out} exists; refusing to overwrite a PKCS#12")
     signing_path = out.with_name(out.stem + "-signing.pem")
@@ -155,7 +159,7 @@ def enroll_one(
         email=email,
         name=name,
         actor=actor,
-        hand_over=lambda data, _serial: write_atomically(out, data, private=True),
+        hand_over=lambda data, _serial: write_atomically(out, data, private=True, sync=sync),
         password=password,
         legacy_p12=legacy_p12,
         signing_csr=signing_csr,

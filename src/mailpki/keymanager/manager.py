@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 
@@ -180,14 +180,25 @@ class KeyManager:
         session.flush()  # a duplicate serial or key fails here, inside the transaction
 
     def mark_delivered(self, session: Session, serial: str) -> None:
-        done = session.execute(
-            update(EscrowedKey)
-            .where(EscrowedKey.serial == serial, EscrowedKey.state == PENDING)
-            .values(state=DELIVERED, delivered_at=datetime.now(UTC))
-        )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
+        self.mark_all_delivered(session, [serial])
+
+    def mark_all_delivered(self, session: Session, serials: Sequence[str]) -> None:
+        """Flip pending records to delivered, in one statement per 500; EscrowError (the
+        caller rolls back) if any of them is no longer pending."""
+        now = datetime.now(UTC)
+        done = 0
+        for start in range(0, len(serials), 500):
+            chunk = list(serials[start : start + 500])
+            result = session.execute(
+                update(EscrowedKey)
+                .where(EscrowedKey.serial.in_(chunk), EscrowedKey.state == PENDING)
+                .values(state=DELIVERED, delivered_at=now)
+            )
+            done += result.rowcount  # type: ignore[attr-defined]
+        if done != len(set(serials)):
+            which = serials[0] if len(serials) == 1 else f"one of {len(serials)} keys"
             raise EscrowError(
-                f"the escrow record of {serial} is no longer pending (revoked by reconcile?); "
+                f"the escrow record of {which} is no longer pending (revoked by reconcile?); "
                 "the key must not be delivered"
             )
 
