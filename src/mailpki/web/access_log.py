@@ -26,7 +26,7 @@ import logging
 import re
 import secrets
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -141,6 +141,13 @@ def public_path(path: str, query: bytes | str = b"") -> str:
     return shown
 
 
+class RequestRecorder(Protocol):
+    """Where AccessLog reports each request's route template, status and duration
+    (`web.health.HttpMetrics` for /metrics)."""
+
+    def record(self, route: str, status: int, seconds: float) -> None: ...
+
+
 def note(reason: str) -> None:
     """Attach the reason of a refusal to this request's access line (no-op elsewhere)."""
     holder = _reason.get()
@@ -149,13 +156,16 @@ def note(reason: str) -> None:
 
 
 class AccessLog:
-    """ASGI middleware writing the access line after each HTTP response.
+    """ASGI middleware: after each HTTP response, the access line and (with `metrics`)
+    the request counter and latency histogram; the X-Request-ID on every response.
 
-    Plain ASGI (not BaseHTTPMiddleware): OCSP answers in microseconds and this must not
-    cost more than a clock read and, at INFO, one log record."""
+    Plain ASGI (not BaseHTTPMiddleware), one layer for both: OCSP answers in
+    microseconds, and this captures the status and the time once and costs little more
+    than a clock read, the metric updates and, at INFO, one log record."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: RequestRecorder | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -166,6 +176,7 @@ class AccessLog:
         reasons: list[str] = []
         token = _reason.set(reasons)
         request_id = _request_id(scope)
+        request_id_header = (REQUEST_ID_HEADER, request_id.encode())
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -174,18 +185,26 @@ class AccessLog:
                 headers = [
                     (k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER
                 ]
-                headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                headers.append(request_id_header)
                 message["headers"] = headers
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         except Exception as exc:
+            self._measure(scope, status or 500, started)
             self._write(scope, status or 500, started, [f"{type(exc).__name__}: {exc}"], request_id)
             raise
         finally:
             _reason.reset(token)
+        self._measure(scope, status or 500, started)
         self._write(scope, status, started, reasons, request_id)
+
+    def _measure(self, scope: Scope, status: int, started: float) -> None:
+        if self.metrics is not None:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.record(template, status, time.perf_counter() - started)
 
     @staticmethod
     def _write(

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -23,7 +24,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailpki.instance.health import InstanceStatus, Readiness
 
@@ -127,12 +127,13 @@ class _StatusCollector(Collector):
             )
 
 
-class RequestMetrics:
-    """ASGI middleware: counts and times each request by route template and status
-    (a template, never the raw path: no secret or unbounded label reaches the metrics)."""
+class HttpMetrics:
+    """The request counter and latency histogram of one app, by route template and
+    status (a template, never the raw path: no secret or unbounded label reaches the
+    metrics). The access-log middleware (`web.access_log.AccessLog`) records into it, so
+    status and timing are captured once per request."""
 
-    def __init__(self, app: ASGIApp, *, registry: CollectorRegistry) -> None:
-        self.app = app
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "mailpki_http_requests",
             "HTTP requests answered by this node",
@@ -146,31 +147,20 @@ class RequestMetrics:
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
         )
+        # The labelled children, looked up once each: labels() costs microseconds.
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.requests.labels(template, str(status)).inc()
-            self.latency.labels(template).observe(time.perf_counter() - started)
+    def record(self, route: str, status: int, seconds: float) -> None:
+        children = self._children.get((route, status))
+        if children is None:
+            children = (self.requests.labels(route, str(status)), self.latency.labels(route))
+            self._children[(route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 def health_routes(source: HealthSource, registry: CollectorRegistry) -> list[BaseRoute]:
-    """The three endpoints; `registry` also holds the RequestMetrics of this app."""
+    """The three endpoints; `registry` also holds the HttpMetrics of this app."""
     registry.register(_StatusCollector(source.status))
 
     async def healthz(request: Request) -> Response:

@@ -28,7 +28,7 @@ from mailpki.instance.instance import Instance
 from mailpki.instance.portal import Portal
 from mailpki.web.access_log import AccessLog, logging_config, note
 from mailpki.web.api.app import ApiPrefix, create_api
-from mailpki.web.health import HealthSource, RequestMetrics, health_routes, parse_allow_list
+from mailpki.web.health import HealthSource, HttpMetrics, health_routes, parse_allow_list
 from mailpki.web.pki import create_pki_app
 from mailpki.web.portal.routes import portal_routes
 from mailpki.web.portal.theme import Theme
@@ -153,7 +153,6 @@ def create_app(home: Path, *, housekeeping: bool = False) -> Starlette:
     )
     api = create_api(instance, rate_per_minute=int(instance.config.get("api.rate_per_minute")))
     app.add_middleware(ApiPrefix, api=api)
-    app.add_middleware(RequestMetrics, registry=registry)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         """404 and 405 from the router in the portal's frame (the PKI endpoints answer
@@ -193,7 +192,8 @@ def create_app(home: Path, *, housekeeping: bool = False) -> Starlette:
     app.add_exception_handler(404, http_error)
     app.add_exception_handler(405, http_error)
     app.add_exception_handler(StoreError, store_unavailable)
-    app.add_middleware(AccessLog)
+    # Outermost: one layer logs, counts and times every request (status captured once).
+    app.add_middleware(AccessLog, metrics=HttpMetrics(registry))
     if housekeeping:
         threading.Thread(target=portal.prepare, name="warm-up", daemon=True).start()
         Housekeeping(instance, portal=portal).start()

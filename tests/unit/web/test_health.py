@@ -1,4 +1,5 @@
-"""The /metrics allow list and the request metrics middleware, without a server."""
+"""The /metrics allow list and the request metrics (recorded by the access-log
+middleware), without a server."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from mailpki.web.health import RequestMetrics, _allowed, parse_allow_list
+from mailpki.web.access_log import AccessLog
+from mailpki.web.health import HttpMetrics, _allowed, parse_allow_list
 
 
 def test_allow_list_parses_addresses_and_networks() -> None:
@@ -33,7 +35,7 @@ def test_request_metrics_label_by_route_template_never_by_raw_path() -> None:
 
     registry = CollectorRegistry()
     app = Starlette(routes=[Route("/enroll/{token}", echo)])
-    app.add_middleware(RequestMetrics, registry=registry)
+    app.add_middleware(AccessLog, metrics=HttpMetrics(registry))
     client = TestClient(app)
     assert client.get("/enroll/SECRET-TOKEN-123").status_code == 200
     assert client.get("/nowhere/else").status_code == 404
@@ -42,3 +44,24 @@ def test_request_metrics_label_by_route_template_never_by_raw_path() -> None:
     assert 'route="unmatched",status="404"' in text
     assert "SECRET-TOKEN-123" not in text
     assert "nowhere" not in text
+
+
+def test_one_layer_logs_counts_and_times_each_request_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def echo(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("x")
+
+    registry = CollectorRegistry()
+    app = Starlette(routes=[Route("/items/{name}", echo)])
+    app.add_middleware(AccessLog, metrics=HttpMetrics(registry))
+    client = TestClient(app)
+    with caplog.at_level("INFO", logger="mailpki.access"):
+        for _ in range(3):
+            response = client.get("/items/a", headers={"X-Request-ID": "abc-1"})
+            assert response.headers["x-request-id"] == "abc-1"
+    lines = [r.getMessage() for r in caplog.records if r.name == "mailpki.access"]
+    assert len(lines) == 3 and all(" 200 " in line and "abc-1" in line for line in lines)
+    text = generate_latest(registry).decode()
+    assert 'mailpki_http_requests_total{route="/items/{name}",status="200"} 3.0' in text
+    assert 'mailpki_http_request_duration_seconds_count{route="/items/{name}"} 3.0' in text
