@@ -154,6 +154,36 @@ def engine() -> Iterator[Engine]:
 # -- writing -------------------------------------------------------------------------
 
 
+def test_append_all_chains_and_seals_as_if_appended_one_by_one(engine: Engine) -> None:
+    log = fill(engine, 3)  # checkpoint every 5: the batch crosses seq 5 and 10
+    with Session(engine) as session, session.begin():
+        written = log.append_all(
+            session,
+            [("key.delivered", {"serial": f"{i:x}", "n": i}) for i in range(3, 12)],
+            actor="ra@example.org",
+        )
+        seqs = [r.seq for r in written]
+    assert seqs == list(range(4, 13))
+    records = rows(engine)
+    prev = ZERO_HASH
+    for rec in records:
+        assert rec["prev_hash"] == prev
+        prev = rec["hash"]
+    assert head(engine) == (12, prev)
+    with Session(engine) as session:
+        assert session.scalars(select(AuditCheckpoint.seq)).all() == [5, 10]
+    assert verify(engine).ok
+
+
+def test_append_all_refuses_a_bad_event_before_writing_any(engine: Engine) -> None:
+    log = fill(engine, 2)
+    with Session(engine) as session, session.begin(), pytest.raises(AuditError):
+        log.append_all(
+            session, [("key.delivered", {}), ("Not An Event", {})], actor="ra@example.org"
+        )
+    assert head(engine)[0] == 2
+
+
 def test_append_builds_a_linked_chain(engine: Engine) -> None:
     fill(engine, 10)
     records = rows(engine)
