@@ -11,11 +11,13 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from sqlalchemy import LargeBinary, bindparam, cast, func, literal, select
 from sqlalchemy.orm import Session
@@ -25,10 +27,17 @@ from mailpki.audit import AuditLog
 from mailpki.ca.crl import assemble_crl, encode_entry, reason_name
 from mailpki.ca.csr import load_csr
 from mailpki.ca.lint import Linter
-from mailpki.ca.ocsp import CertStatus, OCSPResponder
+from mailpki.ca.ocsp import CertStatus, OCSPResponder, issuer_hashes
 from mailpki.ca.presigned import PresignedResponses
 from mailpki.ca.serials import new_serial, to_hex
-from mailpki.ca.settings import FULL_CRL, ROOT_CRL, CASettings, crl_scope, partition_crl_name
+from mailpki.ca.settings import (
+    ROOT_CRL,
+    CASettings,
+    crl_scope,
+    full_crl_name,
+    issuing_label,
+    partition_crl_name,
+)
 from mailpki.ca.signing import lint_for_signing
 from mailpki.errors import (
     CAError,
@@ -58,11 +67,50 @@ def utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# Certificates signed by an issuing CA of any generation (not the root's, not the root).
+ISSUED_BY_ISSUING = CertificateRecord.issuer.not_in((ROOT, "self"))
+
+
 @dataclass(frozen=True)
 class CAHierarchy:
+    """The root, the current issuing CA (new certificates come from it) and its
+    delegated OCSP responder; `earlier` holds the issuing CAs of older generations,
+    oldest first, which still sign the CRLs of the certificates they issued."""
+
     root: x509.Certificate
     issuing: x509.Certificate
     ocsp: x509.Certificate
+    earlier: tuple[x509.Certificate, ...] = ()
+    earlier_ocsp: tuple[x509.Certificate, ...] = ()  # their responders, same order
+
+    @property
+    def generation(self) -> int:
+        return len(self.earlier) + 1
+
+    @property
+    def label(self) -> str:
+        """The label (key name, `issuer` value, CRL prefix) of the current issuing CA."""
+        return issuing_label(self.generation)
+
+    @property
+    def generations(self) -> list[tuple[str, x509.Certificate]]:
+        """(label, certificate) of every issuing CA, oldest first."""
+        certificates = (*self.earlier, self.issuing)
+        return [(issuing_label(n + 1), c) for n, c in enumerate(certificates)]
+
+    def responder_of(self, label: str) -> x509.Certificate:
+        """The delegated OCSP responder certificate signed by the issuing CA `label`."""
+        responders = (*self.earlier_ocsp, self.ocsp)
+        for (known, _), responder in zip(self.generations, responders, strict=True):
+            if known == label:
+                return responder
+        raise NotFoundError(f"there is no issuing CA {label!r} in this instance")
+
+    def issuing_of(self, label: str) -> x509.Certificate:
+        for known, certificate in self.generations:
+            if known == label:
+                return certificate
+        raise NotFoundError(f"there is no issuing CA {label!r} in this instance")
 
 
 def _rfc_reason(stored: str | None) -> str | None:
@@ -195,7 +243,10 @@ def certificate_record(
 # Built once: OCSP looks a status up on every request.
 _STATUS_QUERY = select(
     CertificateRecord.status, CertificateRecord.revoked_at, CertificateRecord.revocation_reason
-).where(CertificateRecord.serial == bindparam("serial"), CertificateRecord.issuer == ISSUING)
+).where(
+    CertificateRecord.serial == bindparam("serial"),
+    CertificateRecord.issuer == bindparam("issuer"),
+)
 
 
 class CertificateAuthority:
@@ -217,8 +268,9 @@ class CertificateAuthority:
         self.settings = settings
         self.audit = audit
         self._linter = linter
-        self._issuing_key: CAPrivateKey | None = None
+        self._issuing_keys: dict[str, CAPrivateKey] = {}
         self._responder: OCSPResponder | None = None
+        self._later_responders: dict[str, OCSPResponder] = {}
         self._presigned: PresignedResponses | None = None
         self._profiles: dict[str, Profile] = {}
         # Called inside the transaction that stores an issued / revoked subscriber
@@ -247,9 +299,14 @@ class CertificateAuthority:
 
     @property
     def issuing_key(self) -> CAPrivateKey:
-        if self._issuing_key is None:
-            self._issuing_key = self.keys.load(ISSUING)
-        return self._issuing_key
+        """The key of the current issuing CA (the one new certificates come from)."""
+        return self.key_of(self.hierarchy.label)
+
+    def key_of(self, label: str) -> CAPrivateKey:
+        """The key of the issuing CA `label` (an older generation signs its own CRLs)."""
+        if label not in self._issuing_keys:
+            self._issuing_keys[label] = self.keys.load(label)
+        return self._issuing_keys[label]
 
     def profile(self, name: str | None) -> Profile:
         """The named (or default) profile, read once per CA object: a long-running
@@ -306,7 +363,8 @@ class CertificateAuthority:
                 exc, actor=actor, email=person.email, profile=profile or "", step="policy"
             ) from None
         # 2. Persist the serial before signing (it is never reused, even if we fail below).
-        serial, reservation_id = reserve_serial(self.db, ISSUING)
+        label = self.hierarchy.label
+        serial, reservation_id = reserve_serial(self.db, label)
         partition = self.settings.partition_of(reservation_id)
         # 3. Shape the certificate from the profile alone.
         builder = build_certificate(
@@ -316,7 +374,7 @@ class CertificateAuthority:
             issuer=self.hierarchy.issuing,
             serial=serial,
             now=datetime.now(UTC),
-            urls=self.settings.urls_for_partition(partition),
+            urls=self.settings.urls_for_partition(partition, label),
         )
         # 4. Lint what would be signed; a finding refuses issuance.
         try:
@@ -336,7 +394,7 @@ class CertificateAuthority:
         certificate = token.sign(self.issuing_key)
         record = certificate_record(
             certificate,
-            issuer=ISSUING,
+            issuer=label,
             profile=chosen.name,
             email=person.email,
             partition=partition,
@@ -405,9 +463,7 @@ class CertificateAuthority:
         query = select(CertificateRecord)
         count = select(func.count()).select_from(CertificateRecord)
         if not include_ca:
-            subscribers = (CertificateRecord.issuer == ISSUING) & (
-                CertificateRecord.profile != OCSP_PROFILE
-            )
+            subscribers = ISSUED_BY_ISSUING & (CertificateRecord.profile != OCSP_PROFILE)
             query = query.where(subscribers)
             count = count.where(subscribers)
         if email:
@@ -435,7 +491,7 @@ class CertificateAuthority:
             select(CertificateRecord.der)
             .where(
                 func.lower(CertificateRecord.email) == email.lower(),
-                CertificateRecord.issuer == ISSUING,
+                ISSUED_BY_ISSUING,
                 CertificateRecord.profile.not_in((OCSP_PROFILE, ADMIN_PROFILE)),
                 CertificateRecord.status == "valid",
                 CertificateRecord.superseded_by.is_(None),
@@ -452,7 +508,7 @@ class CertificateAuthority:
             select(func.lower(CertificateRecord.email))
             .where(
                 CertificateRecord.email.is_not(None),
-                CertificateRecord.issuer == ISSUING,
+                ISSUED_BY_ISSUING,
                 CertificateRecord.profile.not_in((OCSP_PROFILE, ADMIN_PROFILE)),
                 CertificateRecord.status == "valid",
                 CertificateRecord.not_after > datetime.now(UTC),
@@ -556,15 +612,38 @@ class CertificateAuthority:
             )
         return bytes(der or b""), int(total)
 
-    def partitions(self) -> list[int]:
+    def partitions(self, label: str | None = None) -> list[int]:
+        """The CRL partitions of the issuing CA `label` (default: the current one);
+        the current one also has the partition the next certificate falls into."""
+        label = label or self.hierarchy.label
         with self.db.session() as session:
             found = session.scalars(
                 select(CertificateRecord.crl_partition)
-                .where(CertificateRecord.issuer == ISSUING)
+                .where(CertificateRecord.issuer == label)
                 .distinct()
             ).all()
             newest = session.scalar(select(func.max(SerialReservation.id))) or 1
+        if label != self.hierarchy.label:
+            return sorted(set(found))
         return sorted(set(found) | {self.settings.partition_of(newest)})
+
+    def live_labels(self) -> list[str]:
+        """The issuing CAs whose CRLs are still needed: the current one, and each older
+        one until its last certificate has expired."""
+        now = datetime.now(UTC)
+        with self.db.session() as session:
+            alive = set(
+                session.scalars(
+                    select(CertificateRecord.issuer)
+                    .where(ISSUED_BY_ISSUING, CertificateRecord.not_after > now)
+                    .distinct()
+                ).all()
+            )
+        return [
+            label
+            for label, _ in self.hierarchy.generations
+            if label == self.hierarchy.label or label in alive
+        ]
 
     def _sign_crl(
         self,
@@ -639,28 +718,35 @@ class CertificateAuthority:
             actor=actor,
         )
 
-    def generate_issuing_crl(self, partition: int | None, *, actor: str) -> CRLInfo:
-        """The full CRL (partition None) or one partition of the issuing CA."""
+    def generate_issuing_crl(
+        self, partition: int | None, *, actor: str, label: str | None = None
+    ) -> CRLInfo:
+        """The full CRL (partition None) or one partition of the issuing CA `label`
+        (default: the current one), signed by that CA's own key."""
+        label = label or self.hierarchy.label
+        issuer_cert = self.hierarchy.issuing_of(label)
         if partition is None:
-            name, point = FULL_CRL, None
+            name, point = full_crl_name(label), None
         else:
-            name = partition_crl_name(partition)
+            name = partition_crl_name(partition, label)
             point = self.settings.crl_url(name)
         return self._sign_crl(
             name,
-            issuer_cert=self.hierarchy.issuing,
-            key=self.issuing_key,
-            scope=(ISSUING, partition),
+            issuer_cert=issuer_cert,
+            key=self.key_of(label),
+            scope=(label, partition),
             validity=self.settings.crl_validity,
             distribution_point=point,
             actor=actor,
         )
 
     def generate_all_crls(self, *, actor: str, root: bool = True) -> Iterator[CRLInfo]:
-        """Full CRL, every partition, and the root CRL when the root key is here."""
-        yield self.generate_issuing_crl(None, actor=actor)
-        for partition in self.partitions():
-            yield self.generate_issuing_crl(partition, actor=actor)
+        """Full CRL and every partition of each live issuing CA, and the root CRL when
+        the root key is here."""
+        for label in self.live_labels():
+            yield self.generate_issuing_crl(None, actor=actor, label=label)
+            for partition in self.partitions(label):
+                yield self.generate_issuing_crl(partition, actor=actor, label=label)
         if root:
             yield self.generate_root_crl(actor=actor)
 
@@ -701,10 +787,13 @@ class CertificateAuthority:
 
     # -- OCSP ---------------------------------------------------------------------------
 
-    def status(self, serial: int) -> CertStatus | None:
-        """OCSP status of a certificate of the issuing CA; None when unknown."""
+    def status(self, serial: int, label: str = ISSUING) -> CertStatus | None:
+        """OCSP status of a certificate of the issuing CA `label` (default: generation
+        1, which the pre-signed answers serve); None when unknown."""
         with self.db.engine.connect() as connection:
-            row = connection.execute(_STATUS_QUERY, {"serial": to_hex(serial)}).first()
+            row = connection.execute(
+                _STATUS_QUERY, {"serial": to_hex(serial), "issuer": label}
+            ).first()
         if row is None:
             return None
         if row.status == "revoked":
@@ -726,11 +815,52 @@ class CertificateAuthority:
 
     def responder(self) -> OCSPResponder:
         if self._responder is None:
+            # Generation 1's responder (with the pre-signed answers); later issuing CAs
+            # answer through answer_ocsp.
             self._responder = OCSPResponder(
-                issuer=self.hierarchy.issuing,
-                responder_cert=self.hierarchy.ocsp,
+                issuer=self.hierarchy.issuing_of(ISSUING),
+                responder_cert=self.hierarchy.responder_of(ISSUING),
                 responder_key=self.keys.load("ocsp"),
                 lookup=self.status,
                 validity=self.settings.ocsp_validity,
             )
         return self._responder
+
+    def answer_ocsp(self, request_der: bytes) -> bytes:
+        """Answer an OCSP request for a certificate of any issuing CA generation: the
+        request's issuer hashes pick the responder; generation 1 answers anything else
+        (malformed, or unauthorized for a CA that is not ours)."""
+        first = self.responder()
+        if not self.hierarchy.earlier:
+            return first.respond(request_der)
+        try:
+            request = ocsp.load_der_ocsp_request(request_der)
+            hashes = (
+                request.hash_algorithm.name,
+                request.issuer_name_hash,
+                request.issuer_key_hash,
+            )
+        except Exception:  # malformed: generation 1 gives the standard answer
+            return first.respond(request_der)
+        for label, certificate in self.hierarchy.generations[1:]:
+            if hashes in _hashes_of(certificate):
+                return self._later_responder(label).respond(request_der)
+        return first.respond(request_der)
+
+    def _later_responder(self, label: str) -> OCSPResponder:
+        if label not in self._later_responders:
+            self._later_responders[label] = OCSPResponder(
+                issuer=self.hierarchy.issuing_of(label),
+                responder_cert=self.hierarchy.responder_of(label),
+                responder_key=self.keys.load("ocsp"),
+                lookup=lambda serial: self.status(serial, label),
+                validity=self.settings.ocsp_validity,
+            )
+        return self._later_responders[label]
+
+
+@cache
+def _hashes_of(issuer: x509.Certificate) -> frozenset[tuple[str, bytes, bytes]]:
+    """(hash algorithm, issuer name hash, issuer key hash) of an issuing CA, as an OCSP
+    CertID carries them, for the algorithms relying parties use."""
+    return frozenset((name, *pair) for name, pair in issuer_hashes(issuer).items())

@@ -190,7 +190,7 @@ class PresignedAnswer:
     der: bytes
 
 
-def _issuer_hashes(issuer: x509.Certificate) -> dict[str, tuple[bytes, bytes]]:
+def issuer_hashes(issuer: x509.Certificate) -> dict[str, tuple[bytes, bytes]]:
     """(issuerNameHash, issuerKeyHash) of ``issuer`` for each CertID algorithm.
 
     Hashed over the exact bytes in the certificate (RFC 6960 §4.1.1): the subject
@@ -251,7 +251,7 @@ class OCSPResponder:
         if validity <= dt.timedelta(0):
             raise CAError("OCSP response validity must be positive")
         _check_responder(issuer, responder_cert, responder_key)
-        self._issuer_hashes = _issuer_hashes(issuer)
+        self._issuer_hashes = issuer_hashes(issuer)
         self._responder_cert = responder_cert
         self._responder_key = responder_key
         self._sign_alg = default_hash(responder_key)

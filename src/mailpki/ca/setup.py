@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
@@ -19,10 +22,10 @@ from mailpki.ca.authority import (
     reserve_serial,
 )
 from mailpki.ca.lint import Linter
-from mailpki.ca.settings import ROOT_CRL, CASettings
+from mailpki.ca.settings import ROOT_CRL, CASettings, issuing_label
 from mailpki.ca.signing import lint_for_signing, signature_hash
 from mailpki.errors import CAError, KeyStoreError
-from mailpki.keystore.keys import CAPrivateKey, KeyStore, parse_key_type
+from mailpki.keystore.keys import CAPrivateKey, KeyStore, KeyType, key_type_of, parse_key_type
 from mailpki.policy.hierarchy import (
     CACertificateUrls,
     build_issuing_ca,
@@ -48,6 +51,14 @@ def _self_signed_linted(builder: x509.CertificateBuilder, key: CAPrivateKey) -> 
     root = builder.sign(key, signature_hash(key))
     _ca_linter().check(root.public_bytes(Encoding.DER), None)
     return root
+
+
+def _key_type_of_certificate(certificate: x509.Certificate) -> KeyType:
+    """The key type of a CA certificate's key: the next generation uses the same."""
+    public = certificate.public_key()
+    if not isinstance(public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise CAError("the issuing CA's key is neither RSA nor EC")
+    return key_type_of(public)
 
 
 @cache
@@ -140,6 +151,11 @@ def renew_issuing(
 
     Certificates already issued keep chaining: their AKI names the same key.
     """
+    if hierarchy.earlier:
+        raise CAError(
+            "the issuing CA was rolled over: make the next generation with "
+            "'mailpki ca issuing rollover' instead of re-signing"
+        )
     try:
         root_key = keys.load(ROOT)
     except KeyStoreError:
@@ -182,3 +198,107 @@ def renew_issuing(
             },
         )
     return renewed
+
+
+@dataclass(frozen=True)
+class RolledOver:
+    """A new issuing CA generation and the OCSP responder certificate it signed."""
+
+    label: str
+    issuing: x509.Certificate
+    ocsp: x509.Certificate
+
+
+def rollover_issuing(
+    *,
+    db: Database,
+    keys: KeyStore,
+    audit: AuditLog,
+    settings: CASettings,
+    hierarchy: CAHierarchy,
+    org: str,
+    actor: str,
+    years: int = 10,
+) -> RolledOver:
+    """Make the next issuing CA generation under the root: a new key in the key store
+    (file or token, like the others), a certificate with a distinct name signed by the
+    root, and a delegated OCSP responder certificate (the responder key is shared).
+
+    The older issuing CAs keep their keys: each signs the CRLs and OCSP answers of the
+    certificates it issued until the last of them expires.
+    """
+    if not keys.exists(ROOT):
+        raise CAError(
+            "the root key is offline (not in this instance): bring it back with "
+            "'mailpki ca root import', then roll over"
+        )
+    generation = hierarchy.generation + 1
+    label = issuing_label(generation)
+    if keys.exists(label):
+        raise CAError(
+            f"a key {label!r} already exists but no certificate for it: an earlier rollover "
+            "was interrupted; remove that key from the key store, then roll over again"
+        )
+    root_key = keys.load(ROOT)
+    issuing_key = keys.generate(label, _key_type_of_certificate(hierarchy.issuing))
+    names = hierarchy.issuing_of(ISSUING).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    first_name = str(names[0].value) if names else f"{org} S/MIME Issuing CA"
+    serial, _ = reserve_serial(db, ROOT)
+    now = datetime.now(UTC)
+    issuing = _linted_sign(
+        build_issuing_ca(
+            org=org,
+            public_key=issuing_key.public_key(),
+            root=hierarchy.root,
+            serial=serial,
+            now=now,
+            urls=CACertificateUrls(
+                root_crl=settings.crl_url(ROOT_CRL), root_issuers=settings.ca_cert_url("root.crt")
+            ),
+            years=years,
+            common_name=f"{first_name} G{generation}",
+        ),
+        root_key,
+    )
+    serial, reservation = reserve_serial(db, label)
+    responder = _linted_sign(
+        build_ocsp_responder(
+            org=org,
+            public_key=keys.load(OCSP_KEY).public_key(),
+            issuer=issuing,
+            serial=serial,
+            now=now,
+        ),
+        issuing_key,
+    )
+    with db.transaction() as session:
+        records = [
+            certificate_record(issuing, issuer=ROOT, profile="issuing-ca", email=None, partition=0),
+            certificate_record(
+                responder,
+                issuer=label,
+                profile=OCSP_PROFILE,
+                email=None,
+                partition=settings.partition_of(reservation),
+            ),
+        ]
+        session.add_all(records)
+        audit.append(
+            session,
+            "ca.issuing_rolled_over",
+            actor=actor,
+            data={
+                "generation": generation,
+                "label": label,
+                "subject": issuing.subject.rfc4514_string(),
+                "serial": records[0].serial,
+                "fingerprint": records[0].fingerprint,
+                "not_after": records[0].not_after.isoformat(),
+                "previous_fingerprint": hashlib.sha256(
+                    hierarchy.issuing.public_bytes(Encoding.DER)
+                ).hexdigest(),
+                "ocsp_fingerprint": records[1].fingerprint,
+                "keys": keys.describe(),
+            },
+        )
+    return RolledOver(label=label, issuing=issuing, ocsp=responder)

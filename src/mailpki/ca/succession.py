@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from mailpki.audit import AuditLog
-from mailpki.ca.authority import ISSUING, OCSP_PROFILE, CertificateAuthority, utc
+from mailpki.ca.authority import ISSUED_BY_ISSUING, OCSP_PROFILE, CertificateAuthority, utc
 from mailpki.errors import NotFoundError, RenewalRefused
 from mailpki.policy.roles import ADMIN_PROFILE
 from mailpki.store.models import CertificateRecord
@@ -39,7 +39,7 @@ class CurrentCertificate:
 
 # A person's mail certificates, as opposed to the CA's own and administrators'.
 SUBSCRIBER = (
-    CertificateRecord.issuer == ISSUING,
+    ISSUED_BY_ISSUING,
     CertificateRecord.profile.not_in(NOT_RENEWED),
     CertificateRecord.email.is_not(None),
 )

@@ -30,6 +30,7 @@ from mailpki.instance.operations import (
     issue_from_csr,
     remove_root_key,
     renew_issuing_ca,
+    rollover_issuing_ca,
     write_crls,
 )
 from mailpki.policy.profile import list_profiles
@@ -64,7 +65,7 @@ def _note_waiting_dns_updates(instance: Instance) -> None:
 @app.command()
 @handle_errors
 def chain(home: HomeOption = None) -> None:
-    """Print the issuing CA then the root, PEM."""
+    """Print the issuing CAs (newest first, after a rollover) then the root, PEM."""
     instance = open_instance(home)
     sys.stdout.write(instance.chain_pem().decode())
 
@@ -292,5 +293,23 @@ def issuing_renew(
     console.print(
         f"issuing CA re-signed: serial {show_serial(renewed.serial_number)}, valid until "
         f"{renewed.not_valid_after_utc:%Y-%m-%d}; the old certificate is kept in ca/",
+        highlight=False,
+    )
+
+
+@issuing_app.command("rollover")
+@handle_errors
+def issuing_rollover(
+    years: Annotated[int, typer.Option("--years", min=1, max=20, help="Validity in years.")] = 10,
+    home: HomeOption = None,
+) -> None:
+    """Make a new issuing CA (new key) under the root; new certificates come from it,
+    the old one keeps signing its CRLs and OCSP answers. The root key must be here."""
+    instance = open_instance(home)
+    rolled = rollover_issuing_ca(instance, years=years, actor=cli_actor())
+    console.print(
+        f"new issuing CA {rolled.label}: {rolled.issuing.subject.rfc4514_string()}, serial "
+        f"{show_serial(rolled.issuing.serial_number)}, valid until "
+        f"{rolled.issuing.not_valid_after_utc:%Y-%m-%d}; new certificates come from it",
         highlight=False,
     )

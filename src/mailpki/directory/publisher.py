@@ -54,11 +54,14 @@ class Publisher:
         registry: DirectoryRegistry,
         *,
         issuer: x509.Name,
+        earlier_issuers: tuple[x509.Name, ...] = (),
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
         self.issuer = issuer
+        # After an issuing-CA rollover the older CAs' certificates are ours too.
+        self.issuers = {issuer, *earlier_issuers}
         self._clock = clock or (lambda: datetime.now(UTC))
         self.queue = PublishQueue(db, ACTIONS, clock=lambda: self._clock())
 
@@ -136,7 +139,10 @@ class Publisher:
                     CertificateRecord.status,
                     CertificateRecord.not_after,
                     CertificateRecord.superseded_by,
-                ).where(CertificateRecord.issuer == "issuing", CertificateRecord.email.is_not(None))
+                ).where(
+                    CertificateRecord.issuer.not_in(("root", "self")),
+                    CertificateRecord.email.is_not(None),
+                )
             )
             for email, der, status, not_after, superseded_by in rows:
                 # A renewed (superseded) certificate stays valid but is not published.
@@ -175,7 +181,7 @@ class Publisher:
     def _ours(self, der: bytes) -> bool:
         """Issued by this instance's issuing CA (by issuer name); never touch others'."""
         try:
-            return x509.load_der_x509_certificate(der).issuer == self.issuer
+            return x509.load_der_x509_certificate(der).issuer in self.issuers
         except ValueError:
             return False
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from mailpki.ca.authority import ISSUING, OCSP_PROFILE
+from mailpki.ca.authority import ISSUED_BY_ISSUING, OCSP_PROFILE
 from mailpki.errors import MailPKIError
 from mailpki.instance.instance import Instance
 from mailpki.store.db import head_revision
@@ -168,7 +168,7 @@ def read_status(instance: Instance) -> InstanceStatus:
     now = datetime.now(UTC)
     with instance.db.session() as session:
         subscriber = (
-            CertificateRecord.issuer == ISSUING,
+            ISSUED_BY_ISSUING,
             CertificateRecord.profile != OCSP_PROFILE,
         )
         by_status = {

@@ -21,9 +21,9 @@ from mailpki.auth.kerberos import KerberosAuthenticator, NegotiateAcceptor
 from mailpki.auth.limiter import LoginLimiter
 from mailpki.auth.operators import OperatorAuthenticator
 from mailpki.auth.pins import PinAuthenticator
-from mailpki.ca.authority import ISSUING, OCSP_PROFILE, CAHierarchy, CertificateAuthority
+from mailpki.ca.authority import OCSP_PROFILE, CAHierarchy, CertificateAuthority
 from mailpki.ca.serials import show_serial
-from mailpki.ca.settings import CASettings
+from mailpki.ca.settings import CASettings, is_issuing_label
 from mailpki.ca.setup import AUDIT_KEY
 from mailpki.directory.publisher import PUBLISH, UNPUBLISH, Publisher, queue_job, safe_run
 from mailpki.directory.registry import DirectoryRegistry
@@ -55,6 +55,16 @@ AUDIT_PUBLIC_KEY = "audit-key.pub.pem"
 RECOVERY_DIR = "recovery"
 TRANSPORT_KEY_FILE = "transport.pub.pem"
 CA_FILES = {"root": "root.pem", "issuing": "issuing.pem", "ocsp": "ocsp-responder.pem"}
+
+
+def issuing_file(generation: int) -> str:
+    """The certificate file of an issuing CA generation (1 is CA_FILES["issuing"])."""
+    return CA_FILES["issuing"] if generation == 1 else f"issuing-g{generation}.pem"
+
+
+def responder_file(generation: int) -> str:
+    """The OCSP responder certificate signed by an issuing CA generation."""
+    return CA_FILES["ocsp"] if generation == 1 else f"ocsp-responder-g{generation}.pem"
 
 
 THEME_DIR = "theme"  # the instance's own pages, stylesheet and mail templates
@@ -149,13 +159,29 @@ class Instance:
     @cached_property
     def hierarchy(self) -> CAHierarchy:
         def load(name: str) -> x509.Certificate:
-            path = self.home / CA_DIR / CA_FILES[name]
+            return load_file(self.home / CA_DIR / CA_FILES[name])
+
+        def load_file(path: Path) -> x509.Certificate:
             try:
                 return x509.load_pem_x509_certificate(path.read_bytes())
             except (OSError, ValueError) as exc:
                 raise InstanceError(f"cannot read the CA certificate {path}: {exc}") from None
 
-        return CAHierarchy(root=load("root"), issuing=load("issuing"), ocsp=load("ocsp"))
+        # Generations after a rollover: ca/issuing-g2.pem, -g3 ... (ca/issuing.pem is 1).
+        folder = self.home / CA_DIR
+        issuing, responders = [load("issuing")], [load("ocsp")]
+        generation = 2
+        while (folder / issuing_file(generation)).is_file():
+            issuing.append(load_file(folder / issuing_file(generation)))
+            responders.append(load_file(folder / responder_file(generation)))
+            generation += 1
+        return CAHierarchy(
+            root=load("root"),
+            issuing=issuing[-1],
+            ocsp=responders[-1],
+            earlier=tuple(issuing[:-1]),
+            earlier_ocsp=tuple(responders[:-1]),
+        )
 
     @cached_property
     def ca(self) -> CertificateAuthority:
@@ -179,7 +205,11 @@ class Instance:
 
     def _queue_revocation_notice(self, session: Session, record: CertificateRecord) -> None:
         """A CA listener: the subscriber is told of the revocation by mail (outbox)."""
-        if record.issuer != ISSUING or not record.email or record.profile == OCSP_PROFILE:
+        if (
+            not is_issuing_label(record.issuer)
+            or not record.email
+            or record.profile == OCSP_PROFILE
+        ):
             return
         queue_revocation_notice(
             session,
@@ -200,7 +230,12 @@ class Instance:
 
     @cached_property
     def publisher(self) -> Publisher:
-        return Publisher(self.db, self.directories, issuer=self.hierarchy.issuing.subject)
+        return Publisher(
+            self.db,
+            self.directories,
+            issuer=self.hierarchy.issuing.subject,
+            earlier_issuers=tuple(c.subject for c in self.hierarchy.earlier),
+        )
 
     def publish_pending(self) -> None:
         """Deliver due directory jobs and SMIMEA updates now, best effort (they stay
@@ -407,7 +442,11 @@ class Instance:
 
         return b"".join(
             cert.public_bytes(Encoding.PEM)
-            for cert in (self.hierarchy.issuing, self.hierarchy.root)
+            for cert in (
+                *reversed(self.hierarchy.earlier),
+                self.hierarchy.issuing,
+                self.hierarchy.root,
+            )
         )
 
     def close(self) -> None:
@@ -426,7 +465,7 @@ def _queue_publication(action: str) -> Callable[[Session, CertificateRecord], No
     """A CA listener that queues a directory job for subscriber certificates."""
 
     def listener(session: Session, record: CertificateRecord) -> None:
-        if record.issuer == ISSUING and record.email and record.profile != OCSP_PROFILE:
+        if is_issuing_label(record.issuer) and record.email and record.profile != OCSP_PROFILE:
             queue_job(session, serial=record.serial, email=record.email, action=action)
 
     return listener
@@ -434,7 +473,7 @@ def _queue_publication(action: str) -> Callable[[Session, CertificateRecord], No
 
 def _queue_smimea_update(session: Session, record: CertificateRecord) -> None:
     """A CA listener that queues an SMIMEA update for a subscriber certificate's address."""
-    if record.issuer == ISSUING and record.email and record.profile != OCSP_PROFILE:
+    if is_issuing_label(record.issuer) and record.email and record.profile != OCSP_PROFILE:
         queue_update(session, serial=record.serial, email=record.email)
 
 

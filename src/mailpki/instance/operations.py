@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -15,8 +16,11 @@ from mailpki.base.files import write_atomically
 from mailpki.ca.authority import ROOT, CRLInfo, display_name
 from mailpki.ca.settings import ROOT_CRL
 from mailpki.errors import CAError, InputError, KeyStoreError
-from mailpki.instance.instance import CA_DIR, CA_FILES, Instance
+from mailpki.instance.instance import CA_DIR, CA_FILES, Instance, issuing_file, responder_file
 from mailpki.policy.person import Person
+
+if TYPE_CHECKING:
+    from mailpki.ca.setup import RolledOver
 
 
 @dataclass(frozen=True)
@@ -166,3 +170,31 @@ def renew_issuing_ca(instance: Instance, *, years: int, actor: str) -> x509.Cert
     instance.__dict__.pop("ca", None)
     instance.seal()
     return renewed
+
+
+def rollover_issuing_ca(instance: Instance, *, years: int, actor: str) -> RolledOver:
+    """Make the next issuing CA generation; new certificates come from it from now on.
+
+    The responder certificate is written before the CA certificate: an instance reads
+    a generation only when its CA certificate file exists."""
+    from mailpki.ca.setup import rollover_issuing
+
+    rolled = rollover_issuing(
+        db=instance.db,
+        keys=instance.keys,
+        audit=instance.audit,
+        settings=instance.ca_settings,
+        hierarchy=instance.hierarchy,
+        org=str(instance.config.get("instance.org")),
+        actor=actor,
+        years=years,
+    )
+    folder = instance.home / CA_DIR
+    generation = instance.hierarchy.generation + 1
+    write_atomically(folder / responder_file(generation), rolled.ocsp.public_bytes(Encoding.PEM))
+    write_atomically(folder / issuing_file(generation), rolled.issuing.public_bytes(Encoding.PEM))
+    instance.__dict__.pop("hierarchy", None)
+    instance.__dict__.pop("ca", None)
+    instance.__dict__.pop("publisher", None)
+    instance.seal()
+    return rolled

@@ -106,7 +106,7 @@ class Toolkit:
         settings = None
         if instance is not None:
             roots.append(instance.hierarchy.root)
-            intermediates.append(instance.hierarchy.issuing)
+            intermediates += [cert for _, cert in instance.hierarchy.generations]
             sources += _instance_sources(instance)
             folder = contacts_folder or instance.home / "contacts"
             settings = instance.mail_settings
@@ -203,7 +203,7 @@ def _local_answers(instance: Instance) -> Callable[[str, bytes | None, str], byt
 
     def fetch(url: str, data: bytes | None, content_type: str) -> bytes:
         if url.rstrip("/") == f"{base}/ocsp" and data is not None:
-            return instance.ca.responder().respond(data)
+            return instance.ca.answer_ocsp(data)
         if url.startswith(f"{base}/crl/"):
             stored = instance.ca.stored_crl(url.rsplit("/", 1)[1])
             if stored is not None:

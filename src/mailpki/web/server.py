@@ -20,7 +20,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from mailpki.ca.settings import FULL_CRL, ROOT_CRL, crl_scope
+from mailpki.ca.authority import ROOT
+from mailpki.ca.settings import ROOT_CRL, crl_scope
 from mailpki.errors import MailPKIError, StoreError
 from mailpki.instance.health import check_readiness, read_status
 from mailpki.instance.housekeeping import Housekeeping
@@ -54,7 +55,11 @@ class InstancePKISource:
         hierarchy = instance.hierarchy
         self._certificates = {
             "root.crt": hierarchy.root.public_bytes(Encoding.DER),
-            "issuing.crt": hierarchy.issuing.public_bytes(Encoding.DER),
+            # Every generation's certificate: AIA caIssuers of its certificates names it.
+            **{
+                f"{label}.crt": certificate.public_bytes(Encoding.DER)
+                for label, certificate in hierarchy.generations
+            },
             "chain.pem": instance.chain_pem(),
         }
         self.ca.responder()  # load the responder key now, not on the first request
@@ -66,19 +71,24 @@ class InstancePKISource:
         scope = crl_scope(name)
         if scope is None:
             return None
-        _, partition = scope
+        label, partition = scope
         if self.ca.crl_is_stale(name):
             stored = self.ca.stored_crl(name)
-            if name == FULL_CRL and stored and stored.next_update > datetime.now(UTC):
-                self._refresh_in_background(name)
+            if (
+                label != ROOT
+                and partition is None
+                and stored
+                and stored.next_update > datetime.now(UTC)
+            ):
+                self._refresh_in_background(name, label)
                 return stored.der
             with self._refresh_lock:
                 if self.ca.crl_is_stale(name):
-                    self._refresh(name, partition)
+                    self._refresh(name, label, partition)
         stored = self.ca.stored_crl(name)
         return stored.der if stored else None
 
-    def _refresh_in_background(self, name: str) -> None:
+    def _refresh_in_background(self, name: str, label: str) -> None:
         with self._refresh_lock:
             if self._background is not None and self._background.is_alive():
                 return
@@ -86,30 +96,36 @@ class InstancePKISource:
             def run() -> None:
                 with self._refresh_lock:
                     if self.ca.crl_is_stale(name):
-                        self._refresh(name, None)
+                        self._refresh(name, label, None)
 
             self._background = threading.Thread(target=run, name=f"refresh {name}", daemon=True)
             self._background.start()
 
-    def _refresh(self, name: str, partition: int | None) -> None:
+    def _refresh(self, name: str, label: str, partition: int | None) -> None:
         try:
             if name == ROOT_CRL:
                 # With the root offline this raises CAError: the stored root CRL is served.
                 self.ca.generate_root_crl(actor=self.actor)
-            elif partition is not None and partition not in self.ca.partitions():
+            elif not self._signs_crl(label, partition):
                 return
             else:
-                self.ca.generate_issuing_crl(partition, actor=self.actor)
+                self.ca.generate_issuing_crl(partition, actor=self.actor, label=label)
             self.instance.seal()
         except MailPKIError:
             # Keep serving the last good CRL rather than failing the fetch.
             return
 
+    def _signs_crl(self, label: str, partition: int | None) -> bool:
+        """Whether the issuing CA `label` exists here and has that partition."""
+        if label not in dict(self.instance.hierarchy.generations):
+            return False
+        return partition is None or partition in self.ca.partitions(label)
+
     def ca_certificate(self, name: str) -> bytes | None:
         return self._certificates.get(name)
 
     def ocsp(self, request_der: bytes) -> bytes:
-        return self.ca.responder().respond(request_der)
+        return self.ca.answer_ocsp(request_der)
 
     def valid_certificates(self, mail: str) -> list[bytes]:
         return self.ca.valid_certificates(mail)
