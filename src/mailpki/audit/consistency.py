@@ -5,7 +5,7 @@ revocation or the escrowed key that record described is still in its table. Each
 without its record is a finding:
 
 - every certificate row: ``cert.issued`` (or, for the CA's own, ``ca.initialised`` /
-  ``ca.issuing_renewed``) naming its fingerprint;
+  ``ca.issuing_renewed`` / ``ca.issuing_rolled_over``) naming its fingerprint;
 - every revoked certificate: ``cert.revoked`` naming its serial;
 - every escrowed key: ``key.escrowed`` naming its serial;
 - every recovery on the Key Recovery Service: ``key.recovered`` in the service's log and
@@ -71,7 +71,7 @@ def check_instance_state(session: Session) -> list[Problem]:
     fingerprints: set[str] = set()
     for data in _data(session, "cert.issued", "ca.issuing_renewed"):
         fingerprints.add(str(data.get("fingerprint", "")))
-    for data in _data(session, "ca.initialised"):
+    for data in _data(session, "ca.initialised", "ca.issuing_rolled_over"):
         fingerprints.update(str(v) for k, v in data.items() if k.endswith("_fingerprint"))
     missing: list[str] = []
     rows = select(CertificateRecord.serial, CertificateRecord.fingerprint).order_by(

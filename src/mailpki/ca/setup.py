@@ -292,7 +292,7 @@ def rollover_issuing(
                 "label": label,
                 "subject": issuing.subject.rfc4514_string(),
                 "serial": records[0].serial,
-                "fingerprint": records[0].fingerprint,
+                "issuing_fingerprint": records[0].fingerprint,
                 "not_after": records[0].not_after.isoformat(),
                 "previous_fingerprint": hashlib.sha256(
                     hierarchy.issuing.public_bytes(Encoding.DER)

@@ -1,0 +1,206 @@
+"""Issuing-CA rollover checked by the real openssl: chains, CRLs and OCSP of both issuers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import AuthorityInformationAccessOID
+from sqlalchemy import select
+
+from mailpki.instance.instance import Instance
+from mailpki.store.models import AuditRecord
+from tests.integration.cli_helpers import mailpki, make_csr, openssl
+
+
+@contextmanager
+def serving(home: Path) -> Iterator[str]:
+    """The instance's HTTP app in uvicorn on a free port, started now (after a rollover)."""
+    import uvicorn
+
+    from mailpki.web.server import create_app
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(home), log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.started
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def issue(home: Path, tmp_path: Path, name: str) -> tuple[Path, x509.Certificate]:
+    out = tmp_path / f"{name}.pem"
+    result = mailpki(
+        "ca", "issue", "--home", home, "--csr", make_csr(tmp_path, name),
+        "--email", f"{name}@example.com", "--name", f"{name.title()} Smith", "--out", out,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    return out, x509.load_pem_x509_certificate(out.read_bytes())
+
+
+def rollover(home: Path) -> str:
+    result = mailpki("ca", "issuing", "rollover", "--home", home)
+    assert result.code == 0, result.err
+    return result.out
+
+
+def urls_of(cert: x509.Certificate) -> tuple[str, str]:
+    """(CDP, AIA caIssuers) of a certificate."""
+    cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    crl = cdp[0].full_name[0].value  # type: ignore[index]
+    issuers = [
+        d.access_location.value
+        for d in aia
+        if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS
+    ]
+    return str(crl), str(issuers[0])
+
+
+def ocsp(home: Path, url: str, cert: Path, issuer: Path, chain: Path) -> str:
+    result = openssl(
+        "ocsp", "-issuer", issuer, "-cert", cert, "-url", f"{url}/ocsp",
+        "-CAfile", home / "ca" / "root.pem", "-verify_other", chain, check=False,
+    )  # fmt: skip
+    return result.stdout + result.stderr
+
+
+def test_rollover_old_and_new_issuer_verify_crl_and_ocsp(home: Path, tmp_path: Path) -> None:
+    ca = home / "ca"
+    old_pem, old = issue(home, tmp_path, "alice")
+    gone_pem, gone = issue(home, tmp_path, "bob")
+
+    out = rollover(home)
+    assert "issuing-g2" in out
+    new_issuer = x509.load_pem_x509_certificate((ca / "issuing-g2.pem").read_bytes())
+    first = x509.load_pem_x509_certificate((ca / "issuing.pem").read_bytes())
+    assert new_issuer.subject != first.subject and new_issuer.public_key() != first.public_key()
+    new_pem, new = issue(home, tmp_path, "carol")
+    revoked_new_pem, revoked_new = issue(home, tmp_path, "dave")
+    assert new.issuer == new_issuer.subject and old.issuer == first.subject
+    # Each certificate names its own issuer's CRL and certificate.
+    old_crl, old_aia = urls_of(old)
+    new_crl, new_aia = urls_of(new)
+    assert old_aia.endswith("/ca/issuing.crt") and new_aia.endswith("/ca/issuing-g2.crt")
+    assert "/crl/issuing-g2-" in new_crl and "/crl/issuing-g2-" not in old_crl
+
+    # ca chain: both issuing CAs and the root; openssl verifies certificates of both.
+    chain = tmp_path / "chain.pem"
+    result = mailpki("ca", "chain", "--home", home)
+    assert result.code == 0, result.err
+    chain.write_text(result.out)
+    assert result.out.count("BEGIN CERTIFICATE") == 3
+    for pem in (old_pem, new_pem):
+        verified = openssl(
+            "verify", "-purpose", "smimesign", "-CAfile", ca / "root.pem",
+            "-untrusted", chain, pem,
+        )  # fmt: skip
+        assert verified.stdout.strip().endswith("OK")
+
+    # Revocations land on the CRL of the issuer that signed the certificate.
+    for serial in (gone.serial_number, revoked_new.serial_number):
+        result = mailpki("ca", "revoke", "--home", home, f"{serial:X}", "--reason", "superseded")
+        assert result.code == 0, result.err
+    cdp = tmp_path / "cdp"
+    result = mailpki("ca", "crl", "--home", home, "--out", cdp)
+    assert result.code == 0, result.err
+    names = sorted(p.name for p in cdp.iterdir())
+    assert {"issuing.crl", "issuing-g2.crl", "root.crl"} <= set(names)
+    assert new_crl.rsplit("/", 1)[1] in names and old_crl.rsplit("/", 1)[1] in names
+    for name, issuer, revoked, other in (
+        ("issuing.crl", ca / "issuing.pem", gone, revoked_new),
+        ("issuing-g2.crl", ca / "issuing-g2.pem", revoked_new, gone),
+    ):
+        checked = openssl("crl", "-inform", "DER", "-in", cdp / name, "-CAfile", issuer, "-noout")
+        assert "verify OK" in checked.stdout + checked.stderr
+        crl = x509.load_der_x509_crl((cdp / name).read_bytes())
+        assert crl.get_revoked_certificate_by_serial_number(revoked.serial_number) is not None
+        assert crl.get_revoked_certificate_by_serial_number(other.serial_number) is None
+    # The CRL signed by the wrong issuer does not verify.
+    wrong = openssl(
+        "crl", "-inform", "DER", "-in", cdp / "issuing-g2.crl", "-CAfile", ca / "issuing.pem",
+        "-noout", check=False,
+    )  # fmt: skip
+    assert "verify OK" not in wrong.stdout + wrong.stderr
+
+    # OCSP over HTTP: each issuer's certificates are answered and signed for that issuer.
+    with serving(home) as url:
+        out = ocsp(home, url, old_pem, ca / "issuing.pem", chain)
+        assert "Response verify OK" in out and f"{old_pem}: good" in out, out
+        out = ocsp(home, url, gone_pem, ca / "issuing.pem", chain)
+        assert "Response verify OK" in out and f"{gone_pem}: revoked" in out, out
+        out = ocsp(home, url, new_pem, ca / "issuing-g2.pem", chain)
+        assert "Response verify OK" in out and f"{new_pem}: good" in out, out
+        out = ocsp(home, url, revoked_new_pem, ca / "issuing-g2.pem", chain)
+        assert "Response verify OK" in out and f"{revoked_new_pem}: revoked" in out, out
+        # A new certificate asked about under the old issuer is not that issuer's.
+        out = ocsp(home, url, new_pem, ca / "issuing.pem", chain)
+        assert ": good" not in out, out
+        # The CDP and AIA of the new certificate resolve to its issuer's CRL and certificate.
+        local = new_crl.replace(new_crl.split("/crl/")[0], url)
+        with urllib.request.urlopen(local) as response:
+            crl = x509.load_der_x509_crl(response.read())
+        assert crl.is_signature_valid(new_issuer.public_key())  # type: ignore[arg-type]
+        with urllib.request.urlopen(f"{url}/ca/issuing-g2.crt") as response:
+            assert x509.load_der_x509_certificate(response.read()) == new_issuer
+        with urllib.request.urlopen(f"{url}/ca/issuing.crt") as response:
+            assert x509.load_der_x509_certificate(response.read()) == first
+
+    # A second rollover: three generations, all still chaining to the root.
+    assert "issuing-g3" in rollover(home)
+    third_pem, third = issue(home, tmp_path, "erin")
+    result = mailpki("ca", "chain", "--home", home)
+    chain.write_text(result.out)
+    assert result.out.count("BEGIN CERTIFICATE") == 4
+    for pem in (old_pem, new_pem, third_pem):
+        openssl("verify", "-CAfile", ca / "root.pem", "-untrusted", chain, pem)
+    g3 = x509.load_pem_x509_certificate((ca / "issuing-g3.pem").read_bytes())
+    assert third.issuer == g3.subject
+
+    # Audited, and the log still verifies.
+    instance = Instance.open(home)
+    try:
+        with instance.db.session() as session:
+            events = session.scalars(
+                select(AuditRecord.event).where(AuditRecord.event == "ca.issuing_rolled_over")
+            ).all()
+        assert len(events) == 2
+    finally:
+        instance.close()
+    assert mailpki("audit", "verify", "--home", home).code == 0
+
+
+def test_rollover_needs_the_root_key(home: Path, tmp_path: Path) -> None:
+    assert mailpki("ca", "root", "remove", "--home", home, "--yes").code == 0
+    result = mailpki("ca", "issuing", "rollover", "--home", home)
+    assert result.code != 0
+    assert "root key is offline" in result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert not (home / "ca" / "issuing-g2.pem").exists()
+    assert not (home / "keys" / "issuing-g2.pem").exists()
+    # Nothing changed: certificates still come from the first issuing CA.
+    _, cert = issue(home, tmp_path, "frank")
+    first = x509.load_pem_x509_certificate((home / "ca" / "issuing.pem").read_bytes())
+    assert cert.issuer == first.subject
+
+
+def test_renew_after_rollover_is_refused(home: Path) -> None:
+    rollover(home)
+    result = mailpki("ca", "issuing", "renew", "--home", home)
+    assert result.code != 0 and "rollover" in result.err
