@@ -161,6 +161,14 @@ def test_rollover_old_and_new_issuer_verify_crl_and_ocsp(home: Path, tmp_path: P
             assert x509.load_der_x509_certificate(response.read()) == new_issuer
         with urllib.request.urlopen(f"{url}/ca/issuing.crt") as response:
             assert x509.load_der_x509_certificate(response.read()) == first
+        # The certificate directory publishes both and names each one's own issuer (.p7c).
+        root = x509.load_pem_x509_certificate((ca / "root.pem").read_bytes())
+        for person, cert, issuer in (("alice", old, first), ("carol", new, new_issuer)):
+            with urllib.request.urlopen(f"{url}/certs/{person}@example.com.p7c") as response:
+                bundle = tmp_path / f"{person}.p7c"
+                bundle.write_bytes(response.read())
+            printed = openssl("pkcs7", "-in", bundle, "-inform", "DER", "-print_certs").stdout
+            assert set(x509.load_pem_x509_certificates(printed.encode())) == {cert, issuer, root}
 
     # A second rollover: three generations, all still chaining to the root.
     assert "issuing-g3" in rollover(home)
@@ -204,3 +212,50 @@ def test_renew_after_rollover_is_refused(home: Path) -> None:
     rollover(home)
     result = mailpki("ca", "issuing", "renew", "--home", home)
     assert result.code != 0 and "rollover" in result.err
+
+
+def test_mail_signed_before_the_rollover_still_verifies(home: Path, tmp_path: Path) -> None:
+    """A message signed with a certificate of the old issuer, checked by the toolkit after
+    the rollover (its CRL and OCSP come from the old issuer); and one of the new issuer."""
+    password = tmp_path / "pw"
+    password.write_text("correct horse battery staple\n")
+    message = tmp_path / "note.eml"
+    message.write_bytes(
+        b"From: alice@example.com\r\nTo: bob@example.com\r\nSubject: hi\r\n\r\nhello\r\n"
+    )
+
+    def enroll(name: str) -> Path:
+        p12 = tmp_path / f"{name}.p12"
+        result = mailpki(
+            "enroll", "--home", home, "--email", f"{name}@example.com",
+            "--name", f"{name.title()} Smith", "--out", p12, "--password-file", password,
+        )  # fmt: skip
+        assert result.code == 0, result.err
+        return p12
+
+    before = tmp_path / "alice-signed.eml"
+    result = mailpki(
+        "mail", "sign", "--p12", enroll("alice"), "--password-file", password, message, before
+    )
+    assert result.code == 0, result.err
+    rollover(home)
+    # The new issuer's certificate signs with the real openssl (a second, outside signer).
+    key, cert, after = tmp_path / "bob.key", tmp_path / "bob.pem", tmp_path / "bob-signed.eml"
+    p12 = enroll("bob")
+    openssl("pkcs12", "-in", p12, "-passin", f"file:{password}", "-nodes", "-nocerts", "-out", key)
+    openssl(
+        "pkcs12", "-in", p12, "-passin", f"file:{password}", "-clcerts", "-nokeys", "-out", cert
+    )
+    body = tmp_path / "body.txt"
+    body.write_bytes(b"Content-Type: text/plain\r\n\r\nhello\r\n")
+    signed = tmp_path / "bob-openssl.eml"
+    openssl("cms", "-sign", "-in", body, "-signer", cert, "-inkey", key, "-out", signed)
+    # The outer headers are not signed; the sender's address must be the signer's.
+    after.write_bytes(
+        b"From: bob@example.com\r\nTo: alice@example.com\r\nSubject: hi\r\n"
+        + signed.read_bytes()
+    )
+    for signed in (before, after):
+        result = mailpki("mail", "verify", signed, "--home", home, "--require-revocation")
+        assert result.code == 0, result.out + result.err
+        assert any(line.strip() == "VALID" for line in result.out.splitlines()), result.out

@@ -106,6 +106,18 @@ class CAHierarchy:
                 return responder
         raise NotFoundError(f"there is no issuing CA {label!r} in this instance")
 
+    def issuer_of(self, certificate: x509.Certificate) -> x509.Certificate:
+        """The issuing CA (of whichever generation) that signed `certificate`; the
+        current one when none matches by name."""
+        for _, issuing in reversed(self.generations):
+            if issuing.subject == certificate.issuer:
+                return issuing
+        return self.issuing
+
+    def chain_of(self, certificate: x509.Certificate) -> list[x509.Certificate]:
+        """The CA certificates above `certificate`: its issuing CA, then the root."""
+        return [self.issuer_of(certificate), self.root]
+
     def issuing_of(self, label: str) -> x509.Certificate:
         for known, certificate in self.generations:
             if known == label:

@@ -135,11 +135,11 @@ def stapled_status(instance: Instance, certificate: x509.Certificate, nonce: str
     """A fresh OCSP response for `certificate` from this CA's responder, bound to `nonce`."""
     request = (
         ocsp.OCSPRequestBuilder()
-        .add_certificate(certificate, instance.hierarchy.issuing, hashes.SHA256())
+        .add_certificate(certificate, instance.hierarchy.issuer_of(certificate), hashes.SHA256())
         .add_extension(x509.OCSPNonce(ocsp_nonce(nonce)), critical=False)
         .build()
     )
-    return instance.ca.responder().respond(request.public_bytes(Encoding.DER))
+    return instance.ca.answer_ocsp(request.public_bytes(Encoding.DER))
 
 
 def signed_message(
@@ -407,7 +407,9 @@ def fetch_recovery(
                 },
             )
         raise
-    chain = [instance.hierarchy.issuing, instance.hierarchy.root]
+    # Each certificate's own issuing CA (a key history can span CA rollovers), then the root.
+    issuers = {instance.hierarchy.issuer_of(c): None for _, _, c in opened}
+    chain = [*issuers, instance.hierarchy.root]
     if len(opened) == 1:
         _, key, certificate = opened[0]
         data, generated = package(

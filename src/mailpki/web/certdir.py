@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailpki.ca.authority import display_name
 from mailpki.ca.serials import show_serial
+from mailpki.ca.settings import issuing_label
 
 __all__ = [
     "HTML_CSP",
@@ -73,6 +74,7 @@ COMMON_HEADERS = {
 _DIRECTORY_HEADERS = {**COMMON_HEADERS, "X-Robots-Tag": "noindex, nofollow"}
 _FOUND_CACHE = "public, max-age=60"  # like OCSP: a revocation shows within a minute
 _P7C_TYPE = "application/pkcs7-mime; smime-type=certs-only"
+MAX_GENERATIONS = 100  # issuing-CA rollovers looked for; one every few years
 
 
 class CertificateDirectorySource(Protocol):
@@ -177,6 +179,7 @@ class _Entry:
 
     certificate: x509.Certificate
     der: bytes
+    issuer: x509.Certificate  # the issuing CA (of its generation) that signed it
 
     @property
     def serial(self) -> str:
@@ -206,8 +209,11 @@ _UNPUBLISHABLE = (
 )
 
 
-def _check(der: bytes, mail: str, issuing: x509.Certificate, now: datetime) -> _Entry | None:
-    """The certificate if it may be published for `mail`, else None."""
+def _check(
+    der: bytes, mail: str, issuing: Sequence[x509.Certificate], now: datetime
+) -> _Entry | None:
+    """The certificate if it may be published for `mail` (signed by one of the
+    instance's issuing CAs, of any generation), else None."""
     try:
         cert = x509.load_der_x509_certificate(der)
         if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
@@ -224,10 +230,13 @@ def _check(der: bytes, mail: str, issuing: x509.Certificate, now: datetime) -> _
             return None
         if mail not in {m.lower() for m in san.get_values_for_type(x509.RFC822Name)}:
             return None
-        cert.verify_directly_issued_by(issuing)
+        issuer = next((ca for ca in issuing if ca.subject == cert.issuer), None)
+        if issuer is None:
+            return None
+        cert.verify_directly_issued_by(issuer)
     except _UNPUBLISHABLE:
         return None
-    return _Entry(cert, der)
+    return _Entry(cert, der, issuer)
 
 
 def _preferred(entries: Sequence[_Entry]) -> _Entry:
@@ -368,9 +377,19 @@ def certdir_routes(
             cas[name] = x509.load_der_x509_certificate(der) if der else None
         return cas[name]
 
+    def issuing_cas() -> list[x509.Certificate]:
+        """The issuing CA of every generation: issuing.crt, issuing-g2.crt, ..."""
+        found: list[x509.Certificate] = []
+        for generation in range(1, MAX_GENERATIONS + 1):
+            certificate = ca(issuing_label(generation) + ".crt")
+            if certificate is None:
+                break
+            found.append(certificate)
+        return found
+
     def publishable(mail: str) -> list[_Entry]:
-        issuing, _ = ca("issuing.crt"), ca("root.crt")  # both loaded off the event loop
-        if issuing is None:
+        issuing, _ = issuing_cas(), ca("root.crt")  # both loaded off the event loop
+        if not issuing:
             log.error("certificate directory: no issuing CA certificate; publishing nothing")
             return []
         now = datetime.now(UTC)
@@ -438,7 +457,7 @@ def certdir_routes(
         elif ext == "cer":
             body, media = entry.der, "application/pkix-cert"
         else:
-            chain = [entry.certificate, *(c for c in (ca("issuing.crt"), ca("root.crt")) if c)]
+            chain = [entry.certificate, *(c for c in (entry.issuer, ca("root.crt")) if c)]
             body, media = pkcs7.serialize_certificates(chain, Encoding.DER), _P7C_TYPE
         file_name = _FILE_NAME_UNSAFE.sub("_", mail) + "." + ext
         headers = {

@@ -67,7 +67,7 @@ class PKISource(CertificateDirectorySource, Protocol):
         ...
 
     def ca_certificate(self, name: str) -> bytes | None:
-        """ "root.crt"/"issuing.crt" (DER) or "chain.pem" (PEM); None if there is none."""
+        """ "root.crt", "issuing.crt", "issuing-g2.crt"... (DER) or "chain.pem" (PEM); None if there is none."""
         ...
 
     def ocsp(self, request_der: bytes) -> bytes:
