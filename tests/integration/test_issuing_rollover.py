@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -16,7 +17,9 @@ from sqlalchemy import select
 
 from mailpki.instance.instance import Instance
 from mailpki.store.models import AuditRecord
+from tests.fixtures.softhsm import SoftHSMToken
 from tests.integration.cli_helpers import mailpki, make_csr, openssl
+from tests.integration.test_pkilint_cli import pkilint_cli
 
 
 @contextmanager
@@ -252,10 +255,62 @@ def test_mail_signed_before_the_rollover_still_verifies(home: Path, tmp_path: Pa
     openssl("cms", "-sign", "-in", body, "-signer", cert, "-inkey", key, "-out", signed)
     # The outer headers are not signed; the sender's address must be the signer's.
     after.write_bytes(
-        b"From: bob@example.com\r\nTo: alice@example.com\r\nSubject: hi\r\n"
-        + signed.read_bytes()
+        b"From: bob@example.com\r\nTo: alice@example.com\r\nSubject: hi\r\n" + signed.read_bytes()
     )
     for signed in (before, after):
         result = mailpki("mail", "verify", signed, "--home", home, "--require-revocation")
         assert result.code == 0, result.out + result.err
         assert any(line.strip() == "VALID" for line in result.out.splitlines()), result.out
+
+
+def test_rollover_with_ca_keys_in_a_softhsm_token(
+    softhsm_token: SoftHSMToken, tmp_path: Path
+) -> None:
+    """The new issuing key is generated in the token (no key file appears); certificates
+    of both generations verify, and each CRL is signed by its own CA's token key."""
+    home = tmp_path / "hsm"
+    result = mailpki(
+        "init", "--home", home, "--org", "HSM Corp", "--domain", "example.com",
+        "--org-id", "NTRGB-87654321", "--ca-key-type", "p256",
+        "--pkcs11-module", softhsm_token.module, "--pkcs11-token", softhsm_token.label,
+        "--pkcs11-pin-file", softhsm_token.pin_file, "--recovery-oaep-hash", "sha1",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    keys = home / "keys"
+    files_before = sorted(p.name for p in keys.iterdir()) if keys.exists() else []
+    old_pem, old = issue(home, tmp_path, "alice")
+    assert "issuing-g2" in rollover(home)
+    files_after = sorted(p.name for p in keys.iterdir()) if keys.exists() else []
+    assert files_after == files_before  # the new key is in the token, not on disk
+    new_pem, new = issue(home, tmp_path, "bob")
+    ca = home / "ca"
+    g2 = x509.load_pem_x509_certificate((ca / "issuing-g2.pem").read_bytes())
+    assert new.issuer == g2.subject
+    chain = tmp_path / "chain.pem"
+    chain.write_text(mailpki("ca", "chain", "--home", home).out)
+    for pem in (old_pem, new_pem):
+        openssl("verify", "-CAfile", ca / "root.pem", "-untrusted", chain, pem)
+    for cert in (old, new):
+        result = mailpki(
+            "ca", "revoke", "--home", home, f"{cert.serial_number:X}", "--reason", "superseded"
+        )
+        assert result.code == 0, result.err
+    cdp = tmp_path / "cdp"
+    assert mailpki("ca", "crl", "--home", home, "--out", cdp).code == 0
+    for name, issuer in (("issuing.crl", "issuing.pem"), ("issuing-g2.crl", "issuing-g2.pem")):
+        openssl("crl", "-inform", "DER", "-in", cdp / name, "-CAfile", ca / issuer, "-noout")
+    assert mailpki("audit", "verify", "--home", home).code == 0
+
+
+def test_certificate_of_the_new_issuer_passes_pkilint(sqlite_home: Path, tmp_path: Path) -> None:
+    rollover(sqlite_home)
+    out, cert = issue(sqlite_home, tmp_path, "lint")
+    g2 = x509.load_pem_x509_certificate((sqlite_home / "ca" / "issuing-g2.pem").read_bytes())
+    assert cert.issuer == g2.subject
+    checked = subprocess.run(
+        [pkilint_cli(), "lint", "-d", "-s", "WARNING", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
