@@ -36,6 +36,7 @@ from mailpki.instance.enrollments import (
     reconcile_deliveries,
 )
 from mailpki.instance.instance import cli_actor
+from mailpki.instance.rewrap import DEFAULT_BATCH, rewrap_all
 from mailpki.notify.mail import deliver_pending
 
 keys_app = typer.Typer(
@@ -329,6 +330,44 @@ def keys_reconcile(
         )
     if result.errors:
         raise typer.Exit(1)
+
+
+@keys_app.command("rewrap")
+@handle_errors
+def keys_rewrap(
+    batch: Annotated[
+        int, typer.Option("--batch", help="Blocks per batch (one transaction each side).")
+    ] = DEFAULT_BATCH,
+    home: HomeOption = None,
+) -> None:
+    """Re-wrap every recovery block to the recovery service's newest key (after
+    'recovery-service rotate-key'), inside the service; resumable: run it again after
+    a crash or an error."""
+    instance = open_instance(home)
+    try:
+        with Progress(
+            TextColumn("re-wrapping recovery blocks"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+        ) as progress:
+            task = progress.add_task("rewrap", total=None)
+            report = rewrap_all(
+                instance,
+                actor=cli_actor(),
+                batch=batch,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    finally:
+        instance.close()
+    if report.learned_new_key:
+        console.print(f"pinned the recovery service's newest key {report.key_id}", highlight=False)
+    console.print(
+        f"{report.rewrapped} of {report.to_do} blocks re-wrapped to {report.key_id[:16]}… "
+        f"({report.wrap})",
+        highlight=False,
+    )
 
 
 @pool_app.command("fill")

@@ -18,6 +18,7 @@ from mailpki.cli.common import (
 from mailpki.errors import InputError
 from mailpki.instance.instance import cli_actor
 from mailpki.instance.recovery_link import connect_remote
+from mailpki.recovery.rotation import rotate_transport_key
 from mailpki.recovery.service import RecoveryService
 from mailpki.recovery.setup import ServiceOptions, init_service
 
@@ -169,6 +170,30 @@ def service_alerts(
             f"{a['id']}  {a['created_at']}  {a['rule']}  {a['detail']}  -> {a['contact']}  {state}",
             highlight=False,
         )
+
+
+@service_app.command("rotate-key")
+@handle_errors
+def service_rotate_key(home: ServiceHome) -> None:
+    """Make a new transport key pair (RSA + ML-KEM-768); the old ones stay for unwrapping.
+    Then run 'mailpki keys rewrap' on the instance."""
+    service = RecoveryService.open(home)
+    try:
+        with console.status("creating the new transport keys…"):
+            generation = rotate_transport_key(service, actor=cli_actor())
+        console.print(f"new transport key {generation.key_id}", highlight=False)
+        console.print(
+            f"  {len(service.transport.generations)} key generations kept for unwrapping",
+            highlight=False,
+        )
+        console.print(
+            "  embedded service: run 'mailpki keys rewrap' on the instance; a service that "
+            "runs apart: 'mailpki recovery connect --url URL --service-id "
+            f"{generation.key_id}'",
+            highlight=False,
+        )
+    finally:
+        service.close()
 
 
 @service_app.command("verify")

@@ -23,6 +23,7 @@ from mailpki.instance.instance import (
     PROFILES_DIR,
     RECOVERY_DIR,
     TRANSPORT_KEY_FILE,
+    TRANSPORT_MLKEM_KEY_FILE,
     Instance,
 )
 from mailpki.recovery.setup import ServiceOptions, init_service
@@ -202,6 +203,10 @@ def _create_embedded_recovery(instance: Instance, options: InitOptions, *, actor
         write_atomically(
             instance.home / RECOVERY_DIR / TRANSPORT_KEY_FILE, service.transport_public_pem
         )
+        mlkem_pem = service.transport.current.mlkem_public_pem
+        if mlkem_pem is not None:
+            write_atomically(instance.home / RECOVERY_DIR / TRANSPORT_MLKEM_KEY_FILE, mlkem_pem)
+            config.set("recovery.wrap", "hybrid-mlkem768")  # the default of new instances
         config.set("recovery.service_id", service.service_id)
     finally:
         service.close()

@@ -257,6 +257,18 @@ SCHEMA: dict[str, Setting] = {
     "recovery.oaep_hash": Setting(
         choice("sha1", "sha256", "sha384", "sha512"), "sha256", "OAEP hash of recovery blocks"
     ),
+    "recovery.wrap": Setting(
+        choice("rsa-oaep", "hybrid-mlkem768"),
+        "rsa-oaep",
+        "how new recovery blocks wrap their AES key: RSA-OAEP alone, or RSA-OAEP and "
+        "ML-KEM-768 together (new instances: hybrid-mlkem768)",
+    ),
+    "recovery.transport_key_id": Setting(
+        optional_text,
+        "",
+        "pinned id of the service's newest transport key after a rotation (empty: the "
+        "service id)",
+    ),
     "approval.auto": Setting(
         choice("true", "false"), "true", "approve requests that pass the rules without an officer"
     ),

@@ -54,6 +54,7 @@ PROFILES_DIR = "profiles"
 AUDIT_PUBLIC_KEY = "audit-key.pub.pem"
 RECOVERY_DIR = "recovery"
 TRANSPORT_KEY_FILE = "transport.pub.pem"
+TRANSPORT_MLKEM_KEY_FILE = "transport-mlkem.pub.pem"
 CA_FILES = {"root": "root.pem", "issuing": "issuing.pem", "ocsp": "ocsp-responder.pem"}
 
 
@@ -348,7 +349,8 @@ class Instance:
 
     @cached_property
     def transport_key(self) -> TransportKey:
-        """The recovery service's public key as pinned at init/connect (never re-fetched)."""
+        """The recovery service's public keys as pinned at init/connect/rewrap (never
+        re-fetched here); the id covers the ML-KEM key too when there is one."""
         path = self.home / RECOVERY_DIR / TRANSPORT_KEY_FILE
         try:
             pem = path.read_bytes()
@@ -357,8 +359,22 @@ class Instance:
                 f"{self.home} has no key recovery service pinned ({path} is missing): run "
                 "'mailpki recovery connect' (keys cannot be delivered without escrow)"
             ) from None
-        key = TransportKey.from_pem(pem, str(self.config.get("recovery.oaep_hash")))
-        pinned = str(self.config.get("recovery.service_id"))
+        mlkem_path = self.home / RECOVERY_DIR / TRANSPORT_MLKEM_KEY_FILE
+        try:
+            mlkem_pem: bytes | None = mlkem_path.read_bytes()
+        except FileNotFoundError:
+            mlkem_pem = None  # a service from before the hybrid wrap: RSA-OAEP only
+        except OSError as exc:
+            raise ConfigError(f"cannot read {mlkem_path}: {exc.strerror}") from None
+        key = TransportKey.from_pem(
+            pem,
+            str(self.config.get("recovery.oaep_hash")),
+            mlkem_pem=mlkem_pem,
+            wrap=str(self.config.get("recovery.wrap")),
+        )
+        pinned = str(self.config.get("recovery.transport_key_id")) or str(
+            self.config.get("recovery.service_id")
+        )
         if key.key_id != pinned:
             raise ConfigError(
                 f"the pinned recovery key {path} does not match recovery.service_id; "

@@ -366,6 +366,7 @@ class KeyManager:
                         .where(
                             PooledKey.key_type == key_type,
                             PooledKey.krs_key_id == self.transport.key_id,
+                            PooledKey.wrap == self.transport.wrap,
                         )
                         .order_by(PooledKey.id)
                         .limit(1)

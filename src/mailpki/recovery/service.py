@@ -40,13 +40,13 @@ from mailpki.errors import (
     ConfigError,
     EscrowError,
     InputError,
-    KeyStoreError,
     MailPKIError,
     NotFoundError,
     RecoveryRefused,
 )
-from mailpki.keystore.configured import open_key_store
+from mailpki.keystore.configured import open_key_store, store_secret
 from mailpki.keystore.keys import KeyStore
+from mailpki.keystore.mlkem_keys import MLKEMKeyFiles
 from mailpki.keystore.recovery_block import oaep, spki_sha256, split_unwrapped
 from mailpki.notify.mail import (
     DeliveryReport,
@@ -67,6 +67,7 @@ from mailpki.recovery.admission import (
 from mailpki.recovery.anomaly import Counts, Thresholds, crossed
 from mailpki.recovery.config import ServiceConfig
 from mailpki.recovery.protocol import decode_approvers, decode_targets
+from mailpki.recovery.transport import TRANSPORT_PUBLIC, TransportKeys
 from mailpki.store.db import Database
 from mailpki.store.models import (
     RecoveryAlert,
@@ -75,7 +76,7 @@ from mailpki.store.models import (
     RecoveryRequestRecord,
 )
 
-TRANSPORT_PUBLIC = "transport.pub.pem"
+__all__ = ["AUDIT_PUBLIC", "KEYS_DIR", "TRANSPORT_PUBLIC", "RecoveryService"]
 AUDIT_PUBLIC = "audit.pub.pem"
 KEYS_DIR = "keys"
 PENDING, APPROVED, RECOVERED = "pending", "approved", "recovered"
@@ -124,20 +125,26 @@ class RecoveryService:
         return f"{self.config.get('keys.label_prefix')}-audit"
 
     @cached_property
-    def _transport_private(self) -> rsa.RSAPrivateKey:
-        key = self.keys.load(self.transport_label)
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise KeyStoreError("the transport key is not an RSA key")
-        return key
+    def transport(self) -> TransportKeys:
+        """Every generation of transport keys; the newest wraps, all unwrap."""
+        return TransportKeys(
+            self.home,
+            self.keys,
+            lambda: MLKEMKeyFiles(self.home / KEYS_DIR, store_secret(self.config)),
+            oaep_hash=str(self.config.get("transport.oaep_hash")),
+            legacy_label=self.transport_label,
+        )
 
-    @cached_property
+    @property
     def transport_public_pem(self) -> bytes:
-        return (self.home / TRANSPORT_PUBLIC).read_bytes()
+        """The newest transport RSA key (PEM)."""
+        return self.transport.current.rsa_public_pem
 
-    @cached_property
+    @property
     def service_id(self) -> str:
-        key = serialization.load_pem_public_key(self.transport_public_pem)
-        return spki_sha256(key)
+        """The service's lasting id: that of its first transport key generation (signed
+        messages name it); the newest generation's id is `transport.current.key_id`."""
+        return self.transport.generations[0].key_id
 
     @cached_property
     def audit(self) -> AuditLog:
@@ -184,13 +191,19 @@ class RecoveryService:
         return mail_settings_from(self.config, default_sender="krs@localhost.localdomain")
 
     def info(self) -> dict[str, str]:
-        """What a Key Manager pins: the transport public key, its id and OAEP hash."""
-        return {
+        """What a Key Manager pins: the newest transport public key(s), their id
+        (`key_id`) and OAEP hash, and the service's lasting id."""
+        current = self.transport.current
+        info = {
             "service_id": self.service_id,
+            "key_id": current.key_id,
             "name": str(self.config.get("service.name")),
             "oaep_hash": str(self.config.get("transport.oaep_hash")),
-            "transport_key": self.transport_public_pem.decode(),
+            "transport_key": current.rsa_public_pem.decode(),
         }
+        if current.mlkem_public_pem is not None:
+            info["mlkem_key"] = current.mlkem_public_pem.decode()
+        return info
 
     # -- the one entry point for signed messages ----------------------------------------
 
@@ -252,8 +265,7 @@ class RecoveryService:
         self.trust.check_issued(target, None, "certificate to recover")
         target_email = certificate_email(target)
         wrapped = who.message.blob("wrapped_key")
-        if len(wrapped) != self._transport_key_bytes():
-            raise InputError("'wrapped_key' does not fit this service's transport key")
+        self.transport.check_wrapped(wrapped)
         older = self._older_targets(who, target, target_email)
         request_id = secrets.token_hex(16)
         reason = (who.message.text("reason") or "").strip()
@@ -329,8 +341,10 @@ class RecoveryService:
                     f"certificate {certificate.serial_number:X} is listed twice in the request"
                 )
             serials.add(certificate.serial_number)
-            if len(item.wrapped_key) != self._transport_key_bytes():
-                raise InputError("an 'older_keys' wrapped key does not fit this service's key")
+            try:
+                self.transport.check_wrapped(item.wrapped_key)
+            except InputError as exc:
+                raise InputError(f"an 'older_keys' entry: {exc}") from None
             found.append((certificate, item.wrapped_key))
         return found
 
@@ -463,13 +477,11 @@ class RecoveryService:
         requester."""
         target = x509.load_der_x509_certificate(target_der)
         try:
-            plain = self._transport_private.decrypt(
-                wrapped, oaep(str(self.config.get("transport.oaep_hash")))
-            )
-        except ValueError:
-            raise RecoveryRefused(
-                "the wrapped key does not decrypt with this service's key"
-            ) from None
+            # Any generation of the service's keys; the RSA part inside the token when
+            # the key lives in one.
+            plain = self.transport.unwrap(wrapped).payload
+        except EscrowError as exc:
+            raise RecoveryRefused(f"the wrapped key does not open: {exc}") from None
         aes_key, bound_to = split_unwrapped(plain)
         if not hmac.compare_digest(bound_to, spki_sha256(target.public_key())):
             raise RecoveryRefused(
@@ -585,11 +597,6 @@ class RecoveryService:
             self.db.dispose()
 
     # -- helpers ------------------------------------------------------------------------
-
-    def _transport_key_bytes(self) -> int:
-        key = serialization.load_pem_public_key(self.transport_public_pem)
-        assert isinstance(key, rsa.RSAPublicKey)
-        return key.key_size // 8
 
     def _approvals(self, session: Session, request_id: str) -> int:
         return int(

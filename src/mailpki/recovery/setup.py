@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailpki.audit import genesis
 from mailpki.base.files import write_atomically
-from mailpki.errors import InstanceError, KeyStoreError, MailPKIError
-from mailpki.keystore.keys import CAPrivateKey, parse_key_type
-from mailpki.keystore.recovery_block import oaep
+from mailpki.errors import InstanceError, MailPKIError
+from mailpki.keystore.keys import parse_key_type
 from mailpki.recovery.admission import Trust
 from mailpki.recovery.config import ServiceConfig
-from mailpki.recovery.service import (
-    AUDIT_PUBLIC,
-    KEYS_DIR,
-    TRANSPORT_PUBLIC,
-    RecoveryService,
-)
+from mailpki.recovery.service import AUDIT_PUBLIC, KEYS_DIR, RecoveryService
+from mailpki.recovery.transport import REGISTRY, TRANSPORT_MLKEM_PUBLIC, TRANSPORT_PUBLIC
 
 
 @dataclass(frozen=True)
@@ -62,23 +55,25 @@ def init_service(home: Path, options: ServiceOptions, *, actor: str) -> Recovery
         made.append(config.path)
         service = RecoveryService(config)
         made.append(home / KEYS_DIR)
+        # The first transport key generation: RSA (file or token) and ML-KEM-768 (an
+        # encrypted file in every case, see keystore/mlkem_keys.py), self-tested.
         created_keys.append(service.transport_label)
-        transport = service.keys.generate(
-            service.transport_label,
+        generation = service.transport.make_generation(
+            str(config.get("keys.label_prefix")),
             parse_key_type(str(config.get("transport.key_type"))),
-            usage="decrypt",
+            first=True,
         )
         created_keys.append(service.audit_label)
         audit_key = service.keys.generate(service.audit_label, "p256")
-        _self_test(transport, str(config.get("transport.oaep_hash")))
-        for name, key in ((TRANSPORT_PUBLIC, transport), (AUDIT_PUBLIC, audit_key)):
-            write_atomically(
-                home / name,
-                key.public_key().public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                ),
-            )
-            made.append(home / name)
+        made += [home / REGISTRY, home / TRANSPORT_PUBLIC, home / TRANSPORT_MLKEM_PUBLIC]
+        service.transport.save([generation])
+        write_atomically(
+            home / AUDIT_PUBLIC,
+            audit_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        )
+        made.append(home / AUDIT_PUBLIC)
         service.db.migrate()
         with service.db.transaction() as session:
             genesis(session)
@@ -102,27 +97,13 @@ def init_service(home: Path, options: ServiceOptions, *, actor: str) -> Recovery
         raise
 
 
-def _self_test(transport: CAPrivateKey, oaep_hash: str) -> None:
-    """Unwrap once now: a token that cannot do this OAEP hash must fail init, not a recovery."""
-    if not isinstance(transport, rsa.RSAPrivateKey):
-        raise KeyStoreError("the transport key must be an RSA key")
-    probe = os.urandom(64)
-    wrapped = transport.public_key().encrypt(probe, oaep(oaep_hash))
-    try:
-        ok = transport.decrypt(wrapped, oaep(oaep_hash)) == probe
-    except (ValueError, KeyStoreError) as exc:
-        raise KeyStoreError(
-            f"the transport key cannot unwrap with RSA-OAEP/{oaep_hash}: {exc}"
-        ) from None
-    if not ok:
-        raise KeyStoreError("the transport key's unwrap self-test gave a wrong result")
-
-
 def _remove_keys(service: RecoveryService, labels: list[str]) -> None:
     try:
         for label in labels:
             if service.keys.exists(label):
                 service.keys.remove(label)
+            if service.transport.mlkem_files.exists(f"{label}-mlkem"):
+                service.transport.mlkem_files.remove(f"{label}-mlkem")
     except MailPKIError:
         pass
 
