@@ -266,8 +266,7 @@ SCHEMA: dict[str, Setting] = {
     "recovery.transport_key_id": Setting(
         optional_text,
         "",
-        "pinned id of the service's newest transport key after a rotation (empty: the "
-        "service id)",
+        "pinned id of the service's newest transport key after a rotation (empty: the service id)",
     ),
     "approval.auto": Setting(
         choice("true", "false"), "true", "approve requests that pass the rules without an officer"

@@ -19,7 +19,7 @@ Whoever breaks RSA learns `r` but not `s`; whoever breaks ML-KEM learns `s` but 
 The wrapped bytes (all integers big-endian):
 
     "MPKW"  version (1 byte, 2)  key id (32)  RSA ct length (2)  RSA ct
-    ML-KEM-768 ct (1088)  AES-GCM(payload) (len(payload) + 16)
+    ML-KEM-768 ct (1088)  AES-GCM(payload) (64 + 16)
 
 A first-format (`rsa-oaep`) wrap is the bare RSA-OAEP ciphertext: exactly the RSA
 modulus long (256, 384 or 512 bytes), never starting a longer string with "MPKW".
@@ -48,6 +48,8 @@ MLKEM768_CIPHERTEXT_BYTES = 1088
 RSA_SECRET_BYTES = 32
 KEY_ID_BYTES = 32
 RSA_CIPHERTEXT_SIZES = (256, 384, 512)  # RSA-2048/3072/4096: the first format's length
+# The payload is always an AES-256 key and a SHA-256 hash; sealed, 16 bytes of tag more.
+SEALED_BYTES = 32 + 32 + 16
 _HEADER = struct.Struct(">4sB32sH")
 _ZERO_NONCE = bytes(12)
 
@@ -113,8 +115,11 @@ def parse_hybrid(wrapped: bytes) -> HybridWrapped:
         raise EscrowError(f"the wrapped key names an RSA ciphertext of {rsa_length} bytes")
     rsa_end = _HEADER.size + rsa_length
     mlkem_end = rsa_end + MLKEM768_CIPHERTEXT_BYTES
-    if len(wrapped) < mlkem_end + 16 + 1:
+    expected = mlkem_end + SEALED_BYTES
+    if len(wrapped) < expected:
         raise EscrowError("the wrapped key is truncated")
+    if len(wrapped) > expected:
+        raise EscrowError("the wrapped key has bytes after its end")
     return HybridWrapped(
         key_id=key_id,
         rsa_ciphertext=wrapped[_HEADER.size : rsa_end],
