@@ -355,10 +355,15 @@ def test_transport_key_lives_in_the_token(apart: Apart) -> None:
     assert attributes["local"] and attributes["private"]
     assert attributes["decrypt"] and attributes["unwrap"] and not attributes["sign"]
     assert audit["sign"] and not audit["decrypt"] and not audit["extractable"]
-    # What the service publishes is that key's public half, and nothing private is on disk.
+    # What the service publishes is that key's public half. The only private key on disk
+    # is the ML-KEM-768 half of the hybrid wrap, which the token cannot hold: an encrypted
+    # file (sealed under the PIN) that opens nothing without the RSA key in the token.
     published = serialization.load_pem_public_key((apart.krs / "transport.pub.pem").read_bytes())
     assert published == transport.public_key()
-    assert not (apart.krs / "keys").exists() or not any((apart.krs / "keys").iterdir())
+    on_disk = sorted(p.name for p in (apart.krs / "keys").iterdir())
+    assert on_disk == [f"{apart.prefix}-transport-mlkem.mlkem.json"], on_disk
+    sealed = (apart.krs / "keys" / on_disk[0]).read_text()
+    assert '"sealed_seed"' in sealed and '"kdf": "pbkdf2-hmac-sha256"' in sealed
     config = _ok(mailpki("recovery-service", "config", "show", "--home", apart.krs)).out
     assert "keys.backend = 'pkcs11'" in config
     assert f"keys.label_prefix = '{apart.prefix}'" in config

@@ -70,7 +70,7 @@ def connect_remote(instance: Instance, *, url: str, service_id: str, actor: str)
     key = transport_key_of(info, wrap=str(instance.config.get("recovery.wrap")), where=url)
     if not hmac.compare_digest(key.key_id, service_id):
         raise ConfigError(
-            f"the service at {url} has key id {key.key_id}, not the {service_id} you gave: "
+            f"the service at {url} has id {key.key_id}, not the {service_id} you gave: "
             "not pinning it (check the id with whoever runs the service)"
         )
     lasting_id = str(info.get("service_id") or key.key_id)
