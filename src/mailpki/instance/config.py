@@ -183,8 +183,20 @@ SCHEMA: dict[str, Setting] = {
     "portal.officer_groups": Setting(
         optional_text,
         "",
-        "comma-separated directory groups whose members use the officer console at /admin "
-        "(empty: no console)",
+        "comma-separated directory groups whose members are officers in the operator console "
+        "at /admin: they decide queued requests (empty: nobody by group)",
+    ),
+    "portal.operator_groups": Setting(
+        optional_text,
+        "",
+        "comma-separated directory groups whose members are operators in the console: they "
+        "search people, revoke certificates and invite people (empty: nobody by group)",
+    ),
+    "portal.auditor_groups": Setting(
+        optional_text,
+        "",
+        "comma-separated directory groups whose members are auditors in the console: they "
+        "read everything, the audit log and the recovery report, and change nothing",
     ),
     "portal.secure_cookies": Setting(
         choice("auto", "true", "false"),

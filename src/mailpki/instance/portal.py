@@ -27,31 +27,25 @@ from mailpki.directory.entry import DirectoryEntry
 from mailpki.enrollment.enroll import DUAL_ENCRYPTION_PROFILE, DUAL_SIGNING_PROFILE
 from mailpki.enrollment.invitations import peek, redeem
 from mailpki.enrollment.portal_store import DownloadStore, SessionStore, StoredDownload
-from mailpki.enrollment.requests import PENDING, RequestQueued, RequestView
+from mailpki.enrollment.requests import RequestQueued
 from mailpki.errors import (
-    AuthenticationError,
     InputError,
     MailPKIError,
-    NotFoundError,
     RevocationError,
 )
-from mailpki.instance.directory_ops import audited_logon, decide_request
+from mailpki.instance.directory_ops import audited_logon
 from mailpki.instance.enrollments import deliver_now, enroll_with, p12_name
 from mailpki.instance.instance import Instance
-from mailpki.instance.operators import is_operator_identity
 from mailpki.instance.sso import OidcLogons, negotiate
 from mailpki.instance.trust_kit import TrustKit, personal_profile
 from mailpki.keymanager.pkcs12 import package
 from mailpki.keystore.configured import store_secret
 from mailpki.keystore.keys import parse_key_type
-from mailpki.policy.approval import in_any_group
 from mailpki.policy.passwords import check_password
 
 __all__ = ["DownloadLink", "FormView", "Portal", "PortalOutcome"]
 
 Method = Literal["directory", "pin", "kerberos", "oidc"]
-# Logons that prove a directory account (officers must use one of these, not a PIN).
-_DIRECTORY_METHODS = ("directory", "kerberos", "oidc")
 _PROVIDER_NAMES_SECONDS = 30.0  # how long the logon page's list of OpenID providers is kept
 
 
@@ -118,9 +112,6 @@ class Portal:
         self.min_password_length = int(config.get("portal.min_password_length"))
         self.base_url = str(config.get("web.base_url")).rstrip("/")
         self.org = str(config.get("instance.org"))
-        self.officer_groups = tuple(
-            g.strip() for g in str(config.get("portal.officer_groups")).split(",") if g.strip()
-        )
         self._delivery_state = threading.Lock()
         self._delivering = False
         self._deliver_again = False
@@ -406,46 +397,6 @@ class Portal:
     def trust_kit(self) -> TrustKit:
         """The root in every form outside correspondents need (the /trust page)."""
         return TrustKit.of(self.instance)
-
-    # -- the officer console ----------------------------------------------------------------
-
-    def is_officer(self, identity: Mapping[str, Any]) -> bool:
-        """Logon with a directory account (password, Kerberos or OpenID Connect; not a
-        one-time PIN) by a member of portal.officer_groups."""
-        if is_operator_identity(identity):  # a local operator account with that role
-            return "officer" in (identity.get("operator_roles") or ())
-        groups = tuple(identity["entry"].get("groups") or ())
-        return (
-            identity.get("method") in _DIRECTORY_METHODS
-            and bool(self.officer_groups)
-            and in_any_group(groups, self.officer_groups)
-        )
-
-    def pending_requests(self, identity: Mapping[str, Any]) -> list[RequestView]:
-        self._officer(identity)
-        return self.instance.approvals.list(PENDING)
-
-    def decide(
-        self, identity: Mapping[str, Any], request_id: int, *, approve: bool, note: str
-    ) -> RequestView:
-        """An officer's decision from the console (audited as portal-officer:LOGIN); an
-        officer cannot decide their own request."""
-        login = self._officer(identity)
-        found = [r for r in self.instance.approvals.list(PENDING) if r.id == request_id]
-        if not found:
-            raise NotFoundError(f"no pending request {request_id}")
-        if found[0].login == login:
-            raise InputError("you cannot decide your own request: another officer must")
-        return decide_request(
-            self.instance, request_id, approve=approve, actor=f"portal-officer:{login}", note=note
-        )
-
-    def _officer(self, identity: Mapping[str, Any]) -> str:
-        if not self.is_officer(identity):
-            raise AuthenticationError("this page is for certificate officers")
-        if is_operator_identity(identity):
-            return str(identity["login"])
-        return str(identity["entry"]["login"])
 
     # -- housekeeping ----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@
     GET  /download/{handle}/mobileconfig   the same download as an Apple profile (iPhone)
     GET  /waiting             a request queued for an officer
     POST /logout
-    GET  /admin               officers: the queue of requests; POST /admin/requests/{id}
+    GET  /admin/...           the operator console (web/console/)
     GET  /tutorial            using the certificate (public)
     GET  /trust               trusting the root, for outside correspondents (public)
     GET  /trust/{name}        the root as .pem, .cer, .p7c, .mobileconfig; fingerprints.txt
@@ -44,6 +44,7 @@ from mailpki.instance.portal import InvitedPerson, Portal, PortalOutcome
 from mailpki.instance.trust_kit import KIT_FILES
 from mailpki.web.access_log import note
 from mailpki.web.certdir import RateLimiter
+from mailpki.web.console import ConsoleContext, console_routes
 from mailpki.web.portal.negotiate import (
     OIDC_UNAVAILABLE,
     SSO_UNAVAILABLE,
@@ -613,48 +614,16 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         await run_in_threadpool(cookies.end, session, response)
         return response
 
-    # -- the officer console ----------------------------------------------------------
+    # -- the operator console (web/console/): its logon page for anonymous visitors ------
 
-    async def console(request: Request) -> Response:
-        session = await load(request)
-        if session.identity is None:
-            session = cookies.ensure(session)
-            signed_on = await single_sign_on(request, session, "/admin")
-            return signed_on or logon_or_challenge(session, next_page="/admin")
-        try:
-            pending = await run_in_threadpool(portal.pending_requests, session.identity)
-        except AuthenticationError as exc:
-            return error(session, f"{exc}.", status=403)
-        notice = session.data.pop("notice", None)
-        if notice is not None:
-            await run_in_threadpool(cookies.save, session)
-        return page(session, "admin.html", pending=pending, notice=notice)
+    async def console_logon(request: Request, session: PortalSession) -> Response:
+        session = cookies.ensure(session)
+        signed_on = await single_sign_on(request, session, "/admin")
+        return signed_on or logon_or_challenge(session, next_page="/admin")
 
-    async def decide(request: Request) -> Response:
-        checked = await checked_post(request)
-        if isinstance(checked, Response):
-            return checked
-        session, form = checked
-        if session.identity is None:
-            return RedirectResponse("/admin", status_code=303)
-        try:
-            decision = _field(form, "decision")
-            if decision not in ("approve", "reject"):
-                raise InputError("choose approve or reject")
-            view = await run_in_threadpool(
-                portal.decide,
-                session.identity,
-                int(request.path_params["request_id"]),
-                approve=decision == "approve",
-                note=_field(form, "note")[:500],
-            )
-            session.data["notice"] = f"Request {view.id} ({view.login}) {view.state}."
-        except AuthenticationError as exc:
-            return error(session, f"{exc}.", status=403)
-        except (InputError, NotFoundError) as exc:
-            session.data["notice"] = f"{exc}."
-        await run_in_threadpool(cookies.save, session)
-        return RedirectResponse("/admin", status_code=303)
+    console = ConsoleContext(
+        portal=portal, theme=theme, cookies=cookies, logon=console_logon, load=load
+    )
 
     async def tutorial(request: Request) -> Response:
         session = await load(request)
@@ -706,8 +675,7 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
         Route("/download/{handle}/mobileconfig", download_profile, methods=["GET"]),
         Route("/waiting", waiting, methods=["GET"]),
         Route("/logout", logout, methods=["POST"]),
-        Route("/admin", console, methods=["GET"]),
-        Route("/admin/requests/{request_id:int}", decide, methods=["POST"]),
+        *console_routes(console),
         operator_logon,
         Route("/tutorial", tutorial, methods=["GET"]),
         Route("/trust", trust, methods=["GET"]),

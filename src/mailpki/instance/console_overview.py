@@ -1,0 +1,203 @@
+"""The console's dashboard and settings page: what an operator looks at first.
+
+The figures come from the database (`health.read_status`, the same counts /metrics
+gives) plus what a person needs to act: the last errors of the publishing and mail
+queues, the certificates expiring soon, and what `mailpki audit verify` says. The audit
+check reads the whole log, so its result is kept for AUDIT_CHECK_SECONDS.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy import func, select
+
+from mailpki.ca.succession import SUBSCRIBER
+from mailpki.errors import MailPKIError
+from mailpki.instance.audit_check import check_audit
+from mailpki.instance.health import InstanceStatus, read_status
+from mailpki.instance.instance import Instance
+from mailpki.store.models import CertificateRecord, OutboxMessage, PublishJob
+
+__all__ = ["AuditSummary", "Dashboard", "SettingRow", "audit_summary", "dashboard", "settings"]
+
+EXPIRING_DAYS = 30
+AUDIT_CHECK_SECONDS = 300.0
+LAST_ERRORS = 5
+OPEN_RECOVERY_STATES = ("pending", "approved", "held")
+
+
+@dataclass(frozen=True)
+class AuditSummary:
+    intact: bool
+    records: int
+    problems: tuple[str, ...]
+    notes: tuple[str, ...]
+    checked_at: datetime
+
+
+@dataclass(frozen=True)
+class QueueError:
+    what: str  # the serial, or the recipient
+    attempts: int
+    error: str
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    status: InstanceStatus
+    expiring_soon: int
+    requests_waiting: int
+    publish_errors: tuple[QueueError, ...]
+    mail_errors: tuple[QueueError, ...]
+    key_pool_target: int
+    crl_ages: tuple[tuple[str, str], ...]  # (scope, age in words)
+    recovery_open: int | None  # None: the recovery service runs apart
+    audit: AuditSummary
+
+
+_cache_lock = threading.Lock()
+_audit_cache: dict[str, tuple[float, AuditSummary]] = {}
+
+
+def audit_summary(instance: Instance, *, fresh: bool = False) -> AuditSummary:
+    """`mailpki audit verify` in short (kept AUDIT_CHECK_SECONDS unless `fresh`)."""
+    key = str(instance.home.resolve())
+    with _cache_lock:
+        cached = _audit_cache.get(key)
+        if cached is not None and not fresh and time.monotonic() - cached[0] < AUDIT_CHECK_SECONDS:
+            return cached[1]
+    try:
+        check = check_audit(instance)
+        summary = AuditSummary(
+            intact=check.ok,
+            records=check.log.records,
+            problems=tuple(f"{p.kind}: {p.message}" for p in check.problems),
+            notes=check.notes,
+            checked_at=datetime.now(UTC),
+        )
+    except MailPKIError as exc:
+        summary = AuditSummary(False, 0, (f"the check did not run: {exc}",), (), datetime.now(UTC))
+    with _cache_lock:
+        _audit_cache[key] = (time.monotonic(), summary)
+    return summary
+
+
+def _age(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def dashboard(instance: Instance) -> Dashboard:
+    status = read_status(instance)
+    now = datetime.now(UTC)
+    with instance.db.session() as session:
+        expiring = int(
+            session.scalar(
+                select(func.count())
+                .select_from(CertificateRecord)
+                .where(
+                    *SUBSCRIBER,
+                    CertificateRecord.status == "valid",
+                    CertificateRecord.not_after > now,
+                    CertificateRecord.not_after <= now + timedelta(days=EXPIRING_DAYS),
+                )
+            )
+            or 0
+        )
+        publish_errors = tuple(
+            QueueError(f"{action} {serial} ({email})", attempts, _first_line(error))
+            for serial, email, action, attempts, error in session.execute(
+                select(
+                    PublishJob.serial,
+                    PublishJob.email,
+                    PublishJob.action,
+                    PublishJob.attempts,
+                    PublishJob.last_error,
+                )
+                .where(PublishJob.done_at.is_(None), PublishJob.last_error.is_not(None))
+                .order_by(PublishJob.id.desc())
+                .limit(LAST_ERRORS)
+            )
+        )
+        mail_errors = tuple(
+            QueueError(f"{kind} to {recipient}", attempts, _first_line(error))
+            for kind, recipient, attempts, error in session.execute(
+                select(
+                    OutboxMessage.kind,
+                    OutboxMessage.recipient,
+                    OutboxMessage.attempts,
+                    OutboxMessage.last_error,
+                )
+                .where(OutboxMessage.sent_at.is_(None), OutboxMessage.last_error.is_not(None))
+                .order_by(OutboxMessage.id.desc())
+                .limit(LAST_ERRORS)
+            )
+        )
+    recovery_open = None
+    if status.recovery_alerts_open is not None:
+        by_state = status.recovery_requests_by_state
+        recovery_open = sum(by_state.get(state, 0) for state in OPEN_RECOVERY_STATES)
+    return Dashboard(
+        status=status,
+        expiring_soon=expiring,
+        requests_waiting=status.requests_by_state.get("pending", 0),
+        publish_errors=publish_errors,
+        mail_errors=mail_errors,
+        key_pool_target=int(instance.config.get("keymanager.pool_size")),
+        crl_ages=tuple(
+            (scope, _age(seconds)) for scope, seconds in sorted(status.crl_age_seconds.items())
+        ),
+        recovery_open=recovery_open,
+        audit=audit_summary(instance),
+    )
+
+
+def _first_line(text: str | None) -> str:
+    return ((text or "").splitlines() or [""])[0][:300]
+
+
+# -- settings (read-only) ------------------------------------------------------------------
+
+_SECRET_KEY = re.compile(r"(password|passphrase|secret|token|pin)$")
+HIDDEN = "(hidden)"
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    key: str
+    value: str
+    source: str  # "default", "file" or the environment variable
+
+
+def _shown(key: str, value: object) -> str:
+    """A setting's value as the page shows it: never a secret (settings only name the
+    files that hold them; a password in a URL is hidden all the same)."""
+    text = "" if value is None else str(value)
+    if _SECRET_KEY.search(key.split(".")[-1]) and text:
+        return HIDDEN
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.password is not None:
+            host = parts.hostname or ""
+            port = f":{parts.port}" if parts.port else ""
+            netloc = f"{parts.username or ''}:{HIDDEN}@{host}{port}"
+            return urlunsplit(parts._replace(netloc=netloc))
+    return text
+
+
+def settings(instance: Instance) -> list[SettingRow]:
+    config = instance.config
+    rows = []
+    for key, value, is_default in config.items():
+        source = config.source_of(key) or ("default" if is_default else "file")
+        rows.append(SettingRow(key, _shown(key, value), source))
+    return rows
