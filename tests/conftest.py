@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.fixtures.postgres_replica",
     "tests.fixtures.smtp",
     "tests.fixtures.slapd",
+    "tests.fixtures.console_users",
     "tests.fixtures.kdc",
     "tests.fixtures.oidc",
     "tests.fixtures.dns_servers",

@@ -134,9 +134,7 @@ class ConsoleContext:
         form = await request.form(max_files=1 if upload else 0, max_fields=20)
         if not self.cookies.csrf_ok(visit.session, form.get("csrf")):
             return self.refuse(visit, STALE_FORM, status=403)
-        if visit.session.identity is None:
-            return RedirectResponse("/admin", status_code=303)
-        if visit.user is None:
+        if visit.session.identity is None or visit.user is None:
             return self.refuse(visit, NOT_FOR_YOU, status=403)
         if not visit.user.may(permission):
             return self.refuse(
