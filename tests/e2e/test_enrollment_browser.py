@@ -328,14 +328,16 @@ def test_queued_request_waits_an_officer_approves_in_the_console_and_it_is_maile
 
         # Dave is no officer; Alice (pki-admins) decides in the console.
         page.goto(f"{live.url}/admin")
-        expect(page.get_by_role("alert")).to_contain_text("for certificate officers")
+        expect(page.get_by_role("alert")).to_contain_text("for certificate officers, operators")
         officer = page.context.browser.new_context()  # type: ignore[union-attr]
         console = officer.new_page()
         console.goto(f"{live.url}/admin")
-        expect(console.get_by_role("heading", name="Officer console")).to_be_visible()
+        expect(console.get_by_role("heading", name="Operator console")).to_be_visible()
         console.get_by_label("Login", exact=True).fill("alice")
         console.get_by_label("Password", exact=True).fill(alice.password or "")
         console.get_by_role("button", name="Log on to the console").click()
+        expect(console.locator("#requests-waiting")).to_have_text("1")
+        console.get_by_role("link", name="Requests", exact=True).click()
         row = console.locator(f"#request-{request_id}")
         expect(row).to_contain_text("dave")
         expect(row).to_contain_text("automatic approval is off")

@@ -117,8 +117,8 @@ def test_the_officer_console_has_its_own_frame(
     _, url = portal
     page.set_viewport_size({"width": width, "height": 900})
     page.goto(f"{url}/admin")
-    expect(page.locator("header.top .brand")).to_contain_text("Officer console")
-    expect(page.get_by_role("heading", level=1)).to_have_text("Officer console")
+    expect(page.locator("header.top .brand")).to_contain_text("Operator console")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Operator console")
     expect(page.locator(".progress")).to_have_count(0)  # no employee step bar
     expect(page.get_by_text("Get your secure mail certificate")).to_have_count(0)
     expect(page.get_by_label("PIN", exact=True)).to_have_count(0)
@@ -129,7 +129,7 @@ def test_the_officer_console_has_its_own_frame(
     page.get_by_label("Password", exact=True).fill("wrong password")
     page.get_by_role("button", name="Log on to the console").click()
     expect(page.get_by_role("alert")).to_contain_text("Wrong login or password")
-    expect(page.locator("header.top .brand")).to_contain_text("Officer console")
+    expect(page.locator("header.top .brand")).to_contain_text("Operator console")
 
 
 @pytest.mark.parametrize("width", WIDTHS)
