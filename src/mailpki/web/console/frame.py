@@ -42,6 +42,16 @@ NAV: tuple[tuple[str, str, Permission | None], ...] = (
 )
 
 
+def _login_of(identity: dict[str, Any] | None) -> str:
+    """Whom a session belongs to, for the Log out button ("" before logon)."""
+    if not identity:
+        return ""
+    entry = identity.get("entry")
+    if isinstance(entry, dict) and entry.get("login"):
+        return str(entry["login"])
+    return str(identity.get("login") or "")
+
+
 def field(form: FormData, name: str, *, limit: int = MAX_FIELD) -> str:
     value = form.get(name)
     if not isinstance(value, str):
@@ -93,6 +103,7 @@ class ConsoleContext:
             user=None,
             console_user=user,
             console_nav=nav,
+            session_login=_login_of(visit.session.identity),
             certdir_url="/certs",
             **context,
         )
