@@ -70,7 +70,7 @@ def test_local_officer_logs_on_with_a_totp_code_once(
     page = first.new_page()
     operator_logon(page, url, "olga", code)
     expect(page).to_have_url(f"{url}/admin")
-    expect(page.get_by_role("heading", name="Requests waiting for an officer")).to_be_visible()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
     expect(page.get_by_role("button", name="Log out (olga)")).to_be_visible()
     shot(page, screenshots, "80-operator-console")
     # A new password ends the sessions of the old one, at their next request.
@@ -82,7 +82,7 @@ def test_local_officer_logs_on_with_a_totp_code_once(
     new_pw.write_text(PASSWORD + "\n")
     ok(mailpki("operator", "passwd", "--home", home, "olga", "--password-file", new_pw))
     operator_logon(page, url, "olga", totp_code(secret, time.time() + 30))
-    expect(page.get_by_role("heading", name="Requests waiting for an officer")).to_be_visible()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
     # An operator account has no mailbox: the enrollment form refuses it.
     response = page.goto(f"{url}/form")
     assert response is not None and response.status == 403
