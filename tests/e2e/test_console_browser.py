@@ -24,9 +24,10 @@ pytestmark = pytest.mark.integration
 
 def console_logon(page: Page, url: str, account: ConsoleAccount) -> None:
     page.goto(f"{url}/admin")
-    page.get_by_label("Login", exact=True).fill(account.login)
-    page.get_by_label("Password", exact=True).fill(account.password)
-    page.get_by_role("button", name="Log on to the console").click()
+    form = page.get_by_role("form", name="Console logon")
+    form.get_by_label("Login", exact=True).fill(account.login)
+    form.get_by_label("Password", exact=True).fill(account.password)
+    form.get_by_role("button", name="Log on to the console").click()
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
 
 

@@ -125,8 +125,9 @@ def test_the_officer_console_has_its_own_frame(
     assert page.locator("body.officer").count() == 1
     assert fits(page)
     shot(page, screenshots, f"72-officer-logon-{width}")
-    page.get_by_label("Login", exact=True).fill("nobody")
-    page.get_by_label("Password", exact=True).fill("wrong password")
+    logon = page.get_by_role("form", name="Console logon")
+    logon.get_by_label("Login", exact=True).fill("nobody")
+    logon.get_by_label("Password", exact=True).fill("wrong password")
     page.get_by_role("button", name="Log on to the console").click()
     expect(page.get_by_role("alert")).to_contain_text("Wrong login or password")
     expect(page.locator("header.top .brand")).to_contain_text("Operator console")
