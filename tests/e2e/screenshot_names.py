@@ -12,6 +12,7 @@ SCREENSHOTS: tuple[str, ...] = (
     "portal-form.png",
     "portal-download.png",
     "portal-tutorial.png",
+    "portal-certdir.png",
     "portal-renew.png",
 )
 

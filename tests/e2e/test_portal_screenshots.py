@@ -1,7 +1,8 @@
 """The portal's screenshots in the user guide, taken by a person's walk through the portal
 in headless Chromium against a real slapd and a real SMTP server: the invitation's logon
-page, the form pre-filled from the directory, the download page, the tutorial, and the
-renewal offer that the expiry notice leads to.
+page, the form pre-filled from the directory, the download page, the tutorial, the
+certificate directory listing the new certificate, and the renewal offer that the expiry
+notice leads to.
 
 Normally the pictures go into a temporary folder and the test checks that each page
 rendered; `scripts/screenshots` sets MAILPKI_SCREENSHOTS_DIR to docs/screenshots so the
@@ -118,6 +119,10 @@ def test_the_portal_screenshots_of_the_user_guide(
         page.goto(f"{live.url}/tutorial")
         expect(page.get_by_role("heading", level=1)).to_be_visible()
         take(page, folder, "portal-tutorial.png")
+
+        page.goto(f"{live.url}/certs?mail=alice@example.com")
+        expect(page.locator("li.cert")).to_have_count(1)
+        take(page, folder, "portal-certdir.png")
         page.context.close()
 
         ok(mailpki("lifecycle", "run", "--home", home))
