@@ -1,12 +1,13 @@
-"""The portal's screenshots in the user guide, taken by a person's walk through the portal
-in headless Chromium against a real slapd and a real SMTP server: the invitation's logon
-page, the form pre-filled from the directory, the download page, the tutorial, the
+"""The portal's screenshots in the user guide and the portal's tutorial, taken by a
+person's walk through the portal in headless Chromium against a real slapd and a real SMTP
+server: the invitation's logon page, the form pre-filled from the directory, the download page, the tutorial, the
 certificate directory listing the new certificate, and the renewal offer that the expiry
 notice leads to.
 
 Normally the pictures go into a temporary folder and the test checks that each page
-rendered; `scripts/screenshots` sets MAILPKI_SCREENSHOTS_DIR to docs/screenshots so the
-committed pictures are replaced. The generated file password is painted over.
+rendered; `scripts/screenshots` sets MAILPKI_SCREENSHOTS_DIR to the package's
+static/screenshots folder so the committed pictures are replaced. The generated file
+password is painted over.
 """
 
 from __future__ import annotations
@@ -119,6 +120,11 @@ def test_the_portal_screenshots_of_the_user_guide(
         page.goto(f"{live.url}/tutorial")
         expect(page.get_by_role("heading", level=1)).to_be_visible()
         take(page, folder, "portal-tutorial.png")
+        # The tutorial shows a committed screenshot too, served by the portal.
+        shown = page.locator("img[src*='screenshots/portal-certdir.png']")
+        expect(shown).to_have_count(1)
+        served = page.request.get(f"{live.url}{shown.get_attribute('src')}")
+        assert served.ok and served.body()[:8] == PNG_SIGNATURE
 
         page.goto(f"{live.url}/certs?mail=alice@example.com")
         expect(page.locator("li.cert")).to_have_count(1)

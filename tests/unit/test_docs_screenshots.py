@@ -1,5 +1,6 @@
-"""The portal screenshots in the docs: every one referenced exists, and the docs reference
-exactly the set the browser test takes (tests/e2e/screenshot_names.py)."""
+"""The portal screenshots in the docs and the portal's tutorial: every one referenced
+exists, and together they reference exactly the set the browser test takes
+(tests/e2e/screenshot_names.py)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,27 @@ from tests.e2e.screenshot_names import HEIGHT, MAX_BYTES, SCREENSHOTS, WIDTH
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-FOLDER = DOCS / "screenshots"
+STATIC = ROOT / "src" / "mailpki" / "web" / "static"
+FOLDER = STATIC / "screenshots"
+TUTORIAL = ROOT / "src" / "mailpki" / "web" / "templates" / "tutorial.html"
 REFERENCE = re.compile(r"screenshots/([A-Za-z0-9_.-]+\.png)")
-IMAGE = re.compile(r"!\[([^\]]*)\]\((screenshots/[A-Za-z0-9_.-]+\.png)\)")
+IMAGE = re.compile(
+    r"!\[([^\]]*)\]\(\.\./src/mailpki/web/static/(screenshots/[A-Za-z0-9_.-]+\.png)\)"
+)
 
 
 def referenced() -> dict[str, list[str]]:
-    """Screenshot name -> the docs pages that show it."""
+    """Screenshot name -> the docs pages (and the tutorial template) that show it."""
     found: dict[str, list[str]] = {}
-    for page in sorted(DOCS.rglob("*.md")):
+    for page in [*sorted(DOCS.rglob("*.md")), TUTORIAL]:
         for name in REFERENCE.findall(page.read_text(encoding="utf-8")):
             found.setdefault(name, []).append(page.name)
     return found
+
+
+def test_the_guide_and_the_portal_tutorial_both_show_screenshots() -> None:
+    pages = {page for pages in referenced().values() for page in pages}
+    assert {"user-guide.md", "tutorial.html"} <= pages
 
 
 def test_the_names_are_unique_pngs() -> None:
