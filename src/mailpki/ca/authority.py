@@ -273,8 +273,12 @@ class CertificateAuthority:
         settings: CASettings,
         audit: AuditLog,
         linter: Linter | None = None,
+        read_db: Callable[[], Database] | None = None,
     ) -> None:
         self.db = db
+        # Where reads that may lag a little go (OCSP lookups; the callers of the reading
+        # methods below pass it as `db`): a replica while healthy (store/replica.py).
+        self.read_db: Callable[[], Database] = read_db or (lambda: self.db)
         self.keys = keys
         self.hierarchy = hierarchy
         self.settings = settings
@@ -470,8 +474,10 @@ class CertificateAuthority:
         email: str | None = None,
         include_ca: bool = False,
         offset: int = 0,
+        db: Database | None = None,
     ) -> tuple[list[CertificateInfo], int]:
-        """Newest first, from `offset`; returns (page, total)."""
+        """Newest first, from `offset`; returns (page, total). Read from `db` (a search
+        may pass the replica, `read_db()`), else the primary."""
         query = select(CertificateRecord)
         count = select(func.count()).select_from(CertificateRecord)
         if not include_ca:
@@ -487,14 +493,15 @@ class CertificateAuthority:
         if offset:
             query = query.offset(offset)
         now = datetime.now(UTC)
-        with self.db.session() as session:
+        with (db or self.db).session() as session:
             total = session.scalar(count) or 0
             return [CertificateInfo.from_record(r, now) for r in session.scalars(query)], total
 
-    def valid_certificates(self, email: str) -> list[bytes]:
+    def valid_certificates(self, email: str, *, db: Database | None = None) -> list[bytes]:
         """DER of the unrevoked, unexpired, not superseded subscriber certificates of a
         mail address in any case, newest first: what the public certificate directory
-        may publish.
+        may publish. Read from `db` (the directory passes `read_db()`), else the primary:
+        publishers acting on a change just made must see it.
 
         Admin certificates are left out: their policy OIDs name recovery roles.
         """
@@ -511,7 +518,7 @@ class CertificateAuthority:
             )
             .order_by(CertificateRecord.id.desc())
         )
-        with self.db.session() as session:
+        with (db or self.db).session() as session:
             return list(session.scalars(query))
 
     def subscriber_addresses(self) -> list[str]:
@@ -762,8 +769,10 @@ class CertificateAuthority:
         if root:
             yield self.generate_root_crl(actor=actor)
 
-    def stored_crl(self, name: str) -> CRLInfo | None:
-        with self.db.session() as session:
+    def stored_crl(self, name: str, *, db: Database | None = None) -> CRLInfo | None:
+        """The CRL last signed under `name`, read from `db` (serving passes
+        `read_db()`), else the primary."""
+        with (db or self.db).session() as session:
             record = session.get(CRLRecord, name)
             if record is None:
                 return None
@@ -776,9 +785,10 @@ class CertificateAuthority:
                 record.der,
             )
 
-    def crl_is_stale(self, name: str) -> bool:
-        """Stale when past half its validity, or a revocation happened after it was signed."""
-        stored = self.stored_crl(name)
+    def crl_is_stale(self, name: str, *, db: Database | None = None) -> bool:
+        """Stale when past half its validity, or a revocation happened after it was signed
+        (both read from `db`, else the primary)."""
+        stored = self.stored_crl(name, db=db)
         if stored is None:
             return True
         now = datetime.now(UTC)
@@ -793,16 +803,19 @@ class CertificateAuthority:
         )
         if partition is not None:
             query = query.where(CertificateRecord.crl_partition == partition)
-        with self.db.session() as session:
+        with (db or self.db).session() as session:
             latest = session.scalar(query)
         return latest is not None and utc(latest) >= stored.this_update
 
     # -- OCSP ---------------------------------------------------------------------------
 
-    def status(self, serial: int, label: str = ISSUING) -> CertStatus | None:
+    def status(
+        self, serial: int, label: str = ISSUING, *, db: Database | None = None
+    ) -> CertStatus | None:
         """OCSP status of a certificate of the issuing CA `label` (default: generation
-        1, which the pre-signed answers serve); None when unknown."""
-        with self.db.engine.connect() as connection:
+        1, which the pre-signed answers serve); None when unknown. Read from `db`, else
+        the primary (pre-signing after a revocation must see it)."""
+        with (db or self.db).engine.connect() as connection:
             row = connection.execute(
                 _STATUS_QUERY, {"serial": to_hex(serial), "issuer": label}
             ).first()
@@ -833,7 +846,8 @@ class CertificateAuthority:
                 issuer=self.hierarchy.issuing_of(ISSUING),
                 responder_cert=self.hierarchy.responder_of(ISSUING),
                 responder_key=self.keys.load("ocsp"),
-                lookup=self.status,
+                # Answering a request may read the replica; pre-signing (above) may not.
+                lookup=lambda serial: self.status(serial, db=self.read_db()),
                 validity=self.settings.ocsp_validity,
             )
         return self._responder
@@ -865,7 +879,7 @@ class CertificateAuthority:
                 issuer=self.hierarchy.issuing_of(label),
                 responder_cert=self.hierarchy.responder_of(label),
                 responder_key=self.keys.load("ocsp"),
-                lookup=lambda serial: self.status(serial, label),
+                lookup=lambda serial: self.status(serial, label, db=self.read_db()),
                 validity=self.settings.ocsp_validity,
             )
         return self._later_responders[label]

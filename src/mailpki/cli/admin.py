@@ -47,7 +47,7 @@ def certs_list(
     """Serial, subject, mail, profile, status and not-after of each certificate."""
     instance = open_instance(home)
     rows, total = instance.ca.list_certificates(
-        limit=limit or None, email=email, include_ca=include_ca
+        limit=limit or None, email=email, include_ca=include_ca, db=instance.read_db()
     )
     if as_json:
         print_json([row.as_dict() for row in rows])

@@ -69,17 +69,26 @@ def _fingerprint(der: bytes) -> str:
 class EmbeddedDirectory:
     """The Directory port on the instance database (table directory_entries)."""
 
-    def __init__(self, db: Database, *, domains: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        domains: tuple[str, ...] = (),
+        read_db: Callable[[], Database] | None = None,
+    ) -> None:
         self.db = db
+        # Searches (the address list, the API's people search) may read a replica;
+        # logon and publishing read the primary.
+        self.read_db: Callable[[], Database] = read_db or (lambda: db)
         self.name = NAME
         self.domains = tuple(d.strip().lower() for d in domains if d.strip())
 
     # A database failure here is the directory being unavailable to its callers, who
     # handle DirectoryError (retry the publish job, "directory unavailable" at logon).
     @contextmanager
-    def _reading(self) -> Iterator[Session]:
+    def _reading(self, db: Database | None = None) -> Iterator[Session]:
         try:
-            with self.db.session() as session:
+            with (db or self.db).session() as session:
                 yield session
         except StoreError as exc:
             raise DirectoryError(f"the embedded directory is unavailable: {exc}") from exc
@@ -184,7 +193,7 @@ class EmbeddedDirectory:
             )
             .limit(min(limit, MAX_LIMIT))
         )
-        with self._reading() as session:
+        with self._reading(self.read_db()) as session:
             return [_entry(row) for row in session.scalars(query)]
 
     def verify_password(self, entry: DirectoryEntry, password: str) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,8 +121,9 @@ def open_directory(settings: DirectorySettings) -> Directory:
 
 
 class DirectoryRegistry:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, read_db: Callable[[], Database] | None = None) -> None:
         self.db = db
+        self.read_db = read_db  # where the embedded directory's searches read
         self._directories: list[Directory] | None = None
         self._realms: dict[str, str] = {}  # Kerberos realm -> directory name
 
@@ -207,7 +208,7 @@ class DirectoryRegistry:
             settings = self.settings()
             configured = [open_directory(s) for s in settings]
             self._realms = {s.kerberos_realm: s.name for s in settings if s.kerberos_realm}
-            self._directories = configured or [EmbeddedDirectory(self.db)]
+            self._directories = configured or [EmbeddedDirectory(self.db, read_db=self.read_db)]
         return self._directories
 
     def named(self, name: str) -> Directory:

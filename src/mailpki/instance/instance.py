@@ -192,6 +192,7 @@ class Instance:
             hierarchy=self.hierarchy,
             settings=self.ca_settings,
             audit=self.audit,
+            read_db=self.read_db,
         )
         if self.config.get("directory.publish") == "true":
             ca.issue_listeners.append(_queue_publication(PUBLISH))
@@ -227,7 +228,7 @@ class Instance:
 
     @cached_property
     def directories(self) -> DirectoryRegistry:
-        return DirectoryRegistry(self.db)
+        return DirectoryRegistry(self.db, read_db=self.read_db)
 
     @cached_property
     def publisher(self) -> Publisher:

@@ -68,10 +68,17 @@ class InstancePKISource:
             self.ca.presigned.start()
 
     def crl(self, name: str) -> bytes | None:
+        """The stored CRL, read where tolerant reads go (the replica while healthy).
+        A stale one is looked at again on the primary (the replica may not have the
+        newer one yet), re-signed there when it is stale too, and served from there."""
         scope = crl_scope(name)
         if scope is None:
             return None
         label, partition = scope
+        reader = self.instance.read_db()
+        if not self.ca.crl_is_stale(name, db=reader):
+            stored = self.ca.stored_crl(name, db=reader)
+            return stored.der if stored else None
         if self.ca.crl_is_stale(name):
             stored = self.ca.stored_crl(name)
             if (
@@ -128,7 +135,7 @@ class InstancePKISource:
         return self.ca.answer_ocsp(request_der)
 
     def valid_certificates(self, mail: str) -> list[bytes]:
-        return self.ca.valid_certificates(mail)
+        return self.ca.valid_certificates(mail, db=self.instance.read_db())
 
 
 def create_app(home: Path, *, housekeeping: bool = False) -> Starlette:
