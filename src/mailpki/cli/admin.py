@@ -317,3 +317,9 @@ def config_show(
         note = f"from {source}" if source else ("default" if is_default else "")
         table.add_row(key, "" if value is None else str(value), note)
     console.print(table)
+
+
+# `certs expiring` lives with the lifecycle commands.
+from mailpki.cli.lifecycle import certs_expiring  # noqa: E402
+
+certs_app.command("expiring")(certs_expiring)

@@ -21,9 +21,7 @@ oidc_app = typer.Typer(
 )
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(auth_app, name="auth")
-    auth_app.add_typer(oidc_app, name="oidc")
+auth_app.add_typer(oidc_app, name="oidc")
 
 
 @oidc_app.command("add")

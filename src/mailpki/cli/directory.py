@@ -38,12 +38,6 @@ requests_app = typer.Typer(
 MAX_IMPORT_BYTES = 50 * 1024 * 1024
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(directory_app, name="directory")
-    app.add_typer(pins_app, name="pins")
-    app.add_typer(requests_app, name="requests")
-
-
 def _print_entry(entry: DirectoryEntry) -> None:
     for key, value in entry.to_dict().items():
         shown = ", ".join(value) if isinstance(value, list) else value

@@ -24,10 +24,6 @@ dns_app = typer.Typer(
 )
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(dns_app, name="dns")
-
-
 @dns_app.command("records")
 @handle_errors
 def records(

@@ -71,13 +71,6 @@ def _password(path: Path | None) -> bytes | None:
     return None if path is None else read_password_file(path)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("enroll")(enroll)
-    app.command("bulk-enroll")(bulk)
-    app.add_typer(keys_app, name="keys")
-    app.add_typer(mail_app, name="mail")
-
-
 @handle_errors
 def enroll(
     out: Annotated[Path, typer.Option("--out", help="Where to write the PKCS#12.")],

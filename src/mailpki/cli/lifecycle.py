@@ -32,12 +32,6 @@ lifecycle_app = typer.Typer(
 )
 
 
-def register(app: typer.Typer, certs_app: typer.Typer) -> None:
-    certs_app.command("expiring")(certs_expiring)
-    app.add_typer(lifecycle_app, name="lifecycle")
-    app.command("renew")(renew)
-
-
 @handle_errors
 def certs_expiring(
     within: Annotated[

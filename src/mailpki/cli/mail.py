@@ -125,16 +125,6 @@ AllowSha1Option = Annotated[
 _CIPHERS = ("aes256-cbc", "aes256-gcm")
 
 
-def register(app: typer.Typer) -> None:
-    mail_app.command("sign")(sign)
-    mail_app.command("encrypt")(encrypt)
-    mail_app.command("sign-encrypt")(sign_encrypt)
-    mail_app.command("decrypt")(decrypt)
-    mail_app.command("verify")(verify)
-    mail_app.command("send")(send)
-    app.add_typer(contacts_app, name="contacts")
-
-
 # -- helpers --------------------------------------------------------------------------
 
 
@@ -796,3 +786,12 @@ def contacts_remove(
     _close(instance)
     removed = kit.contacts.remove(what)
     console.print(f"removed {len(removed)} certificate(s)", highlight=False)
+
+
+# `mailpki mail …` is one group: its outbox command lives in cli/enroll.py.
+mail_app.command("sign")(sign)
+mail_app.command("encrypt")(encrypt)
+mail_app.command("sign-encrypt")(sign_encrypt)
+mail_app.command("decrypt")(decrypt)
+mail_app.command("verify")(verify)
+mail_app.command("send")(send)

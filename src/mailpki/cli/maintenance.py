@@ -18,12 +18,6 @@ from mailpki.cli.common import (
 from mailpki.errors import InputError
 
 
-def register(app: typer.Typer) -> None:
-    app.command("backup")(backup)
-    app.command("restore")(restore)
-    app.command("upgrade")(upgrade)
-
-
 def _progress(message: str) -> None:
     err_console.print(f"… {message}", highlight=False)
 

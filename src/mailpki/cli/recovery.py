@@ -372,3 +372,9 @@ def recovery_reissue(
         console.print(line, highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+# `recovery connect` lives with the recovery service's commands.
+from mailpki.cli.recovery_service import register_connect  # noqa: E402
+
+register_connect(recovery_app)
