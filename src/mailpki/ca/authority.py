@@ -252,6 +252,36 @@ def certificate_record(
     )
 
 
+def list_certificates(
+    db: Database,
+    *,
+    limit: int | None = None,
+    email: str | None = None,
+    include_ca: bool = False,
+    offset: int = 0,
+) -> tuple[list[CertificateInfo], int]:
+    """Newest first, from `offset`; returns (page, total). Needs no CA key: `certs list`
+    and the API's list read through this (from the replica while it is healthy)."""
+    query = select(CertificateRecord)
+    count = select(func.count()).select_from(CertificateRecord)
+    if not include_ca:
+        subscribers = ISSUED_BY_ISSUING & (CertificateRecord.profile != OCSP_PROFILE)
+        query = query.where(subscribers)
+        count = count.where(subscribers)
+    if email:
+        query = query.where(CertificateRecord.email == email.lower())
+        count = count.where(CertificateRecord.email == email.lower())
+    query = query.order_by(CertificateRecord.id.desc())
+    if limit:
+        query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
+    now = datetime.now(UTC)
+    with db.session() as session:
+        total = session.scalar(count) or 0
+        return [CertificateInfo.from_record(r, now) for r in session.scalars(query)], total
+
+
 # Built once: OCSP looks a status up on every request.
 _STATUS_QUERY = select(
     CertificateRecord.status, CertificateRecord.revoked_at, CertificateRecord.revocation_reason
@@ -478,24 +508,9 @@ class CertificateAuthority:
     ) -> tuple[list[CertificateInfo], int]:
         """Newest first, from `offset`; returns (page, total). Read from `db` (a search
         may pass the replica, `read_db()`), else the primary."""
-        query = select(CertificateRecord)
-        count = select(func.count()).select_from(CertificateRecord)
-        if not include_ca:
-            subscribers = ISSUED_BY_ISSUING & (CertificateRecord.profile != OCSP_PROFILE)
-            query = query.where(subscribers)
-            count = count.where(subscribers)
-        if email:
-            query = query.where(CertificateRecord.email == email.lower())
-            count = count.where(CertificateRecord.email == email.lower())
-        query = query.order_by(CertificateRecord.id.desc())
-        if limit:
-            query = query.limit(limit)
-        if offset:
-            query = query.offset(offset)
-        now = datetime.now(UTC)
-        with (db or self.db).session() as session:
-            total = session.scalar(count) or 0
-            return [CertificateInfo.from_record(r, now) for r in session.scalars(query)], total
+        return list_certificates(
+            db or self.db, limit=limit, email=email, include_ca=include_ca, offset=offset
+        )
 
     def valid_certificates(self, email: str, *, db: Database | None = None) -> list[bytes]:
         """DER of the unrevoked, unexpired, not superseded subscriber certificates of a

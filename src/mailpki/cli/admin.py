@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.table import Table
 
-from mailpki.audit.bundle import verify_bundle
-from mailpki.audit.verify import Problem
 from mailpki.ca.serials import parse_serial, show_serial
 from mailpki.cli.common import (
     HomeOption,
@@ -21,10 +19,10 @@ from mailpki.cli.common import (
     print_json,
 )
 from mailpki.errors import AuditError, AuditIntegrityError, InputError
-from mailpki.instance.audit_check import check_audit
-from mailpki.instance.audit_export import export_audit
-from mailpki.instance.audit_witnesses import seal_and_witness
 from mailpki.instance.instance import cli_actor
+
+if TYPE_CHECKING:
+    from mailpki.audit.verify import Problem
 
 certs_app = typer.Typer(help="Certificates issued by this instance.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained, signed audit log.", no_args_is_help=True)
@@ -46,8 +44,8 @@ def certs_list(
 ) -> None:
     """Serial, subject, mail, profile, status and not-after of each certificate."""
     instance = open_instance(home)
-    rows, total = instance.ca.list_certificates(
-        limit=limit or None, email=email, include_ca=include_ca, db=instance.read_db()
+    rows, total = instance.list_certificates(
+        limit=limit or None, email=email, include_ca=include_ca
     )
     if as_json:
         print_json([row.as_dict() for row in rows])
@@ -120,6 +118,8 @@ def _fail(problems: tuple[Problem, ...]) -> NoReturn:
 
 
 def _verify_bundle(bundle: Path, witnesses: list[Path], as_json: bool) -> None:
+    from mailpki.audit.bundle import verify_bundle
+
     check = verify_bundle(bundle, witnesses)
     if as_json:
         print_json(
@@ -195,6 +195,8 @@ def audit_verify(
     if witness:
         raise InputError("--witness goes with --bundle; an instance's witnesses are in its config")
     instance = open_instance(home)
+    from mailpki.instance.audit_check import check_audit
+
     check = check_audit(instance)
     report = check.log
     if as_json:
@@ -250,6 +252,8 @@ def audit_seal(home: HomeOption = None) -> None:
     to the witnesses (recovery service, witness file, auditors' daily mail)."""
     instance = open_instance(home)
     failed = False
+    from mailpki.instance.audit_witnesses import seal_and_witness
+
     for result in seal_and_witness(instance):
         if result.error:
             failed = True
@@ -274,6 +278,8 @@ def audit_export(
     """Write the log, its checkpoints, the public keys and the recovery service's copy to
     a folder an auditor checks elsewhere with 'mailpki audit verify --bundle'."""
     instance = open_instance(home)
+    from mailpki.instance.audit_export import export_audit
+
     count = export_audit(instance, out)
     console.print(f"exported {count} audit records to {out}", highlight=False)
 

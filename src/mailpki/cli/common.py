@@ -13,7 +13,6 @@ import typer
 from rich.console import Console
 
 from mailpki.errors import InputError, MailPKIError
-from mailpki.instance.audit_witnesses import hand_over_quietly, newest_checkpoint_seq
 from mailpki.instance.config import resolve_home
 from mailpki.instance.instance import Instance
 
@@ -107,6 +106,8 @@ def seal_opened() -> None:
 def hand_over_checkpoints(instance: Instance) -> None:
     """Best effort after a seal: a witness that is down warns, never fails the command.
     Skipped when this process already handed over the newest checkpoint."""
+    from mailpki.instance.audit_witnesses import hand_over_quietly, newest_checkpoint_seq
+
     newest = newest_checkpoint_seq(instance)
     if newest is not None and instance.__dict__.get("_witnessed_seq") == newest:
         return

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mailpki.ca.serials import show_serial
 from mailpki.cli.common import (
@@ -21,11 +20,7 @@ from mailpki.cli.common import (
     read_password_file,
 )
 from mailpki.errors import InputError
-from mailpki.instance.bulk import default_workers
-from mailpki.instance.expiry import expiring_certificates
 from mailpki.instance.instance import cli_actor
-from mailpki.instance.lifecycle import run as run_lifecycle
-from mailpki.instance.renewal import bulk_renew, check_within_days, due_for_renewal, renew_one
 
 lifecycle_app = typer.Typer(
     help="Certificates over the years: expiry notices, leavers, clean-up.", no_args_is_help=True
@@ -41,6 +36,9 @@ def certs_expiring(
     home: HomeOption = None,
 ) -> None:
     """Certificates expiring within DAYS: serial, mail, profile, not-after, renewed?"""
+    from mailpki.instance.expiry import expiring_certificates
+    from mailpki.instance.renewal import check_within_days
+
     check_within_days(within)
     instance = open_instance(home)
     try:
@@ -64,6 +62,8 @@ def certs_expiring(
 def lifecycle_run(home: HomeOption = None) -> None:
     """Expiry notices, the officers' daily summary, leavers, expired clean-up (for cron;
     'serve' runs it hourly). Safe on several nodes at once."""
+    from mailpki.instance.lifecycle import run as run_lifecycle
+
     instance = open_instance(home)
     try:
         report = run_lifecycle(instance, actor=cli_actor())
@@ -117,6 +117,8 @@ def renew(
 ) -> None:
     """Renew: a new escrowed key and certificate replace the current one (which stays
     valid for old mail, but is superseded and withdrawn from the directory)."""
+    from mailpki.instance.renewal import check_within_days
+
     if (email is None) == (expiring_within is None):
         raise InputError("give --email MAIL (one person) or --expiring-within DAYS (bulk)")
     if email is not None and (out is None or out_dir is not None):
@@ -139,6 +141,8 @@ def renew(
 def _renew_one(
     email: str, out: Path, password: bytes | None, legacy_p12: bool, home: Path | None
 ) -> None:
+    from mailpki.instance.renewal import renew_one
+
     instance = open_instance(home)
     try:
         outcome = renew_one(
@@ -173,6 +177,17 @@ def _renew_bulk(
     workers: int,
     home: Path | None,
 ) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from mailpki.instance.bulk import default_workers
+    from mailpki.instance.renewal import bulk_renew, due_for_renewal
+
     instance = open_instance(home)
     failed = 0
     try:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -14,39 +15,46 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy.orm import Session
 
-from mailpki.audit import AuditLog, VerifyReport, verify_log
-from mailpki.audit.keys import AuditKeys
-from mailpki.auth.directory_logon import DirectoryAuthenticator
-from mailpki.auth.kerberos import KerberosAuthenticator, NegotiateAcceptor
-from mailpki.auth.limiter import LoginLimiter
-from mailpki.auth.operators import OperatorAuthenticator
-from mailpki.auth.pins import PinAuthenticator
-from mailpki.ca.authority import OCSP_PROFILE, CAHierarchy, CertificateAuthority
+from mailpki.ca.authority import (
+    OCSP_PROFILE,
+    CAHierarchy,
+    CertificateAuthority,
+    CertificateInfo,
+    list_certificates,
+)
 from mailpki.ca.serials import show_serial
 from mailpki.ca.settings import CASettings, is_issuing_label
 from mailpki.ca.setup import AUDIT_KEY
-from mailpki.directory.publisher import PUBLISH, UNPUBLISH, Publisher, queue_job, safe_run
 from mailpki.directory.registry import DirectoryRegistry
-from mailpki.dns.publisher import DnsPublisher, queue_update
-from mailpki.dns.publisher import safe_run as safe_dns_run
 from mailpki.dns.settings import DnsSettings, dns_settings_from
-from mailpki.enrollment.notices import queue_revocation_notice
-from mailpki.enrollment.requests import ApprovalQueue
 from mailpki.errors import ConfigError, InstanceError
 from mailpki.instance.audit_keys import audit_keys, load_or_create_mldsa
 from mailpki.instance.config import Config, pki_url_from
-from mailpki.keymanager.manager import KeyManager, PoolCipher
 from mailpki.keystore.configured import open_key_store, store_secret
 from mailpki.keystore.keys import KeyStore
-from mailpki.keystore.recovery_block import TransportKey
-from mailpki.keystore.sealed import SecretSealer
 from mailpki.notify.mail import MailSettings, mail_settings_from
 from mailpki.policy.approval import ApprovalRules
 from mailpki.policy.profile import load_profile
-from mailpki.recovery.client import RecoveryClient, client_for
 from mailpki.store.db import Database
 from mailpki.store.models import CertificateRecord
 from mailpki.store.replica import ReadRouting
+
+# Imported where used, so that a command that needs none of them starts quickly.
+if TYPE_CHECKING:
+    from mailpki.audit import AuditLog, VerifyReport
+    from mailpki.audit.keys import AuditKeys
+    from mailpki.auth.directory_logon import DirectoryAuthenticator
+    from mailpki.auth.kerberos import KerberosAuthenticator
+    from mailpki.auth.limiter import LoginLimiter
+    from mailpki.auth.operators import OperatorAuthenticator
+    from mailpki.auth.pins import PinAuthenticator
+    from mailpki.directory.publisher import Publisher
+    from mailpki.dns.publisher import DnsPublisher
+    from mailpki.enrollment.requests import ApprovalQueue
+    from mailpki.keymanager.manager import KeyManager, PoolCipher
+    from mailpki.keystore.recovery_block import TransportKey
+    from mailpki.keystore.sealed import SecretSealer
+    from mailpki.recovery.client import RecoveryClient
 
 CA_DIR = "ca"
 KEYS_DIR = "keys"
@@ -122,6 +130,20 @@ class Instance:
         routing = self.read_routing
         return routing.reader() if routing is not None else self.db
 
+    def list_certificates(
+        self,
+        *,
+        limit: int | None = None,
+        email: str | None = None,
+        include_ca: bool = False,
+        offset: int = 0,
+    ) -> tuple[list[CertificateInfo], int]:
+        """A search of the certificates (newest first; page and total): read where
+        tolerant reads go, and with no CA key unlocked."""
+        return list_certificates(
+            self.read_db(), limit=limit, email=email, include_ca=include_ca, offset=offset
+        )
+
     @cached_property
     def keys(self) -> KeyStore:
         return open_key_store(self.config, self.home / KEYS_DIR)
@@ -129,6 +151,8 @@ class Instance:
     @cached_property
     def audit(self) -> AuditLog:
         """The log, signing checkpoints with ECDSA and ML-DSA-65 (made at first use)."""
+        from mailpki.audit import AuditLog
+
         signer = self.keys.load(AUDIT_KEY)
         if not isinstance(signer, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise InstanceError("the audit key is neither EC nor RSA")
@@ -186,6 +210,8 @@ class Instance:
 
     @cached_property
     def ca(self) -> CertificateAuthority:
+        from mailpki.directory.publisher import PUBLISH, UNPUBLISH
+
         ca = CertificateAuthority(
             db=self.db,
             keys=self.keys,
@@ -207,6 +233,8 @@ class Instance:
 
     def _queue_revocation_notice(self, session: Session, record: CertificateRecord) -> None:
         """A CA listener: the subscriber is told of the revocation by mail (outbox)."""
+        from mailpki.enrollment.notices import queue_revocation_notice
+
         if (
             not is_issuing_label(record.issuer)
             or not record.email
@@ -232,6 +260,8 @@ class Instance:
 
     @cached_property
     def publisher(self) -> Publisher:
+        from mailpki.directory.publisher import Publisher
+
         return Publisher(
             self.db,
             self.directories,
@@ -242,6 +272,9 @@ class Instance:
     def publish_pending(self) -> None:
         """Deliver due directory jobs and SMIMEA updates now, best effort (they stay
         queued on failure)."""
+        from mailpki.directory.publisher import safe_run
+        from mailpki.dns.publisher import safe_run as safe_dns_run
+
         safe_run(self.publisher)
         try:
             dns_publisher = self.dns_publisher
@@ -257,6 +290,8 @@ class Instance:
 
     @cached_property
     def dns_publisher(self) -> DnsPublisher | None:
+        from mailpki.dns.publisher import DnsPublisher
+
         settings = self.dns_settings
         if settings is None:
             return None
@@ -276,6 +311,8 @@ class Instance:
 
     @cached_property
     def approvals(self) -> ApprovalQueue:
+        from mailpki.enrollment.requests import ApprovalQueue
+
         return ApprovalQueue(
             self.db,
             self.audit,
@@ -285,6 +322,8 @@ class Instance:
 
     @cached_property
     def login_limiter(self) -> LoginLimiter:
+        from mailpki.auth.limiter import LoginLimiter
+
         return LoginLimiter(
             self.db,
             max_failures=int(self.config.get("auth.max_failures")),
@@ -293,6 +332,8 @@ class Instance:
 
     @cached_property
     def directory_logon(self) -> DirectoryAuthenticator:
+        from mailpki.auth.directory_logon import DirectoryAuthenticator
+
         return DirectoryAuthenticator(
             find=self.directories.find_by_login,
             verify=self.directories.verify_password,
@@ -303,11 +344,15 @@ class Instance:
     def sealer(self) -> SecretSealer:
         """Seals small secrets kept in the database (operators' TOTP secrets) under the
         instance secret; it is read when first needed."""
+        from mailpki.keystore.sealed import SecretSealer
+
         return SecretSealer(lambda: store_secret(self.config))
 
     @cached_property
     def operator_logon(self) -> OperatorAuthenticator:
         """Local operator accounts of the console (password and TOTP code)."""
+        from mailpki.auth.operators import OperatorAuthenticator
+
         return OperatorAuthenticator(self.db, self.login_limiter, self.sealer)
 
     @property
@@ -318,6 +363,8 @@ class Instance:
     @cached_property
     def kerberos_logon(self) -> KerberosAuthenticator:
         """Negotiate logon with the keytab's service key (ConfigError if not set up)."""
+        from mailpki.auth.kerberos import KerberosAuthenticator, NegotiateAcceptor
+
         service = str(self.config.get("auth.kerberos.service"))
         if not self.kerberos_enabled or not service:
             raise ConfigError(
@@ -333,6 +380,8 @@ class Instance:
 
     @cached_property
     def pin_logon(self) -> PinAuthenticator:
+        from mailpki.auth.pins import PinAuthenticator
+
         return PinAuthenticator(
             self.db,
             self.login_limiter,
@@ -344,6 +393,8 @@ class Instance:
 
     @cached_property
     def recovery_client(self) -> RecoveryClient:
+        from mailpki.recovery.client import client_for
+
         url = str(self.config.get("recovery.url"))
         home = str(self.config.get("recovery.home"))
         return client_for(url=url, home=self.config.path_of("recovery.home") if home else None)
@@ -352,6 +403,8 @@ class Instance:
     def transport_key(self) -> TransportKey:
         """The recovery service's public keys as pinned at init/connect/rewrap (never
         re-fetched here); the id covers the ML-KEM key too when there is one."""
+        from mailpki.keystore.recovery_block import TransportKey
+
         path = self.home / RECOVERY_DIR / TRANSPORT_KEY_FILE
         try:
             pem = path.read_bytes()
@@ -385,6 +438,8 @@ class Instance:
 
     @cached_property
     def key_manager(self) -> KeyManager:
+        from mailpki.keymanager.manager import KeyManager
+
         return KeyManager(
             self.db,
             self.transport_key,
@@ -395,6 +450,8 @@ class Instance:
         )
 
     def _pool_cipher(self) -> PoolCipher:
+        from mailpki.keymanager.manager import PoolCipher
+
         salt = str(self.config.get("keymanager.pool_salt"))
         return PoolCipher(store_secret(self.config), bytes.fromhex(salt))
 
@@ -418,6 +475,8 @@ class Instance:
         return audit_keys(self.home / CA_DIR)
 
     def verify_audit(self) -> VerifyReport:
+        from mailpki.audit import verify_log
+
         keys = self.audit_keys()
         with self.db.session() as session:
             return verify_log(session, keys.classic, keys.mldsa)
@@ -482,6 +541,8 @@ def _queue_publication(action: str) -> Callable[[Session, CertificateRecord], No
     """A CA listener that queues a directory job for subscriber certificates."""
 
     def listener(session: Session, record: CertificateRecord) -> None:
+        from mailpki.directory.publisher import queue_job
+
         if is_issuing_label(record.issuer) and record.email and record.profile != OCSP_PROFILE:
             queue_job(session, serial=record.serial, email=record.email, action=action)
 
@@ -490,6 +551,8 @@ def _queue_publication(action: str) -> Callable[[Session, CertificateRecord], No
 
 def _queue_smimea_update(session: Session, record: CertificateRecord) -> None:
     """A CA listener that queues an SMIMEA update for a subscriber certificate's address."""
+    from mailpki.dns.publisher import queue_update
+
     if is_issuing_label(record.issuer) and record.email and record.profile != OCSP_PROFILE:
         queue_update(session, serial=record.serial, email=record.email)
 

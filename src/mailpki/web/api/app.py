@@ -204,9 +204,7 @@ def create_api(instance: Instance, *, rate_per_minute: int = 600) -> FastAPI:
     ) -> CertificatePage:
         """Certificates, newest first, optionally of one mail address."""
         page, total = run(
-            lambda: instance.ca.list_certificates(
-                limit=limit, email=email, offset=offset, db=instance.read_db()
-            )
+            lambda: instance.list_certificates(limit=limit, email=email, offset=offset)
         )
         return CertificatePage(
             items=[Certificate.of(info) for info in page], total=total, offset=offset, limit=limit
