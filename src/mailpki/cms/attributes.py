@@ -62,8 +62,32 @@ _LABELS = {
 }
 
 
+def _raw_any(value: core.Any) -> bytes:
+    """An ANY's bytes as read; parsed (and re-encoded) only when it was built here."""
+    if value._parsed is None and value._header is not None:
+        return bytes(value._header + value.contents + value._trailer)
+    return bytes(value.dump())
+
+
 class _AnyValues(core.SetOf):  # type: ignore[misc]
+    """SET OF ANY whose values are never parsed to be re-encoded.
+
+    asn1crypto takes a definite length whose last octet is 0x80 (a SignerInfo of 384
+    bytes: 82 01 80) for an indefinite one and re-encodes everything below it; an ANY
+    re-encodes by parsing itself, which fails for a context-class value without a schema
+    (id-aa-encrypKeyPref's [0] IMPLICIT IssuerAndSerialNumber). The values are DER
+    already (written by encode_attribute, or read from a DER SET), so their bytes stay.
+    """
+
     _child_spec = core.Any
+
+    def _set_contents(self, force: bool = False) -> None:
+        if self.children is None:
+            self._parse_children()
+        self._contents = b"".join(sorted(_raw_any(child) for child in self))
+        self._header = None
+        if self._trailer != b"":
+            self._trailer = b""
 
 
 class RawAttribute(core.Sequence):  # type: ignore[misc]
