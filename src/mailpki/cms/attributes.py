@@ -86,8 +86,7 @@ class _AnyValues(core.SetOf):  # type: ignore[misc]
             self._parse_children()
         self._contents = b"".join(sorted(_raw_any(child) for child in self))
         self._header = None
-        if self._trailer != b"":
-            self._trailer = b""
+        self._trailer = b""
 
 
 class RawAttribute(core.Sequence):  # type: ignore[misc]
