@@ -132,6 +132,7 @@ def rewrap_all(
                 "'mailpki keys rewrap' again"
             )
         with instance.db.transaction() as session:
+            events: list[tuple[str, dict[str, object]]] = []
             for row, wrapped in zip(rows, result.wrapped_keys, strict=True):
                 changed = session.execute(
                     update(EscrowedKey)
@@ -145,20 +146,22 @@ def rewrap_all(
                 )
                 if changed.rowcount != 1:  # type: ignore[attr-defined]
                     continue  # changed meanwhile (another rewrap): leave it
-                instance.audit.append(
-                    session,
-                    "key.rewrapped",
-                    actor=actor,
-                    data={
-                        "serial": row.serial,
-                        "owner_email": row.owner_email,
-                        "from_key_id": row.krs_key_id,
-                        "from_wrap": row.wrap,
-                        "to_key_id": result.key_id,
-                        "wrap": result.wrap,
-                    },
+                events.append(
+                    (
+                        "key.rewrapped",
+                        {
+                            "serial": row.serial,
+                            "owner_email": row.owner_email,
+                            "from_key_id": row.krs_key_id,
+                            "from_wrap": row.wrap,
+                            "to_key_id": result.key_id,
+                            "wrap": result.wrap,
+                        },
+                    )
                 )
-                done += 1
+            # One record per block, written with one lock of the log's head.
+            instance.audit.append_all(session, events, actor=actor)
+            done += len(events)
             instance.audit.checkpoint(session)
         last_id = rows[-1].id
         if progress is not None:

@@ -111,7 +111,9 @@ def rewrap(
             }
         )
     with service.db.transaction() as session:
-        for data in records:
-            service.audit.append(session, "key.rewrapped", actor=actor, data=data)
+        # One lock of the log's head and one flush for the whole batch.
+        service.audit.append_all(
+            session, [("key.rewrapped", data) for data in records], actor=actor
+        )
         service.audit.checkpoint(session)
     return Rewrapped(target.key_id, wrap, results)
