@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.smtp import SMTPServer
 from tests.integration.cli_helpers import mailpki, make_csr
 
 ROLES = ("officer", "operator", "auditor")
@@ -151,6 +153,38 @@ def test_authorization_matrix(
                 assert status == 401, (who, method, path, status, payload)
                 assert payload["error"]["code"] == "unauthorized"  # type: ignore[index]
                 assert headers.get("www-authenticate", headers.get("WWW-Authenticate")) == "Bearer"
+
+
+def test_invitations_are_queued_in_the_call_and_sent_by_the_outbox(
+    people: Path, serve: Callable[[], str], smtp_server: SMTPServer
+) -> None:
+    """The API call writes the invitations and their mails and returns; the server's
+    outbox (its housekeeping) sends them. A bad row is reported, the others applied."""
+    for key, value in (("smtp.host", smtp_server.host), ("smtp.port", str(smtp_server.port))):
+        assert mailpki("config", "set", "--home", people, key, value).code == 0
+    ops = token(people, "hr-sync", "operator")
+    base = serve()
+    body = {"logins": ["frank", "nobody-here", "greta", "frank"]}
+    status, _, report = call(base, "POST", "/invitations", ops, body)
+    assert status == 200, report
+    assert report["invited"] == 2 and report["queued"] == 2  # type: ignore[index]
+    assert report["errors"] == ["nobody-here: not found in any directory"]  # type: ignore[index]
+
+    deadline = time.monotonic() + 60  # a housekeeping cycle is 15 s
+    while len(smtp_server.messages) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    sent_to = sorted(to for mail in smtp_server.messages for to in mail.rcpt_tos)
+    assert sent_to == ["frank@example.com", "greta@example.com"]
+    assert all("/enroll/" in mail.text for mail in smtp_server.messages)
+
+    # Asked again: both hold an open link, nobody is invited twice.
+    status, _, again = call(base, "POST", "/invitations", ops, {"logins": ["frank", "greta"]})
+    assert status == 200 and again["invited"] == 0 and again["queued"] == 0  # type: ignore[index]
+    with sqlite3.connect(people / "mailpki.db") as conn:
+        actors = conn.execute(
+            "SELECT actor FROM audit_records WHERE event = 'invitation.sent'"
+        ).fetchall()
+    assert actors == [("api:hr-sync",), ("api:hr-sync",)]
 
 
 def test_revoke_and_invite_are_audited_with_the_token_name(

@@ -63,6 +63,7 @@ TEMPLATE_NAMES = (
 )
 MAX_TEMPLATE_BYTES = 64 * 1024
 _ORG_IN_SUBJECT_MAX = 120
+INVITE_BATCH = 500  # people invited in one transaction
 
 
 class InvitationInvalid(InputError):
@@ -184,20 +185,6 @@ def _subject(org: str, *, reminder: bool) -> str:
 # -- inviting --------------------------------------------------------------------------
 
 
-def _open_invitations(
-    session: Session, login: str, directory: str, now: datetime
-) -> list[Invitation]:
-    rows = session.scalars(
-        select(Invitation).where(
-            Invitation.login == login,
-            Invitation.directory == directory,
-            Invitation.used_at.is_(None),
-            Invitation.revoked_at.is_(None),
-        )
-    )
-    return [row for row in rows if row.expires_at > now]
-
-
 def _revoke(session: Session, invitation_id: int, now: datetime) -> bool:
     """Revoke one open invitation; False if it was redeemed or revoked meanwhile."""
     result = session.execute(
@@ -230,13 +217,16 @@ def invite(
     """Invite each person: a fresh token, its hash stored, the link mailed (queued).
 
     A person with an open invitation is skipped unless ``resend``, which revokes it
-    and sends a new link. One person's failure does not stop the others.
+    and sends a new link. People are invited INVITE_BATCH to a transaction (one query
+    for their open invitations); if a batch fails, it is done again one person to a
+    transaction, so one person's failure does not stop the others.
     """
     if validity <= timedelta(0):
         raise InputError("the invitation validity must be positive")
     when = _utc_now(now)
     report = InviteReport()
     seen: set[tuple[str, str]] = set()
+    todo: list[tuple[DirectoryEntry, str]] = []
     for entry in entries:
         key = (entry.directory, entry.login)
         if key in seen:
@@ -252,50 +242,105 @@ def invite(
         if not is_plain_address(mail):
             report.skipped.append(f"{entry.login}: {mail!r} is not a plain mail address")
             continue
+        todo.append((entry, mail))
+    batch = _Batch(audit, when, when + validity, actor, resend, base_url, org, theme, logon)
+    for first in range(0, len(todo), INVITE_BATCH):
+        chunk = todo[first : first + INVITE_BATCH]
         try:
             with db.transaction() as session:
-                previous = _open_invitations(session, entry.login, entry.directory, when)
-                if previous and not resend:
-                    until = _expires_text(max(p.expires_at for p in previous))
-                    report.skipped.append(
-                        f"{entry.login}: already invited (link valid until {until}); "
-                        "use --resend for a new link"
-                    )
+                done = batch.invite(session, chunk)
+        except MailPKIError:
+            done = InviteReport()
+            for item in chunk:  # again one by one: only the failing person is left out
+                try:
+                    with db.transaction() as session:
+                        one = batch.invite(session, [item])
+                except MailPKIError as exc:
+                    done.errors.append(f"{item[0].login}: {exc}")
                     continue
-                revoked = sum(_revoke(session, p.id, when) for p in previous)
-                expires = when + validity
-                row = _send_link(
-                    session,
-                    login=entry.login,
-                    directory=entry.directory,
-                    mail=mail,
-                    name=entry.display_name or entry.login,
-                    expires=expires,
-                    when=when,
-                    reminder=False,
-                    base_url=base_url,
-                    org=org,
-                    theme=theme,
-                    logon=logon,
-                )
-                audit.append(
-                    session,
-                    "invitation.sent",
-                    actor=actor,
-                    data={
-                        "invitation": row.id,
-                        "login": entry.login,
-                        "directory": entry.directory,
-                        "mail": mail,
-                        "expires_at": expires.isoformat(),
-                        "replaced": revoked,
-                    },
-                )
-        except MailPKIError as exc:
-            report.errors.append(f"{entry.login}: {exc}")
-            continue
-        report.sent.append(entry.login)
+                done.sent += one.sent
+                done.skipped += one.skipped
+        report.sent += done.sent
+        report.skipped += done.skipped
+        report.errors += done.errors
     return report
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What every invitation of one `invite` call shares."""
+
+    audit: AuditLog
+    when: datetime
+    expires: datetime
+    actor: str
+    resend: bool
+    base_url: str
+    org: str
+    theme: Path | None
+    logon: str
+
+    def invite(self, session: Session, chunk: list[tuple[DirectoryEntry, str]]) -> InviteReport:
+        """Invite `chunk` (entry, mail) in the caller's transaction."""
+        report = InviteReport()
+        open_ = _open_invitations_of(session, [entry.login for entry, _ in chunk], self.when)
+        for entry, mail in chunk:
+            previous = open_.get((entry.login, entry.directory), [])
+            if previous and not self.resend:
+                until = _expires_text(max(p.expires_at for p in previous))
+                report.skipped.append(
+                    f"{entry.login}: already invited (link valid until {until}); "
+                    "use --resend for a new link"
+                )
+                continue
+            revoked = sum(_revoke(session, p.id, self.when) for p in previous)
+            row = _send_link(
+                session,
+                login=entry.login,
+                directory=entry.directory,
+                mail=mail,
+                name=entry.display_name or entry.login,
+                expires=self.expires,
+                when=self.when,
+                reminder=False,
+                base_url=self.base_url,
+                org=self.org,
+                theme=self.theme,
+                logon=self.logon,
+            )
+            self.audit.append(
+                session,
+                "invitation.sent",
+                actor=self.actor,
+                data={
+                    "invitation": row.id,
+                    "login": entry.login,
+                    "directory": entry.directory,
+                    "mail": mail,
+                    "expires_at": self.expires.isoformat(),
+                    "replaced": revoked,
+                },
+            )
+            report.sent.append(entry.login)
+        return report
+
+
+def _open_invitations_of(
+    session: Session, logins: list[str], now: datetime
+) -> dict[tuple[str, str], list[Invitation]]:
+    """The open invitations of these logins, by (login, directory): one query."""
+    found: dict[tuple[str, str], list[Invitation]] = {}
+    rows = session.scalars(
+        select(Invitation).where(
+            Invitation.login.in_(logins),
+            Invitation.used_at.is_(None),
+            Invitation.revoked_at.is_(None),
+        )
+    )
+    for row in rows:
+        if row.expires_at > now:
+            found.setdefault((row.login, row.directory), []).append(row)
+    return found
 
 
 def new_link(

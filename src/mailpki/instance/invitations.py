@@ -49,9 +49,10 @@ def _without_certificate_holders(
     """`entries` less those who hold a valid certificate (noted in `report`)."""
     kept = []
     renew_from = datetime.now(UTC) + timedelta(days=RENEWAL_DAYS)
+    holders = instance.ca.valid_certificates_of((e.mail or "").strip() for e in entries)
     for entry in entries:
         mail = (entry.mail or "").strip()
-        held = [x509.load_der_x509_certificate(d) for d in instance.ca.valid_certificates(mail)]
+        held = [x509.load_der_x509_certificate(d) for d in holders.get(mail.lower(), [])]
         if not mail or not held:
             kept.append(entry)
             continue
@@ -98,8 +99,11 @@ def invite_users(
     resend: bool,
     actor: str,
     force: bool = False,
+    send_now: bool = True,
 ) -> InviteReport:
-    """Invite the named people (or everyone), mail the links now (best effort).
+    """Invite the named people (or everyone), mail the links now (best effort), or, with
+    `send_now` False, leave the queued mails to the server's outbox (its housekeeping
+    sends them within a cycle; `mailpki mail flush` does it by hand).
 
     Someone who already holds a valid certificate is skipped (with why) unless `force`;
     one whose certificate expires within RENEWAL_DAYS is invited, for its renewal."""
@@ -142,7 +146,7 @@ def invite_users(
     report.errors[:0] = pre.errors
     report.skipped[:0] = pre.skipped
     report.notes[:0] = pre.notes
-    if report.sent:
+    if report.sent and send_now:
         delivery = flush_mail(instance)
         if delivery is None or delivery.failed or delivery.skipped:
             report.notes.append(

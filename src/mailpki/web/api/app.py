@@ -260,7 +260,10 @@ def create_api(instance: Instance, *, rate_per_minute: int = 600) -> FastAPI:
         caller: Annotated[ApiPrincipal, Depends(needs(Permission.INVITE))],
         body: InvitationRequest,
     ) -> InvitationReport:
-        """Mail one-time enrollment links; one error line per person not invited."""
+        """Mail one-time enrollment links; one error line per person not invited.
+
+        The mails are queued with the invitations and sent by the server's outbox (its
+        housekeeping), not inside this call: `queued` says how many wait there."""
         report = run(
             lambda: invite_users(
                 instance,
@@ -269,10 +272,16 @@ def create_api(instance: Instance, *, rate_per_minute: int = 600) -> FastAPI:
                 filter_text=None,
                 resend=body.resend,
                 actor=caller.actor,
+                send_now=False,
             )
         )
         instance.seal()
-        return InvitationReport(invited=len(report.sent), errors=report.errors, notes=report.notes)
+        return InvitationReport(
+            invited=len(report.sent),
+            queued=len(report.sent),
+            errors=report.errors,
+            notes=report.notes,
+        )
 
     @api.get("/requests", response_model=list[EnrollmentRequest], tags=["requests"])
     def list_requests(

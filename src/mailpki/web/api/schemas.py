@@ -108,6 +108,9 @@ class InvitationRequest(BaseModel):
 
 class InvitationReport(BaseModel):
     invited: int
+    queued: int = Field(
+        description="Invitation mails queued by this call; the server's outbox sends them."
+    )
     errors: list[str] = Field(description="One line per person who was not invited, and why.")
     notes: list[str]
 
