@@ -15,7 +15,7 @@ import html
 import re
 import secrets
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -281,9 +281,11 @@ class _Batch:
     logon: str
 
     def invite(self, session: Session, chunk: list[tuple[DirectoryEntry, str]]) -> InviteReport:
-        """Invite `chunk` (entry, mail) in the caller's transaction."""
+        """Invite `chunk` (entry, mail) in the caller's transaction: the invitations
+        written in one flush, then their mails and audit records."""
         report = InviteReport()
         open_ = _open_invitations_of(session, [entry.login for entry, _ in chunk], self.when)
+        made: list[tuple[DirectoryEntry, str, Invitation, str, int]] = []
         for entry, mail in chunk:
             previous = open_.get((entry.login, entry.directory), [])
             if previous and not self.resend:
@@ -294,34 +296,26 @@ class _Batch:
                 )
                 continue
             revoked = sum(_revoke(session, p.id, self.when) for p in previous)
-            row = _send_link(
-                session,
-                login=entry.login,
-                directory=entry.directory,
-                mail=mail,
-                name=entry.display_name or entry.login,
-                expires=self.expires,
-                when=self.when,
-                reminder=False,
-                base_url=self.base_url,
-                org=self.org,
-                theme=self.theme,
-                logon=self.logon,
-            )
-            self.audit.append(
-                session,
+            row, link = new_link(
+                session, login=entry.login, directory=entry.directory, mail=mail,
+                expires=self.expires, when=self.when, base_url=self.base_url, flush=False,
+            )  # fmt: skip
+            made.append((entry, mail, row, link, revoked))
+        session.flush()  # the invitations' ids, for their audit records
+        events: list[tuple[str, Mapping[str, object]]] = []
+        for entry, mail, row, link, revoked in made:
+            _queue_mail(
+                session, mail=mail, name=entry.display_name or entry.login, link=link,
+                expires=self.expires, when=self.when, reminder=False, org=self.org,
+                theme=self.theme, logon=self.logon, flush=False,
+            )  # fmt: skip
+            events.append((
                 "invitation.sent",
-                actor=self.actor,
-                data={
-                    "invitation": row.id,
-                    "login": entry.login,
-                    "directory": entry.directory,
-                    "mail": mail,
-                    "expires_at": self.expires.isoformat(),
-                    "replaced": revoked,
-                },
-            )
+                {"invitation": row.id, "login": entry.login, "directory": entry.directory,
+                 "mail": mail, "expires_at": self.expires.isoformat(), "replaced": revoked},
+            ))  # fmt: skip
             report.sent.append(entry.login)
+        self.audit.append_many(session, events, actor=self.actor)
         return report
 
 
@@ -397,6 +391,28 @@ def _send_link(
         session, login=login, directory=directory, mail=mail, expires=expires, when=when,
         base_url=base_url, reminder=reminder,
     )  # fmt: skip
+    _queue_mail(
+        session, mail=mail, name=name, link=link, expires=expires, when=when,
+        reminder=reminder, org=org, theme=theme, logon=logon,
+    )  # fmt: skip
+    return row
+
+
+def _queue_mail(
+    session: Session,
+    *,
+    mail: str,
+    name: str,
+    link: str,
+    expires: datetime,
+    when: datetime,
+    reminder: bool,
+    org: str,
+    theme: Path | None,
+    logon: str,
+    flush: bool = True,
+) -> None:
+    """The invitation's (or reminder's) mail, into the outbox, in the caller's transaction."""
     values = {"name": name, "link": link, "expires": _expires_text(expires),
               "org": org, "logon": logon or logon_help(())}  # fmt: skip
     template = "reminder" if reminder else "invitation"
@@ -408,8 +424,8 @@ def _send_link(
         body=render_template(f"{template}.txt", theme, values),
         html=render_template(f"{template}.html", theme, values),
         now=when,
+        flush=flush,
     )
-    return row
 
 
 # -- redeeming -------------------------------------------------------------------------
