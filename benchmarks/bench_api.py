@@ -11,7 +11,7 @@ benchmark's own calls are not refused; nothing else is changed.
   invitations  one POST /api/v1/invitations with every invitee's login; the time of
                the call, how many it reports invited and queued, how many mails the
                SMTP sink got by the end of the call and in all (the server's outbox
-               sends them).
+               sends them; the benchmark waits --mail-wait seconds, 90, for them).
   reads        --requests (200) calls per endpoint (GET /audit/status: --audit-requests,
                10), one keep-alive client, one after the other, each with its own
                argument:
@@ -158,7 +158,7 @@ def reads(
     return results
 
 
-def invitations(operator: Client, invitees: int, mail: Mail) -> dict[str, Any]:
+def invitations(operator: Client, invitees: int, mail: Mail, wait: float) -> dict[str, Any]:
     logins = [f"E{i:05d}" for i in range(invitees)]
     status, body, seconds = operator.call("POST", "/invitations", {"logins": logins})
     if status != 200:
@@ -168,10 +168,12 @@ def invitations(operator: Client, invitees: int, mail: Mail) -> dict[str, Any]:
         f"  POST /invitations ({invitees} logins): {seconds:.1f} s, invited {body['invited']}, "
         f"{len(body['errors'])} errors; {received_in_call} mails received by the end of the call"
     )
-    # The mail must go out: the server sends what is queued (in the call or its outbox).
-    deadline = time.monotonic() + 300
-    while len(mail.received) < body["invited"] and time.monotonic() < deadline:
+    # The mail must go out: the server's outbox sends what the call queued.
+    t0 = time.monotonic()
+    while len(mail.received) < body["invited"] and time.monotonic() - t0 < wait:
         time.sleep(1)
+    waited = time.monotonic() - t0
+    common.log(f"  mails received {waited:.0f} s after the call: {len(mail.received)}")
     return {
         "logins": invitees,
         "seconds": round(seconds, 2),
@@ -180,7 +182,8 @@ def invitations(operator: Client, invitees: int, mail: Mail) -> dict[str, Any]:
         "errors": len(body["errors"]),
         "mails_received_by_end_of_call": received_in_call,
         "mails_received": len(mail.received),
-        "mails_all_sent_after_s": round(time.monotonic() - deadline + 300 + seconds, 1),
+        "mail_wait_s": round(waited, 1),
+        "mails_per_s_by_the_outbox": round((len(mail.received) - received_in_call) / waited, 1),
     }
 
 
@@ -190,6 +193,12 @@ def main() -> None:
     parser.add_argument("--invitees", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=200, help="calls per read endpoint")
     parser.add_argument("--audit-requests", type=int, default=10, help="calls of GET /audit/status")
+    parser.add_argument(
+        "--mail-wait",
+        type=float,
+        default=90,
+        help="seconds to wait after the call for the outbox to send the invitations",
+    )
     parser.add_argument("--workers", type=int, default=2, help="processes making certificates")
     parser.add_argument("--quick", action="store_true", help="20,000 certificates, 2,000 invitees")
     common.add_database_options(parser)
@@ -222,7 +231,6 @@ def main() -> None:
             port = common.free_port()
             with server(home, port, 1, workdir / "server.log"):
                 operator, auditor = Client(port, operator_token), Client(port, auditor_token)
-                result["invitations"] = invitations(operator, args.invitees, mail)
                 common.log(f"reads ({args.requests} calls per endpoint):")
                 result["reads"] = reads(
                     operator,
@@ -232,6 +240,7 @@ def main() -> None:
                     args.certificates,
                     args.invitees,
                 )
+                result["invitations"] = invitations(operator, args.invitees, mail, args.mail_wait)
                 operator.close()
                 auditor.close()
         finally:

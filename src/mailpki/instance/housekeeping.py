@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 ACTOR = "server:housekeeping"
 INTERVAL_SECONDS = 15.0
 LEASE_TTL = timedelta(seconds=45)
+# The outbox is drained in batches of MAIL_BATCH (flush_mail's) for at most MAIL_SECONDS
+# a cycle, well inside the lease.
+MAIL_BATCH = 100
+MAIL_SECONDS = 20.0
 LIFECYCLE_EVERY = 3600.0  # seconds between lifecycle runs (notices, leavers, expiry)
 
 
@@ -150,7 +154,15 @@ class Housekeeping:
             log.warning("lifecycle: %s", error)
 
     def _flush_mail(self) -> None:
-        flush_mail(self.instance)
+        """Drain the outbox a batch at a time while batches come back full (a bulk
+        invitation queues thousands at once), for at most MAIL_SECONDS a cycle."""
+        until = time.monotonic() + MAIL_SECONDS
+        while True:
+            report = flush_mail(self.instance)
+            if report is None or report.failed or report.skipped:
+                return  # the transport is failing: the next cycle tries again
+            if report.sent < MAIL_BATCH or time.monotonic() >= until:
+                return
 
     def _publish(self) -> None:
         report = safe_run(self.instance.publisher)  # a directory outage: retried later
