@@ -78,8 +78,15 @@ class Client:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         t0 = time.perf_counter()
-        self.conn.request(method, PREFIX + path, body=data, headers=headers)
-        resp = self.conn.getresponse()
+        try:
+            self.conn.request(method, PREFIX + path, body=data, headers=headers)
+            resp = self.conn.getresponse()
+        except (ConnectionError, http.client.RemoteDisconnected):
+            # uvicorn closes a keep-alive connection idle for 5 s: once more, on a new one.
+            self.conn.close()
+            t0 = time.perf_counter()
+            self.conn.request(method, PREFIX + path, body=data, headers=headers)
+            resp = self.conn.getresponse()
         raw = resp.read()
         seconds = time.perf_counter() - t0
         try:
