@@ -323,49 +323,6 @@ class AuditLog:
             raise AuditError(f"could not write the audit record for {first!r}: {exc}") from exc
         return records
 
-    def append_many(
-        self,
-        session: Session,
-        records: Sequence[tuple[str, Mapping[str, Any]]],
-        *,
-        actor: str,
-    ) -> None:
-        """Add (event, data) records in order inside the caller's transaction, as
-        `append` would one by one, with one lock of the head and one flush."""
-        checked = []
-        for event, data in records:  # all validated before the database is touched
-            _check_event(event)
-            checked.append((event, _encode_data(data)))
-        _check_actor(actor)
-        if not checked:
-            return
-        try:
-            head = _lock_head(session)
-            for event, data_text in checked:
-                time = self._now()
-                seq = head.seq + 1
-                hash_ = record_hash(head.hash, seq, time, event, actor, json.loads(data_text))
-                session.add(
-                    AuditRecord(
-                        seq=seq,
-                        time=time,
-                        event=event,
-                        actor=actor,
-                        data=data_text,
-                        prev_hash=head.hash,
-                        hash=hash_,
-                    )
-                )
-                head.seq = seq
-                head.hash = hash_
-                if self._signer is not None and seq % self._every == 0:
-                    session.add(self._seal(seq, hash_))
-            session.flush()
-        except AuditError:
-            raise
-        except SQLAlchemyError as exc:
-            raise AuditError(f"could not write {len(checked)} audit records: {exc}") from exc
-
     def checkpoint(self, session: Session) -> AuditCheckpoint | None:
         """Seal the current head now (caller commits); None if empty or already sealed."""
         if self._signer is None:

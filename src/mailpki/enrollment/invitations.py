@@ -315,7 +315,7 @@ class _Batch:
                  "mail": mail, "expires_at": self.expires.isoformat(), "replaced": revoked},
             ))  # fmt: skip
             report.sent.append(entry.login)
-        self.audit.append_many(session, events, actor=self.actor)
+        self.audit.append_all(session, events, actor=self.actor)
         return report
 
 
