@@ -145,13 +145,17 @@ def reads(
         ),
         ("GET /certificates/{serial}", operator, lambda: f"/certificates/{rng.choice(serials)}"),
         ("GET /recovery/report", auditor, lambda: "/recovery/report"),
-        # Verifies the whole hash chain on each call: fewer calls (--audit-requests).
+        # The check of the whole log, shown while at most 5 minutes old (the first call
+        # of a run makes it) ...
         ("GET /audit/status", auditor, lambda: "/audit/status"),
+        # ... and made on every call: it reads the whole log, so fewer calls
+        # (--audit-requests); an operator's deliberate "check now", not a read target.
+        ("GET /audit/status?fresh=true", auditor, lambda: "/audit/status?fresh=true"),
     ]
     results: dict[str, dict[str, Any]] = {}
     for name, client, path_of in cases:
         latencies = []
-        for _ in range(audit_count if name == "GET /audit/status" else count):
+        for _ in range(audit_count if "fresh" in name else count):
             path = path_of()
             status, body, seconds = client.call("GET", path)
             if status != 200:
@@ -262,6 +266,7 @@ def main() -> None:
         *(
             common.target(f"{name} p95", r["p95_ms"], "ms", TARGET_READ_P95_MS, "<=")
             for name, r in result["reads"].items()
+            if "fresh" not in name
         ),
         common.target(
             f"invitations for {args.invitees} people in one call",

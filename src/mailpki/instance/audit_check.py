@@ -19,7 +19,10 @@ safe as the database until the next hand-over.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from mailpki.audit import VerifyReport
 from mailpki.audit.consistency import check_instance_state, check_recoveries
@@ -121,3 +124,36 @@ def check_audit(instance: Instance) -> AuditCheck:
             with service.db.session() as krs_session:
                 state += check_recoveries(session, krs_session)
     return AuditCheck(log, tuple(statuses), tuple(unreadable), tuple(state), recovery, tuple(notes))
+
+
+# -- a recent check, for pages and API calls -------------------------------------------
+
+# The check reads the whole log (seconds with hundreds of thousands of records), so the
+# console's dashboard and GET /api/v1/audit/status show a result at most this old.
+RECENT_CHECK_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class RecentAuditCheck:
+    """A check and when it ran (each node keeps its own: at most RECENT_CHECK_SECONDS
+    old, or run now when asked for `fresh`)."""
+
+    check: AuditCheck
+    checked_at: datetime
+
+
+_recent_lock = threading.Lock()
+_recent: dict[str, tuple[float, RecentAuditCheck]] = {}
+
+
+def recent_audit_check(instance: Instance, *, fresh: bool = False) -> RecentAuditCheck:
+    """`check_audit`, reused for RECENT_CHECK_SECONDS unless `fresh`."""
+    key = str(instance.home.resolve())
+    with _recent_lock:
+        kept = _recent.get(key)
+        if kept is not None and not fresh and time.monotonic() - kept[0] < RECENT_CHECK_SECONDS:
+            return kept[1]
+    result = RecentAuditCheck(check_audit(instance), datetime.now(UTC))
+    with _recent_lock:
+        _recent[key] = (time.monotonic(), result)
+    return result

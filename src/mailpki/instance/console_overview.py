@@ -3,14 +3,12 @@
 The figures come from the database (`health.read_status`, the same counts /metrics
 gives) plus what a person needs to act: the last errors of the publishing and mail
 queues, the certificates expiring soon, and what `mailpki audit verify` says. The audit
-check reads the whole log, so its result is kept for AUDIT_CHECK_SECONDS.
+check reads the whole log, so a recent result is shown (instance/audit_check.py).
 """
 
 from __future__ import annotations
 
 import re
-import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
@@ -19,7 +17,7 @@ from sqlalchemy import func, select
 
 from mailpki.ca.succession import SUBSCRIBER
 from mailpki.errors import MailPKIError
-from mailpki.instance.audit_check import check_audit
+from mailpki.instance.audit_check import recent_audit_check
 from mailpki.instance.health import InstanceStatus, read_status
 from mailpki.instance.instance import Instance
 from mailpki.store.models import CertificateRecord, OutboxMessage, PublishJob
@@ -27,7 +25,6 @@ from mailpki.store.models import CertificateRecord, OutboxMessage, PublishJob
 __all__ = ["AuditSummary", "Dashboard", "SettingRow", "audit_summary", "dashboard", "settings"]
 
 EXPIRING_DAYS = 30
-AUDIT_CHECK_SECONDS = 300.0
 LAST_ERRORS = 5
 OPEN_RECOVERY_STATES = ("pending", "approved", "held")
 
@@ -61,31 +58,21 @@ class Dashboard:
     audit: AuditSummary
 
 
-_cache_lock = threading.Lock()
-_audit_cache: dict[str, tuple[float, AuditSummary]] = {}
-
-
 def audit_summary(instance: Instance, *, fresh: bool = False) -> AuditSummary:
-    """`mailpki audit verify` in short (kept AUDIT_CHECK_SECONDS unless `fresh`)."""
-    key = str(instance.home.resolve())
-    with _cache_lock:
-        cached = _audit_cache.get(key)
-        if cached is not None and not fresh and time.monotonic() - cached[0] < AUDIT_CHECK_SECONDS:
-            return cached[1]
+    """`mailpki audit verify` in short (a result at most RECENT_CHECK_SECONDS old unless
+    `fresh`)."""
     try:
-        check = check_audit(instance)
-        summary = AuditSummary(
-            intact=check.ok,
-            records=check.log.records,
-            problems=tuple(f"{p.kind}: {p.message}" for p in check.problems),
-            notes=check.notes,
-            checked_at=datetime.now(UTC),
-        )
+        recent = recent_audit_check(instance, fresh=fresh)
     except MailPKIError as exc:
-        summary = AuditSummary(False, 0, (f"the check did not run: {exc}",), (), datetime.now(UTC))
-    with _cache_lock:
-        _audit_cache[key] = (time.monotonic(), summary)
-    return summary
+        return AuditSummary(False, 0, (f"the check did not run: {exc}",), (), datetime.now(UTC))
+    check = recent.check
+    return AuditSummary(
+        intact=check.ok,
+        records=check.log.records,
+        problems=tuple(f"{p.kind}: {p.message}" for p in check.problems),
+        notes=check.notes,
+        checked_at=recent.checked_at,
+    )
 
 
 def _age(seconds: float) -> str:

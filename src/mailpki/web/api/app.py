@@ -33,7 +33,7 @@ from mailpki.errors import (
     RecoveryError,
 )
 from mailpki.instance.api_tokens import ApiPrincipal, authenticate_token
-from mailpki.instance.audit_check import check_audit
+from mailpki.instance.audit_check import recent_audit_check
 from mailpki.instance.directory_ops import decide_request
 from mailpki.instance.instance import Instance
 from mailpki.instance.invitations import invite_users
@@ -337,10 +337,17 @@ def create_api(instance: Instance, *, rate_per_minute: int = 600) -> FastAPI:
     @api.get("/audit/status", response_model=AuditStatus, tags=["audit"])
     def audit_status(
         caller: Annotated[ApiPrincipal, Depends(needs(Permission.READ_AUDIT))],
+        fresh: Annotated[
+            bool,
+            Query(description="Check now instead of showing a check at most 5 minutes old."),
+        ] = False,
     ) -> AuditStatus:
-        """What `mailpki audit verify` says: the log, its witnesses and the state."""
-        check = run(lambda: check_audit(instance))
+        """What `mailpki audit verify` says: the log, its witnesses and the state, as
+        checked at `checked_at` (the check reads the whole log)."""
+        recent = run(lambda: recent_audit_check(instance, fresh=fresh))
+        check = recent.check
         return AuditStatus(
+            checked_at=recent.checked_at,
             intact=check.ok,
             records=check.log.records,
             checkpoints=check.log.checkpoints,

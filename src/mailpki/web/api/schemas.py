@@ -165,6 +165,7 @@ class Witness(BaseModel):
 
 
 class AuditStatus(BaseModel):
+    checked_at: datetime
     intact: bool
     records: int
     checkpoints: int
