@@ -61,11 +61,11 @@ def sqlite_home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def serve(sqlite_home: Path, tmp_path: Path) -> Iterator[Callable[[], str]]:
-    """`mailpki serve` as a separate process; started lazily by the test."""
+    """`mailpki serve` as a separate process, started lazily; its output is tmp_path/serve.log."""
     processes = ServeProcesses(tmp_path)
 
     def start() -> str:
-        return processes.start(sqlite_home, free_port(), timeout=30).url
+        return processes.start(sqlite_home, free_port(), timeout=30, log_name="serve.log").url
 
     yield start
     processes.stop_all()
