@@ -244,7 +244,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# -- throwaway PostgreSQL (RECIPES.md) -----------------------------------------------------
+# -- throwaway PostgreSQL --------------------------------------------------------------------
 
 
 def _as_postgres(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:

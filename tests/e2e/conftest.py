@@ -1,6 +1,6 @@
 """End-to-end fixtures: Debian's Chromium driven by Playwright, the portal served in-process.
 
-Playwright is told to use /usr/bin/chromium (RECIPES.md): `playwright install` would
+Playwright is told to use /usr/bin/chromium: `playwright install` would
 download a browser, and the machines have no internet beyond the package registries.
 Screenshots go to $MAILPKI_ARTIFACTS (default ./artifacts) /screenshots, one per page.
 """

@@ -165,7 +165,7 @@ def test_ca_cert_crl_and_ocsp_signed_in_token(
     leaf = _leaf_cert(key, ca)
     leaf.verify_directly_issued_by(ca)
 
-    # 2. A CRL revoking the leaf (built with the list in the constructor, see RECIPES).
+    # 2. A CRL revoking the leaf (built with the list in the constructor).
     revoked = (
         x509.RevokedCertificateBuilder()
         .serial_number(leaf.serial_number)

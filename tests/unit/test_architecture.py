@@ -1,4 +1,4 @@
-"""The import contracts of DESIGN.md (pyproject [tool.importlinter]) are kept."""
+"""The import contracts of docs/architecture.md (pyproject [tool.importlinter]) are kept."""
 
 from __future__ import annotations
 
