@@ -22,7 +22,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mailpki.ca.authority import ROOT
 from mailpki.ca.settings import ROOT_CRL, crl_scope
-from mailpki.errors import MailPKIError, StoreError
+from mailpki.errors import DirectoryUnavailable, MailPKIError, StoreError
 from mailpki.instance.health import check_readiness, read_status
 from mailpki.instance.housekeeping import Housekeeping
 from mailpki.instance.instance import Instance
@@ -197,24 +197,34 @@ def create_app(home: Path, *, housekeeping: bool = False) -> Starlette:
         )
         return HTMLResponse(html, status_code=exc.status_code, headers=exc.headers)
 
-    async def store_unavailable(request: Request, exc: Exception) -> Response:
-        """The database did not answer (a restart, a failover): 503 and a page that says
-        to try again, not an internal error; nothing was half-done (transactions)."""
-        note(f"database unavailable: {str(exc).splitlines()[0][:200]}")
+    async def service_unavailable(request: Request, exc: Exception) -> Response:
+        """The database or a directory did not answer (a restart, a failover, an outage):
+        503 and a page that says to try again, not an internal error; nothing was
+        half-done (transactions)."""
+        if isinstance(exc, DirectoryUnavailable):
+            note(f"directory unavailable: {str(exc).splitlines()[0][:200]}")
+            message = (
+                "The company directory is not answering just now, so you cannot be "
+                "recognised. Please try again in a few minutes."
+            )
+        else:
+            note(f"database unavailable: {str(exc).splitlines()[0][:200]}")
+            message = "The service is busy for a moment. Please try again in a minute."
         html = theme.render(
             "error.html",
             org=portal.org,
             csrf="",
             user=None,
             certdir_url="/certs",
-            message="The service is busy for a moment. Please try again in a minute.",
+            message=message,
             error_status=503,
         )
         return HTMLResponse(html, status_code=503, headers={"Retry-After": "30"})
 
     app.add_exception_handler(404, http_error)
     app.add_exception_handler(405, http_error)
-    app.add_exception_handler(StoreError, store_unavailable)
+    app.add_exception_handler(StoreError, service_unavailable)
+    app.add_exception_handler(DirectoryUnavailable, service_unavailable)
     # Outermost: one layer logs, counts and times every request (status captured once).
     app.add_middleware(AccessLog, metrics=HttpMetrics(registry))
     if housekeeping:
