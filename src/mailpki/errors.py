@@ -73,6 +73,12 @@ class AuditError(MailPKIError):
     """The audit log could not be written; the action it guards did not happen."""
 
 
+class AuditUnavailable(AuditError):
+    """The database did not answer while an audit record was written (a restart, a
+    failover): nothing was recorded and the action did not happen; trying again later
+    may succeed."""
+
+
 class AuditIntegrityError(AuditError):
     """The audit log has been tampered with (deleted, modified, inserted, reordered)."""
 

@@ -26,8 +26,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from mailpki.errors import AuditError, AuditIntegrityError
+from mailpki.errors import AuditError, AuditIntegrityError, AuditUnavailable
 from mailpki.store.models import AuditCheckpoint, AuditHead, AuditRecord
+from mailpki.store.outage import is_outage
 
 __all__ = [
     "ZERO_HASH",
@@ -320,7 +321,9 @@ class AuditLog:
             raise
         except SQLAlchemyError as exc:
             first = encoded[0][0] if encoded else "?"
-            raise AuditError(f"could not write the audit record for {first!r}: {exc}") from exc
+            # A connection that failed or was cut is an outage, not a refused write.
+            kind = AuditUnavailable if is_outage(exc) else AuditError
+            raise kind(f"could not write the audit record for {first!r}: {exc}") from exc
         return records
 
     def checkpoint(self, session: Session) -> AuditCheckpoint | None:

@@ -22,7 +22,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mailpki.ca.authority import ROOT
 from mailpki.ca.settings import ROOT_CRL, crl_scope
-from mailpki.errors import DirectoryUnavailable, MailPKIError, StoreError
+from mailpki.errors import AuditUnavailable, DirectoryUnavailable, MailPKIError, StoreError
 from mailpki.instance.health import check_readiness, read_status
 from mailpki.instance.housekeeping import Housekeeping
 from mailpki.instance.instance import Instance
@@ -225,6 +225,7 @@ def create_app(home: Path, *, housekeeping: bool = False) -> Starlette:
     app.add_exception_handler(405, http_error)
     app.add_exception_handler(StoreError, service_unavailable)
     app.add_exception_handler(DirectoryUnavailable, service_unavailable)
+    app.add_exception_handler(AuditUnavailable, service_unavailable)
     # Outermost: one layer logs, counts and times every request (status captured once).
     app.add_middleware(AccessLog, metrics=HttpMetrics(registry))
     if housekeeping:

@@ -21,7 +21,7 @@ from sqlalchemy.pool import StaticPool
 
 from mailpki.audit import AuditLog, Problem, VerifyReport, genesis, verify_log
 from mailpki.audit.log import ZERO_HASH, record_hash
-from mailpki.errors import AuditError, AuditIntegrityError
+from mailpki.errors import AuditError, AuditIntegrityError, AuditUnavailable
 from mailpki.store.models import (
     AuditCheckpoint,
     AuditRecord,
@@ -182,6 +182,23 @@ def test_append_all_refuses_a_bad_event_before_writing_any(engine: Engine) -> No
             session, [("key.delivered", {}), ("Not An Event", {})], actor="ra@example.org"
         )
     assert head(engine)[0] == 2
+
+
+def test_a_database_that_does_not_answer_is_an_outage_not_a_refusal(tmp_path: Any) -> None:
+    """A connection that cannot be made is AuditUnavailable (the portal answers 503, try
+    again), still an AuditError to every caller that guards an action with the log."""
+    gone = create_engine(f"sqlite+pysqlite:///{tmp_path}/no-such-folder/audit.db")
+    with Session(gone) as session, pytest.raises(AuditUnavailable) as raised:
+        AuditLog(signer=KEY).append(session, "cert.issued", actor="ra@example.org", data={})
+    assert isinstance(raised.value, AuditError)
+    assert "could not write the audit record for 'cert.issued'" in str(raised.value)
+
+
+def test_a_refused_write_is_not_an_outage(engine: Engine) -> None:
+    sql(engine, "DROP TABLE audit_records")
+    with Session(engine) as session, pytest.raises(AuditError) as raised:
+        AuditLog(signer=KEY).append(session, "cert.issued", actor="ra@example.org", data={})
+    assert not isinstance(raised.value, AuditUnavailable)
 
 
 def test_append_builds_a_linked_chain(engine: Engine) -> None:
