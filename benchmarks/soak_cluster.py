@@ -4,8 +4,11 @@
     python -m benchmarks.soak_cluster --nodes 3 --enrollments 1000 --ocsp 20000
 
 What runs (all on this machine, loopback only):
-- a throwaway PostgreSQL cluster; an instance on it (P-256 CA, P-256 subscriber keys, key
-  pool filled) with people and HR PINs in its embedded directory;
+- a throwaway PostgreSQL primary and a streaming replica (pg_basebackup -R) that the
+  nodes read from (`database.read_url`); an instance on them (P-256 CA, P-256 subscriber
+  keys, key pool filled) with HR PINs for its people;
+- a throwaway OpenLDAP slapd (10,000 people): the people's entries (the form is filled
+  from it) and where their certificates are published;
 - an SMTP server (aiosmtpd) the instance mails through;
 - `--nodes` `mailpki serve` processes and HAProxy (Debian's) in front of them, round
   robin, health-checked on /readyz;
@@ -13,20 +16,25 @@ What runs (all on this machine, loopback only):
   threads through HAProxy, and `--ocsp` OCSP GETs beside them.
 
 The faults, while that load runs: at a quarter of the enrollments one node is killed with
-SIGKILL; at half, PostgreSQL is restarted; from 60 % the SMTP server is down for
-`--mail-outage` seconds.
+SIGKILL; at 35 % the replica is stopped for `--replica-outage` seconds (30); at half,
+PostgreSQL's primary is restarted; from 60 % the SMTP server and slapd are down for
+`--mail-outage` and `--directory-outage` seconds (60 each).
 
 Afterwards: every enrollment either completed (its PKCS#12 downloaded) or was refused with
 a page that says why (none half-done: every issued certificate was downloaded, or revoked
 by the housekeeping of a surviving node), no serial twice, every escrow notice delivered
-exactly once once the mail server is back, and `mailpki audit verify` passes. The last
-stdout line is JSON; the exit code is 1 if any check failed.
+exactly once once the mail server is back, every valid certificate published to its
+person's entry in slapd and no revoked one left there (none lost to the outage), no
+background job taken over while its holder's lease still ran (the lease table, sampled
+every 0.2 s through the run), and `mailpki audit verify` passes. The last stdout
+line is JSON; the exit code is 1 if any check failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import http.client
 import json
 import os
@@ -49,7 +57,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _common as common
-from benchmarks.bench_portal import LINK_RE, PKCS12, Browser, Person, csrf_of, people, set_up
+from benchmarks.bench_portal import LINK_RE, PKCS12, Browser, Person, csrf_of
 
 HAPROXY_CONFIG = """\
 global
@@ -121,10 +129,39 @@ class Postgres:
         )  # fmt: skip
 
     def stop(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            self._run(
-                str(common.PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"
-            )
+        for data in (self.replica_data, self.data):
+            if (data / "postmaster.pid").exists():
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    self._run(
+                        str(common.PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"
+                    )
+
+    @property
+    def replica_data(self) -> Path:
+        return self.base / "replica"
+
+    def add_replica(self) -> str:
+        """A streaming replica of the primary (pg_basebackup -R), started; its URL."""
+        self.replica_port = common.free_port()
+        self._run(
+            str(common.PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.port),
+            "-U", "postgres", "-D", str(self.replica_data), "-R", "-X", "stream", "--no-sync",
+        )  # fmt: skip
+        self.start_replica()
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.replica_port}/postgres"
+
+    def start_replica(self) -> None:
+        self._run(
+            str(common.PG_BIN / "pg_ctl"), "-D", str(self.replica_data), "-w", "start",
+            "-l", str(self.base / "replica.log"),
+            "-o", f"-p {self.replica_port} -k {self.base} -c listen_addresses=127.0.0.1 -F "
+            "-c max_connections=300",
+        )  # fmt: skip
+
+    def stop_replica(self) -> None:
+        self._run(
+            str(common.PG_BIN / "pg_ctl"), "-D", str(self.replica_data), "-m", "fast", "-w", "stop"
+        )
 
 
 class Mail:
@@ -287,7 +324,8 @@ def _refused(outcome: Outcome, step: str, status: int, text: str) -> None:
         with outcome.lock:
             outcome.interrupted += 1
         return
-    clear = status in (400, 403, 409, 429, 503) or "<h1" in text or "error" in text.lower()
+    # A clear refusal is a page that says why, with a status that is not a server fault.
+    clear = status in (400, 401, 403, 409, 429, 503) and ("<h1" in text or "error" in text.lower())
     with outcome.lock:
         (outcome.refused if clear else outcome.broken)[f"{step} {status}"] += 1
 
@@ -306,35 +344,54 @@ def ocsp_load(port: int, requests: list[str], stop: threading.Event, counts: Cou
     browser.close()
 
 
+def soak_people(count: int) -> list[Person]:
+    """The first `count` people of the throwaway slapd (uid userNNNNN, mail at example.com),
+    each with an employee id and an HR PIN."""
+    return [
+        Person(i, f"E{i:05d}", f"user{i:05d}@example.com", f"{(10_000_019 + i * 7_919):08d}")
+        for i in range(count)
+    ]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    everyone = people(args.enrollments)
-    with common.temp_dir("mailpki-soak-") as workdir:
+    from tests.fixtures.slapd import OPENLDAP_USERS, missing_slapd, running_slapd
+
+    if args.enrollments > OPENLDAP_USERS:
+        raise SystemExit(f"--enrollments ≤ {OPENLDAP_USERS:,} (the people in the slapd)")
+    reason = missing_slapd()
+    if reason is not None:
+        raise SystemExit(f"cannot start slapd: {reason}")
+    everyone = soak_people(args.enrollments)
+    with common.temp_dir("mailpki-soak-") as workdir, running_slapd("openldap") as ldap:
         pg = Postgres(workdir)
         url = pg.start()
+        read_url = pg.add_replica()
         mail = Mail()
         mail.start()
         try:
             home = workdir / "home"
             common.create_instance(home, ca_key_type="p256", database_url=url)
             for key, value in (
+                ("database.read_url", read_url),
                 ("keymanager.key_type", "p256"),
                 ("smtp.host", "127.0.0.1"),
                 ("smtp.port", str(mail.port)),
+                ("approval.allowed_domains", "example.com"),
                 # Short leases, so the survivors' housekeeping settles what the killed
                 # node left half-done within the run, not ten minutes later.
                 ("keymanager.delivery_lease_seconds", "20"),
                 ("portal.download_minutes", "1"),
             ):
-                subprocess.run(
-                    [sys.executable, "-m", "mailpki", "config", "set", "--home", str(home), key, value],
-                    check=True, capture_output=True,
-                )  # fmt: skip
-            set_up(home, workdir, everyone, pool_target=20, fill=min(200, args.enrollments))
+                _cli(home, "config", "set", key, value)
+            _add_slapd(home, ldap)
+            _set_up_people(home, workdir, everyone, fill=min(200, args.enrollments))
             ocsp_requests = _ocsp_requests(home)
             outcome, ocsp_counts = Outcome(), Counter[str]()
+            leases = LeaseWatch(home)
             with (
                 nodes(home, args.nodes, workdir) as started,
                 haproxy([port for port, _ in started], workdir) as front,
+                leases,
             ):
                 stop = threading.Event()
                 ocsp_thread = threading.Thread(
@@ -342,7 +399,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     args=(front, (ocsp_requests * (args.ocsp // max(1, len(ocsp_requests)) + 1))[: args.ocsp], stop, ocsp_counts),
                 )  # fmt: skip
                 ocsp_thread.start()
-                faults = _faults(args, started, pg, mail)
+                faults = Faults(args, started, pg, mail, ldap)
                 queue = list(everyone)
                 random.shuffle(queue)
                 lock = threading.Lock()
@@ -354,7 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 return
                             person = queue.pop()
                             done = len(everyone) - len(queue)
-                        faults(done)
+                        faults.maybe(done)
                         enroll(front, person, outcome)
 
                 with common.Progress("enrollments", len(everyone)) as progress:
@@ -366,9 +423,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         time.sleep(0.5)
                 stop.set()
                 ocsp_thread.join(120)
-                mail.start()  # if the outage is still on: it ends now
+                faults.end()  # an outage still on ends now
                 settled = _settle(home, args.settle)
             checks = _checks(home, outcome, mail, settled, args.clients)
+            checks.update(_published(home, ldap))
+            checks["server_errors"] = _server_errors(workdir)
+            checks["leases_taken_early"] = leases.taken_early
+            checks["lease_samples"] = leases.samples
+            checks["ok"] = bool(
+                checks["ok"]
+                and checks["publish_missing"] == 0
+                and checks["publish_stale"] == 0
+                and not leases.taken_early
+            )
         finally:
             mail.stop()
             pg.stop()
@@ -381,33 +448,213 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "interrupted": outcome.interrupted,
         "broken": dict(outcome.broken),
         "ocsp": dict(ocsp_counts),
+        "faults": faults.fired,
         **checks,
     }
 
 
-def _faults(args: argparse.Namespace, started: list[tuple[int, subprocess.Popen[bytes]]],
-            pg: Postgres, mail: Mail) -> Any:  # fmt: skip
-    fired: set[str] = set()
-    lock = threading.Lock()
-    total = args.enrollments
+def _server_errors(workdir: Path, most: int = 20) -> list[str]:
+    """The nodes' ERROR lines (a 500 logs its reason), to say what broke."""
+    lines: list[str] = []
+    for log in sorted(workdir.glob("node*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if "ERROR" in line or "Traceback" in line:
+                lines.append(f"{log.stem}: {line[:300]}")
+    return lines[:most]
 
-    def maybe(done: int) -> None:
-        with lock:
-            if done >= total // 4 and "kill" not in fired and len(started) > 1:
-                fired.add("kill")
+
+def _cli(home: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "mailpki", *args, "--home", str(home)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"mailpki {' '.join(args[:2])} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def _add_slapd(home: Path, ldap: Any) -> None:
+    """The slapd as the instance's directory for example.com (logon facts, publishing)."""
+    _cli(
+        home, "directory", "add", "corp", "--flavour", "openldap", "--url", ldap.ldaps_url,
+        "--base-dn", ldap.base_dn, "--bind-dn", ldap.bind_dn,
+        "--bind-password-file", str(ldap.bind_password_file), "--domain", "example.com",
+        "--ca-file", str(ldap.ca_file),
+    )  # fmt: skip
+
+
+def _set_up_people(home: Path, workdir: Path, everyone: list[Person], fill: int) -> None:
+    """HR PINs for the people (their entries are the slapd's), and a full key pool."""
+    pins_csv = workdir / "pins.csv"
+    with pins_csv.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["employee_id", "mail", "name", "pin"])
+        for p in everyone:
+            writer.writerow([p.login, p.mail, f"User {p.index:05d}", p.pin])
+    common.log(f"pins import: {len(everyone)} people")
+    _cli(home, "pins", "import", str(pins_csv))
+    pins_csv.unlink()
+    # The server's housekeeping tops the pool up to keymanager.pool_size: the pool is
+    # filled beyond it by what the run takes, so no refill competes with the enrollments.
+    _cli(home, "config", "set", "keymanager.pool_size", "20")
+    t0 = time.monotonic()
+    _cli(home, "keys", "pool", "fill", "--size", str(fill))
+    common.log(f"key pool filled to {fill} in {time.monotonic() - t0:.1f} s")
+
+
+class Faults:
+    """The faults, each fired once when the enrollments pass its mark."""
+
+    def __init__(
+        self, args: argparse.Namespace, started: list[tuple[int, subprocess.Popen[bytes]]],
+        pg: Postgres, mail: Mail, ldap: Any,
+    ) -> None:  # fmt: skip
+        self.args, self.started, self.pg, self.mail, self.ldap = args, started, pg, mail, ldap
+        self.fired: list[str] = []
+        self._lock = threading.Lock()
+        self._timers: list[threading.Timer] = []
+
+    def _later(self, seconds: float, action: Any) -> None:
+        timer = threading.Timer(seconds, action)
+        timer.start()
+        self._timers.append(timer)
+
+    def _fire(self, name: str, done: int, mark: int) -> bool:
+        if done < mark or any(f.startswith(name) for f in self.fired):
+            return False
+        self.fired.append(f"{name} at {done}")
+        return True
+
+    def maybe(self, done: int) -> None:
+        total, args = self.args.enrollments, self.args
+        with self._lock:
+            if len(self.started) > 1 and self._fire("kill node 1", done, total // 4):
                 common.log("fault: SIGKILL to node 1")
-                os.killpg(started[1][1].pid, signal.SIGKILL)
-            if done >= total // 2 and "pg" not in fired:
-                fired.add("pg")
-                common.log("fault: PostgreSQL restart")
-                pg.restart()
-            if done >= total * 6 // 10 and "mail" not in fired:
-                fired.add("mail")
-                common.log(f"fault: SMTP server down for {args.mail_outage} s")
-                mail.stop()
-                threading.Timer(args.mail_outage, mail.start).start()
+                os.killpg(self.started[1][1].pid, signal.SIGKILL)
+            if self._fire("replica stopped", done, total * 35 // 100):
+                common.log(f"fault: replica stopped for {args.replica_outage} s")
+                self.pg.stop_replica()
+                self._later(args.replica_outage, self.pg.start_replica)
+            if self._fire("primary restarted", done, total // 2):
+                common.log("fault: PostgreSQL primary restart")
+                self.pg.restart()
+            if self._fire("SMTP and slapd down", done, total * 6 // 10):
+                common.log(
+                    f"fault: SMTP down for {args.mail_outage} s, slapd for {args.directory_outage} s"
+                )
+                self.mail.stop()
+                self.ldap.stop()
+                self._later(args.mail_outage, self.mail.start)
+                self._later(args.directory_outage, self._start_slapd)
 
-    return maybe
+    def _start_slapd(self) -> None:
+        if not self.ldap.running:
+            self.ldap.start()
+
+    def end(self) -> None:
+        """Every outage still on ends now (a short run can finish inside one)."""
+        for timer in self._timers:
+            timer.cancel()
+        with contextlib.suppress(subprocess.CalledProcessError):
+            if not (self.pg.replica_data / "postmaster.pid").exists():
+                self.pg.start_replica()
+        self.mail.start()
+        self._start_slapd()
+
+
+class LeaseWatch:
+    """Samples the job_leases table; a lease that passes to another holder before the
+    last seen expiry of the previous one is a job run twice at once."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.samples = 0
+        self.taken_early: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> LeaseWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _watch(self) -> None:
+        from sqlalchemy import select
+
+        from mailpki.instance.instance import Instance
+        from mailpki.store.models import JobLease
+
+        instance = Instance.open(self.home)
+        seen: dict[str, tuple[str, Any, int]] = {}
+        try:
+            while not self._stop.wait(0.2):
+                try:
+                    with instance.db.session() as session:
+                        rows = session.execute(
+                            select(JobLease.name, JobLease.holder, JobLease.acquired_at,
+                                   JobLease.expires_at, JobLease.runs)
+                        ).all()  # fmt: skip
+                except Exception:  # the primary restarting: sample again later
+                    continue
+                self.samples += 1
+                for name, holder, acquired, expires, runs in rows:
+                    before = seen.get(name)
+                    if before is not None and before[0] != holder and acquired < before[1]:
+                        self.taken_early.append(
+                            f"{name}: {holder} took it at {acquired:%H:%M:%S.%f} while "
+                            f"{before[0]}'s ran to {before[1]:%H:%M:%S.%f}"
+                        )
+                    seen[name] = (holder, expires, runs)
+        finally:
+            instance.close()
+
+
+def _published(home: Path, ldap: Any) -> dict[str, int]:
+    """Every valid, unsuperseded subscriber certificate is in its person's
+    userCertificate;binary in slapd, and no revoked one is."""
+    import ldap3
+    from sqlalchemy import select
+
+    from mailpki.instance.instance import Instance
+    from mailpki.store.models import CertificateRecord
+
+    instance = Instance.open(home)
+    try:
+        with instance.db.session() as session:
+            rows = session.execute(
+                select(CertificateRecord.email, CertificateRecord.der, CertificateRecord.status,
+                       CertificateRecord.superseded_by)
+                .where(CertificateRecord.issuer == "issuing", CertificateRecord.profile != "ocsp")
+            ).all()  # fmt: skip
+    finally:
+        instance.close()
+    conn = ldap3.Connection(
+        ldap3.Server(ldap.host, port=ldap.port, get_info=ldap3.NONE),
+        ldap.admin_dn, ldap.admin_password, auto_bind=True,
+    )  # fmt: skip
+    missing = stale = checked = 0
+    try:
+        for email, der, status, superseded in rows:
+            login = (email or "").split("@", 1)[0]
+            if not (email or "").endswith("@example.com") or not login.startswith("user"):
+                continue  # not one of the slapd's people (an officer's or admin's certificate)
+            checked += 1
+            conn.search(
+                f"uid={login},{ldap.people_dn}", "(objectClass=*)", ldap3.BASE,
+                attributes=["userCertificate;binary"],
+            )  # fmt: skip
+            values = conn.entries[0]["userCertificate;binary"].values if conn.entries else []
+            there = bytes(der) in {bytes(v) for v in values}
+            if status == "valid" and superseded is None and not there:
+                missing += 1
+            if status == "revoked" and there:
+                stale += 1
+    finally:
+        conn.unbind()
+    return {"published_checked": checked, "publish_missing": missing, "publish_stale": stale}
 
 
 def _ocsp_requests(home: Path) -> list[str]:
@@ -543,7 +790,13 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="enrolling threads")
     parser.add_argument("--ocsp", type=int, default=5000, help="OCSP GETs beside the enrollments")
     parser.add_argument(
-        "--mail-outage", type=float, default=20.0, help="seconds the SMTP server is down"
+        "--mail-outage", type=float, default=60.0, help="seconds the SMTP server is down"
+    )
+    parser.add_argument(
+        "--directory-outage", type=float, default=60.0, help="seconds slapd is down"
+    )
+    parser.add_argument(
+        "--replica-outage", type=float, default=30.0, help="seconds the replica is down"
     )
     parser.add_argument(
         "--settle", type=float, default=180.0, help="seconds to wait for the queues"

@@ -212,6 +212,12 @@ def test_daily_checkpoint_is_mailed_to_auditors(
     assert mailpki("audit", "seal", "--home", sqlite_home).code == 0  # once a day, not twice
     mails = [m for m in smtp_server.messages if "audit checkpoint" in str(m["Subject"])]
     assert len(mails) == 1 and mails[0].rcpt_tos == ["auditor@example.com"]
+    # verify names the mail witness and how its copies are checked.
+    verified = mailpki("audit", "verify", "--home", sqlite_home)
+    assert verified.code == 0, verified.err
+    assert "daily checkpoint mails to auditor@example.com are kept by their readers" in (
+        " ".join(verified.err.split())
+    )
     saved = tmp_path / "checkpoint.eml"
     saved.write_bytes(mails[0].raw)
     bundle = tmp_path / "bundle"
@@ -300,7 +306,12 @@ def test_every_sealing_command_hands_its_checkpoint_over_and_a_down_witness_brea
         # The next command that seals hands over everything the witness missed.
         assert mailpki("config", "set", "approval.auto", "false", "--home", sqlite_home).code == 0
         report, krs = _witness_status(sqlite_home, "recovery service")
-        assert krs["behind"] is False and report["ok"] is True and report["notes"] == []
+        assert krs["behind"] is False and report["ok"] is True
+        # Nothing is behind; the one note says where the service's own side is checked.
+        assert report["notes"] == [
+            "the recovery service runs apart: its own log and its side of each recovery are "
+            "checked on its host ('mailpki recovery-service verify' there)"
+        ]
     finally:
         _stop(proc)
 

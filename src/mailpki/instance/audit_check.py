@@ -123,6 +123,18 @@ def check_audit(instance: Instance) -> AuditCheck:
             recovery = service.verify_audit()
             with service.db.session() as krs_session:
                 state += check_recoveries(session, krs_session)
+        else:
+            notes.append(
+                "the recovery service runs apart: its own log and its side of each recovery "
+                "are checked on its host ('mailpki recovery-service verify' there)"
+            )
+    auditors = str(instance.config.get("audit.witness_mail"))
+    if auditors:
+        notes.append(
+            f"the daily checkpoint mails to {auditors} are kept by their readers: check one "
+            "with 'mailpki audit export --out B' and 'mailpki audit verify --bundle B "
+            "--witness SAVED.eml'"
+        )
     return AuditCheck(log, tuple(statuses), tuple(unreadable), tuple(state), recovery, tuple(notes))
 
 

@@ -4,8 +4,8 @@ Three witnesses, each configured apart:
 - the Key Recovery Service (`recovery.url`, or the embedded one under `recovery.home`):
   it checks that each checkpoint extends the last it holds, countersigns and keeps it;
 - `audit.witness_file`: a file outside the home folder, one checkpoint line appended per
-  checkpoint (make it append-only, `chattr +a`, or owned by another user and fed through
-  syslog);
+  checkpoint by the instance itself (make it append-only, `chattr +a`, so the instance can
+  add lines but not rewrite them);
 - `audit.witness_mail`: the auditors get the newest checkpoint line once a day.
 
 Checkpoints leave the instance on their own: every command that seals the log
@@ -101,7 +101,10 @@ def file_independence(path: Path, home: Path) -> tuple[bool, str]:
     if _append_only(path):
         return True, "append-only (chattr +a): the instance can add lines but not rewrite them"
     if path.exists() and not os.access(path, os.W_OK):
-        return True, "the instance's user cannot write it (fed by syslog or another user)"
+        return True, (
+            "the instance's user cannot rewrite it, but cannot add checkpoints to it either: "
+            "make it writable and append-only (chattr +a)"
+        )
     return False, (
         "the instance's user can rewrite it: make it append-only (chattr +a) or owned by "
         "another user"
