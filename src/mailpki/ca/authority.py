@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from sqlalchemy import LargeBinary, bindparam, cast, func, literal, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
 
@@ -45,6 +46,7 @@ from mailpki.errors import (
     MailPKIError,
     NotFoundError,
     RevocationError,
+    StoreError,
 )
 from mailpki.keystore.keys import CAPrivateKey, KeyStore
 from mailpki.policy.certificate import build_certificate
@@ -862,10 +864,13 @@ class CertificateAuthority:
         """OCSP status of a certificate of the issuing CA `label` (default: generation
         1, which the pre-signed answers serve); None when unknown. Read from `db`, else
         the primary (pre-signing after a revocation must see it)."""
-        with (db or self.db).engine.connect() as connection:
-            row = connection.execute(
-                _STATUS_QUERY, {"serial": to_hex(serial), "issuer": label}
-            ).first()
+        try:
+            with (db or self.db).engine.connect() as connection:
+                row = connection.execute(
+                    _STATUS_QUERY, {"serial": to_hex(serial), "issuer": label}
+                ).first()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
         if row is None:
             return None
         if row.status == "revoked":

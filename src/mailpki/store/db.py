@@ -73,22 +73,22 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A read session (no commit)."""
-        with self._reader() as session:
-            try:
+        """A read session (no commit). A database error inside the block or while the
+        session is closed (a connection cut by a restart) is a StoreError."""
+        try:
+            with self._reader() as session:
                 yield session
-            except SQLAlchemyError as exc:
-                raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A write transaction: commits when the block ends normally, rolls back otherwise."""
-        with self._writer() as session:
-            try:
-                with session.begin():
-                    yield session
-            except SQLAlchemyError as exc:
-                raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
+        try:
+            with self._writer() as session, session.begin():
+                yield session
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
 
     def migrate(self) -> None:
         """Apply every Alembic migration (idempotent)."""
