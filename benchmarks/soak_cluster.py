@@ -424,8 +424,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 stop.set()
                 ocsp_thread.join(120)
                 faults.end()  # an outage still on ends now
-                settled = _settle(home, args.settle)
+                settled, left = _settle(home, args.settle)
             checks = _checks(home, outcome, mail, settled, args.clients)
+            checks["left_after_settling"] = left
             checks.update(_published(home, ldap))
             checks["server_errors"] = _server_errors(workdir)
             checks["leases_taken_early"] = leases.taken_early
@@ -436,6 +437,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 and checks["publish_stale"] == 0
                 and not leases.taken_early
             )
+            if not checks["ok"]:  # keep what the nodes said, for whoever reads the result
+                kept = Path(tempfile.mkdtemp(prefix="mailpki-soak-logs-"))
+                for log in workdir.glob("*.log"):
+                    shutil.copy(log, kept)
+                checks["logs_kept_in"] = str(kept)
         finally:
             mail.stop()
             pg.stop()
@@ -672,25 +678,28 @@ def _ocsp_requests(home: Path) -> list[str]:
     return [base64.b64encode(request.public_bytes(Encoding.DER)).decode()]
 
 
-def _settle(home: Path, seconds: float) -> bool:
+def _settle(home: Path, seconds: float) -> tuple[bool, dict[str, int]]:
     """Wait for the surviving nodes' housekeeping: outbox and publishing drained, pending
-    deliveries reconciled (their certificates revoked)."""
+    deliveries reconciled (their certificates revoked). Whether they were, and what was
+    left at the last look."""
     from mailpki.instance.health import read_status
     from mailpki.instance.instance import Instance
 
     instance = Instance.open(home)
     try:
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        while True:
             status = read_status(instance)
-            if (
-                status.outbox.waiting == 0
-                and status.publishing.waiting == 0
-                and _pending_deliveries(instance) == 0
-            ):
-                return True
+            left = {
+                "outbox": status.outbox.waiting,
+                "publishing": status.publishing.waiting,
+                "pending_deliveries": _pending_deliveries(instance),
+            }
+            if not any(left.values()):
+                return True, left
+            if time.monotonic() > deadline:
+                return False, left
             time.sleep(1)
-        return False
     finally:
         instance.close()
 
