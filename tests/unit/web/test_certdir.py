@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -323,13 +324,21 @@ def test_only_certificates_that_check_out_are_published(env: Env) -> None:
     assert client.get("/certs/alice@example.com.pem").status_code == 404
 
 
-def test_source_failure_is_a_plain_500(env: Env) -> None:
+def test_source_failure_is_a_plain_500(env: Env, caplog: pytest.LogCaptureFixture) -> None:
     client, source = env
     source.fail = True
     for url in ("/certs?mail=alice@example.com", "/certs/alice@example.com.pem"):
-        r = client.get(url)
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="mailpki.web.certdir"):
+            r = client.get(url)
         assert r.status_code == 500
         assert r.text == "internal error"
+        # The reason goes to the log, not to the page.
+        [record] = [x for x in caplog.records if x.name == "mailpki.web.certdir"]
+        assert record.levelno == logging.ERROR
+        assert record.getMessage() == "certificate directory source failed"
+        assert record.exc_info is not None and record.exc_info[0] is RuntimeError
+        assert "RuntimeError: secret internal detail" in logging.Formatter().format(record)
 
 
 def _security_headers(r: object) -> None:

@@ -3,15 +3,25 @@ parts of `mailpki serve` that read outside input (URLs from the config, request 
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import socket
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
 from mailpki.web.access_log import (
     ACCESS_LOGGER,
+    PLAIN_FORMAT,
+    AccessLog,
+    JsonFormatter,
     check_level,
     logging_config,
     note,
@@ -167,3 +177,35 @@ def test_note_outside_a_request_is_harmless(caplog: pytest.LogCaptureFixture) ->
     with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
         note("nothing to attach to")
     assert caplog.records == []
+
+
+def test_an_internal_error_is_logged_at_error_with_its_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failure that escapes a handler: the person gets a bare 500, the access line is
+    an ERROR that names the exception's type and message, and no secret of the request."""
+
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("the certificate store did not answer")
+
+    app = Starlette(routes=[Route("/enroll/{token}", broken)])
+    app.add_middleware(AccessLog)  # as `mailpki serve` builds its app
+    client = TestClient(app, raise_server_exceptions=False)
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        r = client.get("/enroll/s3cret-token?pin=123456", headers={"X-Request-ID": "req-42"})
+    assert r.status_code == 500
+    assert "certificate store" not in r.text
+    [record] = [x for x in caplog.records if x.name == ACCESS_LOGGER]
+    assert record.levelno == logging.ERROR
+    reason = "RuntimeError: the certificate store did not answer"
+    assert re.fullmatch(
+        rf"GET /enroll/…\?pin=… 500 \d+\.\d ms testclient req-42 - {reason}",
+        record.getMessage(),
+    ), record.getMessage()
+    # Both log formats carry it: the plain line and the JSON object's own fields.
+    plain = logging.Formatter(PLAIN_FORMAT).format(record)
+    assert plain.endswith(f"ERROR {ACCESS_LOGGER}: {record.getMessage()}")
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["level"] == "error" and entry["status"] == 500
+    assert entry["reasons"] == [reason] and entry["request_id"] == "req-42"
+    assert "s3cret" not in caplog.text and "123456" not in caplog.text

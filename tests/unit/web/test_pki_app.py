@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
 import pytest
 from starlette.testclient import TestClient
 
+from mailpki.web.access_log import ACCESS_LOGGER, PLAIN_FORMAT, AccessLog
 from mailpki.web.pki import MAX_OCSP_GET_PATH, MAX_OCSP_REQUEST, _ocsp_successful, create_pki_app
 
 # A successful OCSPResponse starts SEQUENCE (long length) ENUMERATED 0; errors are 5 bytes.
@@ -121,15 +123,49 @@ def test_traversal_and_odd_names_are_404(env: Env, path: str) -> None:
     assert source.calls == []  # the source never sees a name that failed the pattern
 
 
+def _failure_logged(records: list[logging.LogRecord], message: str) -> None:
+    """One ERROR line of the PKI app with `message` and the source's exception, as the
+    server's log format prints it (the exception's type and message: the reason)."""
+    [record] = [r for r in records if r.name == "mailpki.web.pki"]
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == message
+    assert record.exc_info is not None and record.exc_info[0] is RuntimeError
+    printed = logging.Formatter(PLAIN_FORMAT).format(record)
+    assert printed.splitlines()[0].endswith(f"ERROR mailpki.web.pki: {message}")
+    assert "RuntimeError: secret internal detail" in printed
+
+
 def test_source_failure_is_a_plain_500(env: Env, caplog: pytest.LogCaptureFixture) -> None:
     client, source = env
     source.fail = True
+    # What `mailpki serve` puts in front of the app: the access line of each request.
+    logged = TestClient(AccessLog(client.app), raise_server_exceptions=False)
+    cases = (
+        ("/crl/issuing.crl", "CRL source failed for issuing.crl: RuntimeError"),
+        ("/ca/root.crt", "CA certificate source failed for root.crt"),
+    )
+    for path, message in cases:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            r = logged.get(path)
+        assert r.status_code == 500
+        assert r.text == "internal error"
+        assert "secret" not in r.text and "Traceback" not in r.text
+        # The person sees nothing of the reason; the log has it.
+        _failure_logged(caplog.records, message)
+        [access] = [x for x in caplog.records if x.name == ACCESS_LOGGER]
+        assert access.levelno == logging.ERROR
+        assert re.fullmatch(
+            rf"GET {re.escape(path)} 500 \d+\.\d ms testclient [0-9a-f]{{16}}", access.getMessage()
+        )
+    # OCSP answers in OCSP terms (internalError), and logs the reason the same way.
+    caplog.clear()
     with caplog.at_level(logging.ERROR):
-        for path in ("/crl/issuing.crl", "/ca/root.crt"):
-            r = client.get(path)
-            assert r.status_code == 500
-            assert r.text == "internal error"
-            assert "secret" not in r.text and "Traceback" not in r.text
+        r = client.post(
+            "/ocsp", content=b"REQ", headers={"content-type": "application/ocsp-request"}
+        )
+    assert r.content == bytes.fromhex("30030a0102")
+    _failure_logged(caplog.records, "OCSP source failed")
 
 
 def test_ocsp_post(env: Env) -> None:
