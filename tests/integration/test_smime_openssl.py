@@ -721,6 +721,42 @@ def recipient_count(path: Path) -> int:
     return printed.count("d.ktri:") + printed.count("d.kari:")
 
 
+def test_encrypt_to_one_certificate_named_twice_merges_it(env: Env) -> None:
+    """`mail encrypt` to two addresses of one certificate (and one of them again in other
+    case) finds that certificate for each, and encrypts to it once: one RecipientInfo."""
+    root, root_key = root_ca("Partner Root CA", organisation="Partner Ltd")
+    carol, carol_key = smime_leaf(
+        root, root_key, mail="carol@partner.example", name="Carol Jones",
+        also=("c.jones@partner.example",),
+    )  # fmt: skip
+    root_pem, cert_pem, key_pem = (env.work / f"partner-{n}.pem" for n in ("root", "carol", "key"))
+    root_pem.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    cert_pem.write_bytes(carol.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(
+        carol_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    out = fresh(env, "named-twice")
+    result = mailpki(
+        "mail", "encrypt", "--trust", root_pem, "--cert", cert_pem, "--contacts",
+        env.work / "no-contacts", "--to", "carol@partner.example", "--to",
+        "c.jones@partner.example", "--to", "Carol@Partner.example", write(env, "plain", PLAIN), out,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    # Both addresses were looked up and led to the same certificate ...
+    serial = f"{carol.serial_number:032X}"
+    for address in ("carol@partner.example", "c.jones@partner.example"):
+        assert f"{address}: certificate {serial}" in result.err
+    # ... which the message names once, and which opens it.
+    assert recipient_count(out) == 1
+    opened = env.work / "named-twice-opened"
+    openssl("cms", "-decrypt", "-in", out, "-inkey", key_pem, "-recip", cert_pem, "-out", opened)
+    assert b"the numbers are attached.\r\n" in opened.read_bytes()
+
+
 def test_sign_encrypt_to_yourself_merges_your_copy(env: Env) -> None:
     """`--to` naming the sender (the sent copy is added anyway) or one address twice, in
     any case, is one recipient: the message is made, each person gets one copy."""
