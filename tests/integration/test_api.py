@@ -232,6 +232,48 @@ def test_revoke_and_invite_are_audited_with_the_token_name(
     assert mailpki("audit", "verify", "--home", people).code == 0
 
 
+def test_serials_are_answered_zero_padded_and_accepted_either_way(
+    people: Path, tmp_path: Path, serve: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A serial with two leading zero digits (an older or imported one: new serials have
+    # their top bit set).
+    monkeypatch.setattr(
+        "mailpki.ca.authority.new_serial", lambda: 0x00A1B2C3D4E5F60718293A4B5C6D7E8F
+    )
+    padded, stored = "00A1B2C3D4E5F60718293A4B5C6D7E8F", "A1B2C3D4E5F60718293A4B5C6D7E8F"
+    result = mailpki(
+        "ca", "issue", "--home", people, "--csr", make_csr(tmp_path, "alice"),
+        "--email", "alice@example.com", "--name", "Alice Smith", "--out", tmp_path / "a.pem",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert f"serial {padded} " in result.out  # as the CLI prints it
+    ops = token(people, "hr-sync", "operator")
+    base = serve()
+
+    status, _, page = call(base, "GET", "/certificates?email=alice@example.com", ops)
+    assert status == 200 and [c["serial"] for c in page["items"]] == [padded]  # type: ignore[index]
+    colons = ":".join(padded[i : i + 2] for i in range(0, len(padded), 2))
+    for form in (stored, padded, stored.lower(), f"0x{stored}", colons):
+        status, _, cert = call(base, "GET", f"/certificates/{form}", ops)
+        assert status == 200 and cert["serial"] == padded, (form, cert)  # type: ignore[index]
+        status, _, pem = call(base, "GET", f"/certificates/{form}/pem", ops)
+        assert status == 200 and str(pem).startswith("-----BEGIN CERTIFICATE-----"), form
+    status, _, cert = call(
+        base, "POST", f"/certificates/{stored}/revoke", ops, {"reason": "superseded"}
+    )
+    assert status == 200 and cert["serial"] == padded, cert  # type: ignore[index]
+    assert cert["status"] == "revoked"  # type: ignore[index]
+    status, _, again = call(base, "POST", f"/certificates/{padded}/revoke", ops, {})
+    assert status in (400, 409) and "error" in again  # type: ignore[operator]
+
+    # The document says what the field holds and what a path accepts.
+    status, _, document = call(base, "GET", "/openapi.json", None)
+    assert status == 200
+    described = json.dumps(document)
+    assert "zero-padded to 32 digits, as `mailpki certs list` prints it" in described
+    assert "with or without the leading zeros" in described
+
+
 @pytest.mark.parametrize(
     ("body", "code"),
     [

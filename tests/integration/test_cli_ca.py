@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from mailpki.ca.serials import show_serial
 from tests.integration.cli_helpers import mailpki, mailpki_process, make_csr, openssl
 
 
@@ -334,6 +335,9 @@ def test_offline_root(sqlite_home: Path, tmp_path: Path) -> None:
     renew = mailpki("ca", "issuing", "renew", "--home", home, "--years", "5")
     assert renew.code == 0, renew.err
     assert (home / "ca" / "issuing.pem").read_bytes() != old_issuing
+    # The old certificate is kept beside it, named by its serial as the CLI prints it.
+    old_serial = x509.load_pem_x509_certificate(old_issuing).serial_number
+    assert (home / "ca" / f"issuing-{show_serial(old_serial)}.pem").read_bytes() == old_issuing
     pem, _ = issue(home, tmp_path, "zed")
     for cert in (pem, tmp_path / "alice.pem"):
         openssl(

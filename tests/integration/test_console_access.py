@@ -15,12 +15,16 @@ import pytest
 
 from tests.fixtures.console_users import GROUP_SETTINGS, ConsoleAccount
 from tests.fixtures.slapd import SlapdServer
-from tests.integration.cli_helpers import mailpki
+from tests.integration.cli_helpers import mailpki, make_csr
 
 pytestmark = pytest.mark.integration
 
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 NO_SERIAL = "0A0B0C0D0E0F1011"
+# A serial with two leading zero digits (an older or imported one: new serials have their
+# top bit set), as the CLI prints it and as it is stored.
+LEADING_ZERO = 0x00A1B2C3D4E5F60718293A4B5C6D7E8F
+PADDED, STORED = "00A1B2C3D4E5F60718293A4B5C6D7E8F", "A1B2C3D4E5F60718293A4B5C6D7E8F"
 ROLES = ("anonymous", "person", "officer", "operator", "auditor")
 # route -> expected answer per role, in ROLES order. "logon": the console's logon page;
 # a number: that status. 404 for an allowed role means it passed authorisation and
@@ -172,3 +176,55 @@ def console_actions(home: Path) -> list[tuple[str, str]]:
         return conn.execute(
             "SELECT event, actor FROM audit_records WHERE actor LIKE 'console:%'"
         ).fetchall()
+
+
+def test_serials_are_shown_zero_padded_as_the_cli_prints_them(
+    console_url: str,
+    console_accounts: dict[str, ConsoleAccount],
+    sqlite_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("mailpki.ca.authority.new_serial", lambda: LEADING_ZERO)
+    issued = ok(
+        mailpki(
+            "ca", "issue", "--home", sqlite_home, "--csr", make_csr(tmp_path, "alice"),
+            "--email", "alice@example.com", "--name", "Alice Liddell", "--out", tmp_path / "a.pem",
+        )
+    )  # fmt: skip
+    assert f"serial {PADDED} " in issued.out
+    listed = ok(mailpki("certs", "list", "--home", sqlite_home)).out
+    assert PADDED in listed
+    unpadded = (f"<code>{STORED}</code>", f"/admin/certificates/{STORED}", f"Certificate {STORED}")
+    operator = logged_on(console_url, console_accounts["operator"])
+
+    # The search result (by mail address, by either form of the serial) and the
+    # certificate's own page, reached by either form.
+    for query in ("alice@example.com", STORED, PADDED):
+        found = operator.get("/admin/people", params={"q": query})
+        assert found.status_code == 200, found.text
+        assert f'<a href="/admin/certificates/{PADDED}"><code>{PADDED}</code></a>' in found.text
+        assert not any(text in found.text for text in unpadded), query
+    for form in (STORED, PADDED):
+        page = operator.get(f"/admin/certificates/{form}")
+        assert page.status_code == 200, page.text
+        assert f"<h1>Certificate <code>{PADDED}</code></h1>" in page.text
+        assert f'action="/admin/certificates/{PADDED}/revoke"' in page.text
+        assert not any(text in page.text for text in unpadded)
+
+    # The confirmation step and the message after the revocation.
+    confirm = operator.get(f"/admin/certificates/{STORED}/revoke", params={"reason": "superseded"})
+    assert confirm.status_code == 200, confirm.text
+    assert f"<dd><code>{PADDED}</code></dd>" in confirm.text
+    assert f'action="/admin/certificates/{PADDED}/revoke"' in confirm.text
+    assert not any(text in confirm.text for text in unpadded)
+    done = operator.post(
+        f"/admin/certificates/{PADDED}/revoke",
+        data={"reason": "superseded", "confirm": "yes", "csrf": csrf_of(operator)},
+    )
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == f"/admin/certificates/{PADDED}"
+    after = operator.get(done.headers["location"])
+    assert f"Certificate {PADDED} (alice@example.com) revoked: superseded." in after.text
+    assert not any(text in after.text for text in unpadded)
+    assert "revoked" in ok(mailpki("certs", "list", "--home", sqlite_home)).out

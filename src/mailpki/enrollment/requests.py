@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailpki.audit import AuditLog
+from mailpki.ca.serials import show_serial
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.errors import InputError, NotFoundError
 from mailpki.notify.mail import queue
@@ -120,7 +121,7 @@ class ApprovalQueue:
             row = session.get(EnrollmentRequestRecord, request_id)
             if row is not None and row.state == APPROVED:
                 row.state = ENROLLED
-                row.note = ((row.note or "") + f" enrolled as {serial}").strip()
+                row.note = ((row.note or "") + f" enrolled as {show_serial(serial)}").strip()
 
     def list(self, state: str | None = None) -> list[RequestView]:
         with self.db.session() as session:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import func, select
 
+from mailpki.ca.serials import show_serial
 from mailpki.ca.succession import SUBSCRIBER
 from mailpki.errors import MailPKIError
 from mailpki.instance.audit_check import recent_audit_check
@@ -101,7 +102,7 @@ def dashboard(instance: Instance) -> Dashboard:
             or 0
         )
         publish_errors = tuple(
-            QueueError(f"{action} {serial} ({email})", attempts, _first_line(error))
+            QueueError(f"{action} {show_serial(serial)} ({email})", attempts, _first_line(error))
             for serial, email, action, attempts, error in session.execute(
                 select(
                     PublishJob.serial,

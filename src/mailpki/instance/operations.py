@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from mailpki.base.files import write_atomically
 from mailpki.ca.authority import ROOT, CRLInfo, display_name
+from mailpki.ca.serials import show_serial
 from mailpki.ca.settings import ROOT_CRL
 from mailpki.errors import CAError, InputError, KeyStoreError
 from mailpki.instance.instance import CA_DIR, CA_FILES, Instance, issuing_file, responder_file
@@ -164,7 +165,9 @@ def renew_issuing_ca(instance: Instance, *, years: int, actor: str) -> x509.Cert
         years=years,
     )
     folder = instance.home / CA_DIR
-    (folder / f"issuing-{old.serial_number:X}.pem").write_bytes(old.public_bytes(Encoding.PEM))
+    (folder / f"issuing-{show_serial(old.serial_number)}.pem").write_bytes(
+        old.public_bytes(Encoding.PEM)
+    )
     write_atomically(folder / CA_FILES["issuing"], renewed.public_bytes(Encoding.PEM))
     instance.__dict__.pop("hierarchy", None)
     instance.__dict__.pop("ca", None)

@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from mailpki.base.files import write_atomically
+from mailpki.ca.serials import show_serial
 from mailpki.cms.signed import sign
 from mailpki.enrollment.enroll import EnrollmentRequest, recovery_notice
 from mailpki.errors import (
@@ -417,7 +418,7 @@ def fetch_recovery(
             certificate,
             chain,
             new_password,
-            friendly_name=f"{email} (recovered S/MIME {serial})",
+            friendly_name=f"{email} (recovered S/MIME {show_serial(serial)})",
             legacy=legacy_p12,
         )
     else:
@@ -459,7 +460,7 @@ def fetch_recovery(
 def _history_name(email: str, position: int, certificate: x509.Certificate) -> str:
     """The friendly name of one key of a history: the newest says so, the older ones
     until when their certificate ran."""
-    serial = format(certificate.serial_number, "X")
+    serial = show_serial(certificate.serial_number)
     if position == 0:
         return f"{email} (recovered S/MIME {serial}, newest)"
     until = certificate.not_valid_after_utc

@@ -58,7 +58,10 @@ SerialPath = Annotated[
     str,
     FPath(
         pattern=r"^(0x)?[0-9A-Fa-f:]{1,64}$",
-        description="Hex, as `mailpki certs list` prints it (colons allowed).",
+        description=(
+            "Hex, as `mailpki certs list` prints it, with or without the leading zeros "
+            "(colons allowed)."
+        ),
     ),
 ]
 _bearer = HTTPBearer(auto_error=False, description="A token from `mailpki api-token create`.")

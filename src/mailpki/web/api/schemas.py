@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from mailpki.ca.authority import CertificateInfo
+from mailpki.ca.serials import show_serial
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.enrollment.requests import RequestView
 
@@ -50,7 +51,9 @@ class Person(BaseModel):
 
 
 class Certificate(BaseModel):
-    serial: str = Field(description="Hex, as `mailpki certs list` prints it.")
+    serial: str = Field(
+        description="Upper-case hex zero-padded to 32 digits, as `mailpki certs list` prints it."
+    )
     subject: str
     email: str | None
     profile: str
@@ -63,7 +66,7 @@ class Certificate(BaseModel):
     @classmethod
     def of(cls, info: CertificateInfo) -> Certificate:
         return cls(
-            serial=info.serial,
+            serial=show_serial(info.serial),
             subject=info.subject,
             email=info.email,
             profile=info.profile,

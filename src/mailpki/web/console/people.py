@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from mailpki.ca.crl import REASONS, parse_reason, reason_name
+from mailpki.ca.serials import show_serial
 from mailpki.errors import AuthenticationError, InputError, MailPKIError, NotFoundError
 from mailpki.instance.console_invites import MAX_CSV_BYTES, InviteOutcome, invite, invite_csv
 from mailpki.instance.console_people import (
@@ -141,8 +142,8 @@ def routes(context: ConsoleContext) -> list[BaseRoute]:
             )
         return await context.flash(
             visit,
-            f"Certificate {info.serial} ({info.email}) revoked: {info.reason}.",
-            f"/admin/certificates/{quote(info.serial)}",
+            f"Certificate {show_serial(info.serial)} ({info.email}) revoked: {info.reason}.",
+            f"/admin/certificates/{show_serial(info.serial)}",
         )
 
     async def invitations(request: Request) -> Response:

@@ -16,6 +16,8 @@ from typing import Any
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from mailpki.ca.serials import show_serial
+
 PACKAGE_ROOT = Path(str(resources.files("mailpki.web")))
 _STATIC_RE = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*\.(css|svg|png|jpg|ico|woff2)")
 MEDIA_TYPES = {
@@ -46,6 +48,8 @@ class Theme:
         )
         self._versions: dict[str, str] = {}
         self.env.globals["static_url"] = self.static_url
+        # `{{ c.serial | serial }}`: a serial as `mailpki certs list` prints it (zero-padded).
+        self.env.filters["serial"] = show_serial
 
     def static_file(self, name: str) -> tuple[Path, str] | None:
         """(file, media type) for a static path, theme first; None for anything else."""
