@@ -205,6 +205,9 @@ def test_serials_are_shown_zero_padded_as_the_cli_prints_them(
         assert found.status_code == 200, found.text
         assert f'<a href="/admin/certificates/{PADDED}"><code>{PADDED}</code></a>' in found.text
         assert not any(text in found.text for text in unpadded), query
+        if query == "alice@example.com":  # the person too; the OU column says what it is
+            assert '<th scope="col">Department</th>' in found.text
+            assert "<td>Berlin</td>" in found.text and ">Site<" not in found.text
     for form in (STORED, PADDED):
         page = operator.get(f"/admin/certificates/{form}")
         assert page.status_code == 200, page.text
