@@ -13,7 +13,9 @@ What runs (all on this machine, loopback only):
 - `--nodes` `mailpki serve` processes and HAProxy (Debian's) in front of them, round
   robin, health-checked on /readyz;
 - `--enrollments` portal enrollments (PIN logon, form, one-time download) by `--clients`
-  threads through HAProxy, and `--ocsp` OCSP GETs beside them.
+  threads through HAProxy, and `--ocsp` OCSP GETs beside them. A person who gets a page
+  that says to try again (or whose connection is cut) comes back after `--retry-pause`
+  seconds, up to `--tries` times; the last attempt's ending is what counts.
 
 The faults, while that load runs: at a quarter of the enrollments one node is killed with
 SIGKILL; at 35 % the replica is stopped for `--replica-outage` seconds (30); at half,
@@ -87,6 +89,8 @@ class Outcome:
     # Connections the killed node dropped mid-request (a browser shows its own error).
     interrupted: int = 0
     broken: Counter[str] = field(default_factory=Counter)
+    # Attempts refused or cut off that the person tried again after a pause.
+    retried: Counter[str] = field(default_factory=Counter)
     serials: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -269,65 +273,103 @@ def haproxy(backends: list[int], workdir: Path) -> Iterator[int]:
             proc.wait(10)
 
 
-def enroll(port: int, person: Person, outcome: Outcome) -> None:
-    """Log on with the PIN, accept the form, download once; record how it ended."""
-    browser = Browser(port, person.address)
+@dataclass(frozen=True)
+class Attempt:
+    """How one enrollment attempt ended: completed, refused, interrupted or broken."""
+
+    kind: str
+    detail: str = ""
+    serial: str | None = None
+
+
+def enroll(browser: Browser, person: Person) -> Attempt:
+    """Log on with the PIN (unless this browser's session already is: the PIN is spent at
+    the first logon), accept the form, download once; how it ended."""
     try:
-        first = browser.request("GET", "/")
-        if first.status != 200:
-            _refused(outcome, "start", first.status, first.text)
-            return
-        logon = browser.request(
-            "POST", "/logon",
-            {"csrf": csrf_of(first, "GET /"), "method": "pin", "login": person.login,
-             "secret": person.pin},
-        )  # fmt: skip
-        if logon.status != 303:
-            _refused(outcome, "logon", logon.status, logon.text)
-            return
         form = browser.request("GET", "/form")
-        if form.status != 200:
-            _refused(outcome, "form page", form.status, form.text)
-            return
+        if form.status == 303 and form.headers.get("location", "").endswith("/done"):
+            # Made in an earlier attempt whose answer was lost: the downloads page has it.
+            done = browser.request("GET", "/done")
+            return _download(browser, done)
+        if form.status != 200:  # not logged on yet (303 to /), or refused
+            if form.status not in (302, 303):
+                return _refusal("form page", form.status, form.text)
+            first = browser.request("GET", "/")
+            if first.status != 200:
+                return _refusal("start", first.status, first.text)
+            logon = browser.request(
+                "POST", "/logon",
+                {"csrf": csrf_of(first, "GET /"), "method": "pin", "login": person.login,
+                 "secret": person.pin},
+            )  # fmt: skip
+            if logon.status != 303:
+                return _refusal("logon", logon.status, logon.text)
+            form = browser.request("GET", "/form")
+            if form.status != 200:
+                return _refusal("form page", form.status, form.text)
         done = browser.request(
             "POST", "/form",
             {"csrf": csrf_of(form, "GET /form"), "mode": "single", "accept": "on",
              "password_choice": "generate"},
         )  # fmt: skip
-        link = LINK_RE.search(done.text)
-        if done.status != 200 or link is None:
-            _refused(outcome, "form", done.status, done.text)
-            return
-        download = browser.request("GET", f"/download/{link.group(1)}")
-        if download.status != 200 or download.headers.get("content-type", "") != PKCS12:
-            _refused(outcome, "download", download.status, download.text)
-            return
-        serial = re.search(r"\b([0-9A-F]{20,40})\b", done.text)
-        with outcome.lock:
-            outcome.completed += 1
-            if serial:
-                outcome.serials.append(serial.group(1))
+        return _download(browser, done)
     except (ConnectionError, http.client.RemoteDisconnected):
-        with outcome.lock:
-            outcome.interrupted += 1
+        return Attempt("interrupted", "connection dropped")
     except (OSError, SystemExit) as exc:
-        with outcome.lock:
-            outcome.broken[type(exc).__name__] += 1
+        return Attempt("broken", type(exc).__name__)
+
+
+def _download(browser: Browser, done: Any) -> Attempt:
+    """Fetch the one-time PKCS#12 the result page links to."""
+    link = LINK_RE.search(done.text)
+    if done.status != 200 or link is None:
+        return _refusal("form", done.status, done.text)
+    download = browser.request("GET", f"/download/{link.group(1)}")
+    if download.status != 200 or download.headers.get("content-type", "") != PKCS12:
+        return _refusal("download", download.status, download.text)
+    serial = re.search(r"\b([0-9A-F]{20,40})\b", done.text)
+    return Attempt("completed", serial=serial.group(1) if serial else None)
+
+
+def enroll_as_a_person(
+    port: int, person: Person, outcome: Outcome, tries: int, pause: float
+) -> None:
+    """Enroll; refused or cut off, come back after `pause` seconds in the same browser
+    (its session cookie kept), as a person would after a page that says to try again, up
+    to `tries` times; record the last attempt's ending."""
+    browser = Browser(port, person.address)
+    try:
+        for attempt in range(1, tries + 1):
+            ended = enroll(browser, person)
+            if ended.kind in ("refused", "interrupted") and attempt < tries:
+                with outcome.lock:
+                    outcome.retried[f"{ended.kind}: {ended.detail}"] += 1
+                browser.close()  # a new connection; the cookies stay
+                time.sleep(pause)
+                continue
+            with outcome.lock:
+                if ended.kind == "completed":
+                    outcome.completed += 1
+                    if ended.serial:
+                        outcome.serials.append(ended.serial)
+                elif ended.kind == "interrupted":
+                    outcome.interrupted += 1
+                else:
+                    bucket = outcome.refused if ended.kind == "refused" else outcome.broken
+                    bucket[ended.detail] += 1
+            return
     finally:
         browser.close()
 
 
-def _refused(outcome: Outcome, step: str, status: int, text: str) -> None:
+def _refusal(step: str, status: int, text: str) -> Attempt:
     """A refusal counts as clear when the page is a real page with a message on it. The
     proxy's own 502/504 means the node died under that very request: interrupted."""
     if status in (502, 504):
-        with outcome.lock:
-            outcome.interrupted += 1
-        return
+        return Attempt("interrupted", f"{step} {status}")
     # A clear refusal is a page that says why, with a status that is not a server fault.
     clear = status in (400, 401, 403, 409, 429, 503) and ("<h1" in text or "error" in text.lower())
-    with outcome.lock:
-        (outcome.refused if clear else outcome.broken)[f"{step} {status}"] += 1
+    return Attempt("refused" if clear else "broken", f"{step} {status}")
 
 
 def ocsp_load(port: int, requests: list[str], stop: threading.Event, counts: Counter[str]) -> None:
@@ -412,7 +454,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             person = queue.pop()
                             done = len(everyone) - len(queue)
                         faults.maybe(done)
-                        enroll(front, person, outcome)
+                        enroll_as_a_person(front, person, outcome, args.tries, args.retry_pause)
 
                 with common.Progress("enrollments", len(everyone)) as progress:
                     threads = [threading.Thread(target=worker) for _ in range(args.clients)]
@@ -437,11 +479,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 and checks["publish_stale"] == 0
                 and not leases.taken_early
             )
-            if not checks["ok"]:  # keep what the nodes said, for whoever reads the result
-                kept = Path(tempfile.mkdtemp(prefix="mailpki-soak-logs-"))
-                for log in workdir.glob("*.log"):
-                    shutil.copy(log, kept)
-                checks["logs_kept_in"] = str(kept)
+            # Keep what the nodes and HAProxy said, for whoever reads the result.
+            kept = Path(tempfile.mkdtemp(prefix="mailpki-soak-logs-"))
+            for log in workdir.glob("*.log"):
+                shutil.copy(log, kept)
+            checks["logs_kept_in"] = str(kept)
         finally:
             mail.stop()
             pg.stop()
@@ -453,6 +495,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "refused": dict(outcome.refused),
         "interrupted": outcome.interrupted,
         "broken": dict(outcome.broken),
+        "retried": dict(outcome.retried),
         "ocsp": dict(ocsp_counts),
         "faults": faults.fired,
         **checks,
@@ -801,6 +844,13 @@ def main() -> int:
     parser.add_argument(
         "--mail-outage", type=float, default=60.0, help="seconds the SMTP server is down"
     )
+    parser.add_argument(
+        "--tries",
+        type=int,
+        default=4,
+        help="attempts per person: one refused or cut off comes back after --retry-pause",
+    )
+    parser.add_argument("--retry-pause", type=float, default=20.0, help="seconds")
     parser.add_argument(
         "--directory-outage", type=float, default=60.0, help="seconds slapd is down"
     )
