@@ -318,6 +318,30 @@ def test_our_signature_names_the_encryption_certificate_for_nss_and_openssl(env:
     assert env.thunderbird.decode(der.read_bytes(), work=env.work).returncode == 0
 
 
+def test_signed_and_encrypted_mail_names_the_encryption_certificate_inside(env: Env) -> None:
+    """sign-encrypt: NSS (Thunderbird's engine) opens the envelope; the signature inside
+    carries both preference attributes, verified by openssl."""
+    plain = write(env, "plain", headers("alice@example.com", "tom@example.com") + INNER)
+    out = env.work / f"sign-enc-{next(_counter)}.eml"
+    result = mailpki(
+        "mail", "sign-encrypt", plain, out, "--p12", env.alice_p12, "--password-file",
+        env.password, "--to", "tom@example.com", "--home", env.home,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    opened = env.thunderbird.decode(payload(out.read_bytes()), work=env.work, usage=EMAIL_RECIPIENT)
+    assert opened.returncode == 0, opened.stderr.decode()
+    inner = opened.stdout.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if b"multipart/signed" in inner.split(b"\r\n\r\n", 1)[0]:
+        _, signature = detached_parts(inner)
+    else:  # opaque
+        signature = payload(inner)
+    der = env.work / f"inner-{next(_counter)}.p7s"
+    der.write_bytes(signature)
+    parsed = openssl("cms", "-cmsout", "-print", "-inform", "DER", "-in", der).stdout
+    assert "id-smime-aa-encrypKeyPref" in parsed
+    assert "1.3.6.1.4.1.311.16.4" in parsed
+
+
 def _encrypt(env: Env, *options: str) -> bytes:
     plain = write(env, "plain", headers("alice@example.com", "tom@example.com") + INNER)
     out = env.work / f"enc-{next(_counter)}.eml"
