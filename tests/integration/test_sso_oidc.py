@@ -10,21 +10,18 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 from joserfc.util import urlsafe_b64decode, urlsafe_b64encode
 
 from mailpki.auth.oidc import IdTokenRefused, OidcClient, OidcProvider
-from tests.fixtures.oidc import OidcProviderServer
+from tests.fixtures.oidc import OidcProviderServer, follow_provider_pages
 from tests.integration.cli_helpers import mailpki
 
 pytestmark = pytest.mark.integration
 
 REDIRECT = "http://localhost:9/oidc/callback"  # never opened: the code is read from it
-ACTION_RE = re.compile(r'<form[^>]*action="([^"]+)"')
-HIDDEN_RE = re.compile(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"')
 
 
 @pytest.fixture
@@ -46,42 +43,13 @@ def real_id_token(server: OidcProviderServer, login: str) -> tuple[str, str]:
     url = client.authorization_url(
         redirect_uri=REDIRECT, state=state, nonce=nonce, code_verifier=verifier
     )
-    # Cookies by hand: Python's cookie jar does not send cookies set by "localhost".
-    jar: dict[str, str] = {}
-
-    def remember(response: httpx.Response) -> httpx.Response:
-        for header in response.headers.get_list("set-cookie"):
-            name, _, value = header.split(";", 1)[0].partition("=")
-            jar[name.strip()] = value.strip()
-        return response
-
-    def cookie() -> dict[str, str]:
-        return {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items() if v)}
-
-    with httpx.Client(follow_redirects=False, timeout=10) as browser:
-        response = remember(browser.get(url))
-        for _ in range(10):
-            location = response.headers.get("location")
-            if location and location.startswith(REDIRECT):
-                query = parse_qs(urlsplit(location).query)
-                assert query["state"] == [state]
-                token = client.exchange(
-                    code=query["code"][0], redirect_uri=REDIRECT, code_verifier=verifier
-                )
-                client.close()
-                return token, nonce
-            if location:
-                target = urljoin(str(response.url), location)
-                response = remember(browser.get(target, headers=cookie()))
-                continue
-            action = ACTION_RE.search(response.text)
-            assert action, response.text[:500]
-            form = dict(HIDDEN_RE.findall(response.text))
-            if 'name="login"' in response.text:
-                form.update(login=login, password="any")
-            target = urljoin(str(response.url), action.group(1))
-            response = remember(browser.post(target, data=form, headers=cookie()))
-    raise AssertionError("the provider did not send the browser back")
+    location = follow_provider_pages(url, login)
+    assert location.startswith(REDIRECT)
+    query = parse_qs(urlsplit(location).query)
+    assert query["state"] == [state]
+    token = client.exchange(code=query["code"][0], redirect_uri=REDIRECT, code_verifier=verifier)
+    client.close()
+    return token, nonce
 
 
 def test_real_tokens_pass_and_tampered_ones_do_not(provider: OidcProviderServer) -> None:
