@@ -9,7 +9,8 @@ two hours old by the portal's clock); the callback itself is tampered with (stat
 `iss`, a code of another client, a replayed or moved callback). Each refusal must show
 the logon page with the reason, be audited as `logon.refused` with the reason and count
 against the logon lockout (`auth.max_failures`). With an LDAP directory the mail claim
-must name a usable directory entry.
+must name a usable directory entry. The operator console's logon page offers the
+providers too.
 """
 
 from __future__ import annotations
@@ -440,3 +441,25 @@ def test_refusals_of_one_mail_lock_it_for_passwords_too(
     assert password.status_code == 401
     assert "Too many failed logons: try again after" in password.text  # not "wrong password"
     assert browser_at().log_on("bob").status_code == 303  # other people are not locked
+
+
+# -- the operator console's logon page ----------------------------------------------------
+
+
+def test_the_console_logon_page_offers_the_providers(
+    home: Path, browser_at: Callable[..., Browser]
+) -> None:
+    ok(mailpki("config", "set", "--home", home, "portal.officer_groups", "pki-admins"))
+    browser = browser_at()
+    page = browser.client.get("/admin")
+    assert page.status_code == 200 and "Operator console" in page.text
+    assert 'href="/oidc/cloud?next=/admin"' in page.text and "Log on with cloud" in page.text
+    # The provider's groups claim makes "admin" an officer: back to the console.
+    response = browser.log_on("admin", "/oidc/cloud?next=/admin")
+    assert response.status_code == 303 and response.headers["location"] == "/admin"
+    console = browser.client.get("/admin")
+    assert console.status_code == 200 and "Dashboard" in console.text
+    # The portal's own logon page offers it for enrollment, without the detour.
+    browser.client.cookies.clear()
+    portal_page = browser.client.get("/")
+    assert 'href="/oidc/cloud"' in portal_page.text and "next=/admin" not in portal_page.text

@@ -181,7 +181,8 @@ def portal_routes(portal: Portal, theme: Theme) -> list[BaseRoute]:
     ) -> Response:
         if next_page == "/admin":
             return page(session, "officer-logon.html", status=status, message=message,
-                        login=login if method == "directory" else "", method=method)  # fmt: skip
+                        login=login if method == "directory" else "", method=method,
+                        oidc_providers=portal.oidc_names())  # fmt: skip
         return page(
             session,
             "logon.html",
