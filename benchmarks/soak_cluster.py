@@ -410,6 +410,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         read_url = pg.add_replica()
         mail = Mail()
         mail.start()
+        faults: Faults | None = None
         try:
             home = workdir / "home"
             common.create_instance(home, ca_key_type="p256", database_url=url)
@@ -485,8 +486,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 shutil.copy(log, kept)
             checks["logs_kept_in"] = str(kept)
         finally:
+            if faults is not None:
+                faults.close()
             mail.stop()
             pg.stop()
+    assert faults is not None
     return {
         "benchmark": "soak_cluster",
         "nodes": args.nodes,
@@ -503,11 +507,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _server_errors(workdir: Path, most: int = 20) -> list[str]:
-    """The nodes' ERROR lines (a 500 logs its reason), to say what broke."""
+    """The nodes' internal errors (a 500 logs its reason, a crash its traceback), to say
+    what broke; the 503s of the outages are expected and left out."""
     lines: list[str] = []
     for log in sorted(workdir.glob("node*.log")):
         for line in log.read_text(errors="replace").splitlines():
-            if "ERROR" in line or "Traceback" in line:
+            if " 500 " in line or "Traceback" in line or "Exception in" in line:
                 lines.append(f"{log.stem}: {line[:300]}")
     return lines[:most]
 
@@ -552,7 +557,10 @@ def _set_up_people(home: Path, workdir: Path, everyone: list[Person], fill: int)
 
 
 class Faults:
-    """The faults, each fired once when the enrollments pass its mark."""
+    """The faults, each fired once when the enrollments pass its mark; each outage ends
+    after its time. The servers are brought back by one thread that lives until
+    `close()`: slapd dies with the thread that started it (the fixture's parent-death
+    signal), so a short-lived timer thread must not start it."""
 
     def __init__(
         self, args: argparse.Namespace, started: list[tuple[int, subprocess.Popen[bytes]]],
@@ -561,12 +569,41 @@ class Faults:
         self.args, self.started, self.pg, self.mail, self.ldap = args, started, pg, mail, ldap
         self.fired: list[str] = []
         self._lock = threading.Lock()
-        self._timers: list[threading.Timer] = []
+        self._due: list[tuple[float, str, Any]] = []
+        self._wake = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._bring_back, name="fault-ends", daemon=True)
+        self._thread.start()
 
-    def _later(self, seconds: float, action: Any) -> None:
-        timer = threading.Timer(seconds, action)
-        timer.start()
-        self._timers.append(timer)
+    def _later(self, seconds: float, name: str, action: Any) -> None:
+        with self._wake:
+            self._due.append((time.monotonic() + seconds, name, action))
+            self._wake.notify_all()
+
+    def _bring_back(self) -> None:
+        while True:
+            with self._wake:
+                while True:
+                    if self._closed:
+                        return
+                    now = time.monotonic()
+                    ready = [d for d in self._due if d[0] <= now]
+                    if ready:
+                        break
+                    nearest = min((d[0] for d in self._due), default=now + 1)
+                    self._wake.wait(max(0.05, nearest - now))
+                for item in ready:
+                    self._due.remove(item)
+                self._busy = True
+            try:
+                for _, name, action in ready:
+                    common.log(f"fault over: {name}")
+                    action()
+            finally:
+                with self._wake:
+                    self._busy = False
+                    self._wake.notify_all()
 
     def _fire(self, name: str, done: int, mark: int) -> bool:
         if done < mark or any(f.startswith(name) for f in self.fired):
@@ -583,7 +620,7 @@ class Faults:
             if self._fire("replica stopped", done, total * 35 // 100):
                 common.log(f"fault: replica stopped for {args.replica_outage} s")
                 self.pg.stop_replica()
-                self._later(args.replica_outage, self.pg.start_replica)
+                self._later(args.replica_outage, "replica", self.pg.start_replica)
             if self._fire("primary restarted", done, total // 2):
                 common.log("fault: PostgreSQL primary restart")
                 self.pg.restart()
@@ -593,22 +630,33 @@ class Faults:
                 )
                 self.mail.stop()
                 self.ldap.stop()
-                self._later(args.mail_outage, self.mail.start)
-                self._later(args.directory_outage, self._start_slapd)
+                self._later(args.mail_outage, "SMTP", self.mail.start)
+                self._later(args.directory_outage, "slapd", self._start_slapd)
 
     def _start_slapd(self) -> None:
         if not self.ldap.running:
             self.ldap.start()
 
     def end(self) -> None:
-        """Every outage still on ends now (a short run can finish inside one)."""
-        for timer in self._timers:
-            timer.cancel()
+        """Every outage still on ends now (a short run can finish inside one), on the
+        thread that brings servers back; returns when they are back."""
+        with self._wake:
+            self._due = [(0.0, name, action) for _, name, action in self._due]
+            self._wake.notify_all()
+            self._wake.wait_for(lambda: not self._due and not self._busy, timeout=120)
         with contextlib.suppress(subprocess.CalledProcessError):
             if not (self.pg.replica_data / "postmaster.pid").exists():
                 self.pg.start_replica()
         self.mail.start()
-        self._start_slapd()
+        if not self.ldap.running:  # brought back by no one (a fault that never ended)
+            raise SystemExit("slapd did not come back after its outage")
+
+    def close(self) -> None:
+        """Let the thread go (slapd, if it started it, stops with it: call last)."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+        self._thread.join(30)
 
 
 class LeaseWatch:
