@@ -3,12 +3,17 @@
 The figures come from the database (`health.read_status`, the same counts /metrics
 gives) plus what a person needs to act: the last errors of the publishing and mail
 queues, the certificates expiring soon, and what `mailpki audit verify` says. The audit
-check reads the whole log, so a recent result is shown (instance/audit_check.py).
+check reads the whole log, so a recent result is shown (instance/audit_check.py). The
+certificate counts (valid, expiring, revoked) read the whole certificates table, so each
+node keeps them for CERTIFICATE_COUNTS_SECONDS (a revocation from this node's console
+counts at once); the queues, requests, key pool and CRLs are read on every visit.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
@@ -19,15 +24,34 @@ from mailpki.ca.serials import show_serial
 from mailpki.ca.succession import SUBSCRIBER
 from mailpki.errors import MailPKIError
 from mailpki.instance.audit_check import recent_audit_check
-from mailpki.instance.health import InstanceStatus, read_status
+from mailpki.instance.health import (
+    CertificateCounts,
+    InstanceStatus,
+    count_certificates,
+    read_status,
+)
 from mailpki.instance.instance import Instance
 from mailpki.store.models import CertificateRecord, OutboxMessage, PublishJob
 
-__all__ = ["AuditSummary", "Dashboard", "SettingRow", "audit_summary", "dashboard", "settings"]
+__all__ = [
+    "CERTIFICATE_COUNTS_SECONDS",
+    "AuditSummary",
+    "CertificateFigures",
+    "Dashboard",
+    "SettingRow",
+    "audit_summary",
+    "dashboard",
+    "forget_certificate_figures",
+    "recent_certificate_figures",
+    "settings",
+]
 
 EXPIRING_DAYS = 30
 LAST_ERRORS = 5
 OPEN_RECOVERY_STATES = ("pending", "approved", "held")
+# The certificate counts read the whole table (a tenth of a second and more with 100,000
+# certificates): the dashboard shows counts at most this old.
+CERTIFICATE_COUNTS_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -47,9 +71,64 @@ class QueueError:
 
 
 @dataclass(frozen=True)
+class CertificateFigures:
+    counts: CertificateCounts
+    expiring_soon: int  # valid, and expiring within EXPIRING_DAYS
+    taken_at: datetime
+
+
+_figures_lock = threading.Lock()
+_figures: dict[str, tuple[float, CertificateFigures]] = {}
+
+
+def _figures_key(instance: Instance) -> str:
+    return str(instance.home.resolve())
+
+
+def recent_certificate_figures(instance: Instance, *, fresh: bool = False) -> CertificateFigures:
+    """The certificate counts, reused for CERTIFICATE_COUNTS_SECONDS unless `fresh`."""
+    key = _figures_key(instance)
+    with _figures_lock:
+        kept = _figures.get(key)
+        if (
+            kept is not None
+            and not fresh
+            and time.monotonic() - kept[0] < CERTIFICATE_COUNTS_SECONDS
+        ):
+            return kept[1]
+    now = datetime.now(UTC)
+    with instance.db.session() as session:
+        counts = count_certificates(session, now)
+        expiring = int(
+            session.scalar(
+                select(func.count())
+                .select_from(CertificateRecord)
+                .where(
+                    *SUBSCRIBER,
+                    CertificateRecord.status == "valid",
+                    CertificateRecord.not_after > now,
+                    CertificateRecord.not_after <= now + timedelta(days=EXPIRING_DAYS),
+                )
+            )
+            or 0
+        )
+    figures = CertificateFigures(counts, expiring, now)
+    with _figures_lock:
+        _figures[key] = (time.monotonic(), figures)
+    return figures
+
+
+def forget_certificate_figures(instance: Instance) -> None:
+    """The next dashboard counts again (after a change made through this node)."""
+    with _figures_lock:
+        _figures.pop(_figures_key(instance), None)
+
+
+@dataclass(frozen=True)
 class Dashboard:
     status: InstanceStatus
     expiring_soon: int
+    certificates_counted_at: datetime
     requests_waiting: int
     publish_errors: tuple[QueueError, ...]
     mail_errors: tuple[QueueError, ...]
@@ -85,22 +164,9 @@ def _age(seconds: float) -> str:
 
 
 def dashboard(instance: Instance) -> Dashboard:
-    status = read_status(instance)
-    now = datetime.now(UTC)
+    figures = recent_certificate_figures(instance)
+    status = read_status(instance, certificates=figures.counts)
     with instance.db.session() as session:
-        expiring = int(
-            session.scalar(
-                select(func.count())
-                .select_from(CertificateRecord)
-                .where(
-                    *SUBSCRIBER,
-                    CertificateRecord.status == "valid",
-                    CertificateRecord.not_after > now,
-                    CertificateRecord.not_after <= now + timedelta(days=EXPIRING_DAYS),
-                )
-            )
-            or 0
-        )
         publish_errors = tuple(
             QueueError(f"{action} {show_serial(serial)} ({email})", attempts, _first_line(error))
             for serial, email, action, attempts, error in session.execute(
@@ -136,7 +202,8 @@ def dashboard(instance: Instance) -> Dashboard:
         recovery_open = sum(by_state.get(state, 0) for state in OPEN_RECOVERY_STATES)
     return Dashboard(
         status=status,
-        expiring_soon=expiring,
+        expiring_soon=figures.expiring_soon,
+        certificates_counted_at=figures.taken_at,
         requests_waiting=status.requests_by_state.get("pending", 0),
         publish_errors=publish_errors,
         mail_errors=mail_errors,

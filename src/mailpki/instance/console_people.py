@@ -23,6 +23,7 @@ from mailpki.ca.serials import parse_serial
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.errors import InputError, MailPKIError, NotFoundError
 from mailpki.instance.console_access import ConsoleUser, require
+from mailpki.instance.console_overview import forget_certificate_figures
 from mailpki.instance.instance import Instance
 from mailpki.policy.operator_roles import Permission
 from mailpki.store.models import AuditRecord, EscrowedKey, Invitation
@@ -200,6 +201,7 @@ def revoke(
     if operator.mail and info.email and info.email.lower() == operator.mail.lower():
         raise InputError("you cannot revoke your own certificate here: another operator must")
     revoked = instance.ca.revoke(number, flag, actor=operator.actor)
+    forget_certificate_figures(instance)  # the dashboard counts it at once
     instance.publish_pending()
     instance.seal()
     return revoked
