@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from mailpki.ca.authority import CertificateInfo
 from mailpki.ca.crl import parse_reason
@@ -44,6 +44,10 @@ MAX_QUERY = 100
 PEOPLE_LIMIT = 50
 CERTIFICATE_LIMIT = 100
 TRAIL_LIMIT = 50
+# A person's page searches the newest TRAIL_WINDOW records of the log for their trail
+# (the search reads the records' text, which no index serves); the whole log is searched
+# when asked (`whole_log`), which takes about a second per million records.
+TRAIL_WINDOW = 20_000
 _SERIAL_RE = re.compile(r"(0x)?[0-9A-Fa-f:]{8,64}")
 _MAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}")
 
@@ -113,9 +117,13 @@ class PersonPage:
     escrow: dict[str, str]  # serial -> escrow state
     invitations: list[InvitationLine]
     trail: list[AuditLine]
+    # The lowest record searched: 1 when the whole log was, else where the window began.
+    trail_from: int = 1
 
 
-def person_page(instance: Instance, user: ConsoleUser | None, login: str) -> PersonPage:
+def person_page(
+    instance: Instance, user: ConsoleUser | None, login: str, *, whole_log: bool = False
+) -> PersonPage:
     require(user, Permission.READ_PEOPLE)
     if not login or len(login) > 256 or any(ord(c) < 32 for c in login):
         raise NotFoundError("no such person")
@@ -147,16 +155,18 @@ def person_page(instance: Instance, user: ConsoleUser | None, login: str) -> Per
         if mail:
             wanted.append(AuditRecord.data.contains(json.dumps(mail), autoescape=True))
         wanted.append(AuditRecord.data.contains(json.dumps(entry.login), autoescape=True))
+        newest = int(session.scalar(select(func.max(AuditRecord.seq))) or 0)
+        trail_from = 1 if whole_log else max(1, newest - TRAIL_WINDOW + 1)
         trail = [
             AuditLine(r.seq, r.time, r.event, r.actor, r.data)
             for r in session.scalars(
                 select(AuditRecord)
-                .where(or_(*wanted))
+                .where(AuditRecord.seq >= trail_from, or_(*wanted))
                 .order_by(AuditRecord.seq.desc())
                 .limit(TRAIL_LIMIT)
             )
         ]
-    return PersonPage(entry, certificates, escrow, invitations, trail)
+    return PersonPage(entry, certificates, escrow, invitations, trail, trail_from)
 
 
 def _invitation_line(row: Invitation) -> InvitationLine:

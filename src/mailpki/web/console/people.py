@@ -67,8 +67,11 @@ def routes(context: ConsoleContext) -> list[BaseRoute]:
             return guarded
         visit, user = guarded
         try:
+            whole_log = request.query_params.get("trail") == "all"
             page = await run_in_threadpool(
-                person_page, instance, user, request.path_params["login"]
+                lambda: person_page(
+                    instance, user, request.path_params["login"], whole_log=whole_log
+                )
             )
         except NotFoundError as exc:
             return context.refuse(visit, _sentence(exc), status=404)
