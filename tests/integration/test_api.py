@@ -26,9 +26,11 @@ ROLES = ("officer", "operator", "auditor")
 ENDPOINTS: list[tuple[str, str, dict[str, object] | None, set[str]]] = [
     ("GET", "/people?q=fr", None, {"operator", "auditor"}),
     ("GET", "/certificates", None, {"operator", "auditor"}),
+    ("GET", "/certificates/expiring", None, {"operator", "auditor"}),
     ("GET", "/certificates/ABCDEF01", None, {"operator", "auditor"}),
     ("GET", "/certificates/ABCDEF01/pem", None, {"operator", "auditor"}),
     ("POST", "/certificates/ABCDEF01/revoke", {"reason": "superseded"}, {"operator"}),
+    ("POST", "/certificates/ABCDEF01/renewal-notice", None, {"operator"}),
     ("POST", "/invitations", {"logins": ["nobody-here"]}, {"operator"}),
     ("GET", "/requests", None, {"officer", "auditor"}),
     ("POST", "/requests/999/approve", {"note": "ok"}, {"officer"}),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from mailpki.ca.serials import show_serial
@@ -60,13 +60,21 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def expiring_certificates(
-    instance: Instance, within: timedelta, *, now: datetime | None = None
-) -> list[ExpiringCertificate]:
-    """Unrevoked subscriber certificates that expire within `within` from now (soonest
-    first), renewed ones included (with their successor)."""
-    when = now or datetime.now(UTC)
-    query = (
+def _expiring_where(when: datetime, within: timedelta) -> tuple[ColumnElement[bool], ...]:
+    return (
+        *SUBSCRIBER,
+        CertificateRecord.status == "valid",
+        CertificateRecord.not_after > when,
+        CertificateRecord.not_after <= when + within,
+    )
+
+
+# serial, email, profile, not_after, superseded_by
+_Rows = Select[str, str | None, str, datetime, str | None]
+
+
+def _expiring_query(when: datetime, within: timedelta) -> _Rows:
+    return (
         select(
             CertificateRecord.serial,
             CertificateRecord.email,
@@ -74,19 +82,46 @@ def expiring_certificates(
             CertificateRecord.not_after,
             CertificateRecord.superseded_by,
         )
-        .where(
-            *SUBSCRIBER,
-            CertificateRecord.status == "valid",
-            CertificateRecord.not_after > when,
-            CertificateRecord.not_after <= when + within,
-        )
+        .where(*_expiring_where(when, within))
         .order_by(CertificateRecord.not_after, CertificateRecord.id)
     )
+
+
+def _rows(session: Session, query: _Rows) -> list[ExpiringCertificate]:
+    return [
+        ExpiringCertificate(serial, str(email), profile, _utc(not_after), superseded_by)
+        for serial, email, profile, not_after, superseded_by in session.execute(query)
+    ]
+
+
+def expiring_certificates(
+    instance: Instance, within: timedelta, *, now: datetime | None = None
+) -> list[ExpiringCertificate]:
+    """Unrevoked subscriber certificates that expire within `within` from now (soonest
+    first), renewed ones included (with their successor)."""
+    when = now or datetime.now(UTC)
     with instance.db.session() as session:
-        return [
-            ExpiringCertificate(serial, str(email), profile, _utc(not_after), superseded_by)
-            for serial, email, profile, not_after, superseded_by in session.execute(query)
-        ]
+        return _rows(session, _expiring_query(when, within))
+
+
+def expiring_page(
+    instance: Instance,
+    within: timedelta,
+    *,
+    limit: int,
+    offset: int = 0,
+    now: datetime | None = None,
+) -> tuple[list[ExpiringCertificate], int]:
+    """One page of `expiring_certificates` (same rows, same order) and how many there
+    are over all pages: the API's view, which must not load 100,000 rows for 100."""
+    when = now or datetime.now(UTC)
+    count = (
+        select(func.count()).select_from(CertificateRecord).where(*_expiring_where(when, within))
+    )
+    with instance.db.session() as session:
+        total = int(session.scalar(count) or 0)
+        page = _rows(session, _expiring_query(when, within).limit(limit).offset(offset))
+    return page, total
 
 
 def thresholds(instance: Instance) -> list[int]:
@@ -127,7 +162,7 @@ def _newest_not_after(session: Session, mails: list[str]) -> dict[str, datetime]
     return newest
 
 
-def _notice_text(
+def notice_text(
     name: str, serial: str, not_after: datetime, days: int, link: str | None, portal: str
 ) -> str:
     how = (
@@ -212,7 +247,7 @@ def send_notices(
                     kind="expiry.notice",
                     to=mail,
                     subject=f"Your e-mail certificate expires in {threshold} day(s) or less",
-                    body=_notice_text(name, cert.serial, cert.not_after, threshold, link, base_url),
+                    body=notice_text(name, cert.serial, cert.not_after, threshold, link, base_url),
                     now=when,
                     flush=False,
                 )

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -35,9 +36,12 @@ from mailpki.errors import (
 from mailpki.instance.api_tokens import ApiPrincipal, authenticate_token
 from mailpki.instance.audit_check import recent_audit_check
 from mailpki.instance.directory_ops import decide_request
+from mailpki.instance.expiry import expiring_page
 from mailpki.instance.instance import Instance
 from mailpki.instance.invitations import invite_users
 from mailpki.instance.recovery_admin import report as recovery_report
+from mailpki.instance.renewal import MAX_RENEW_WITHIN_DAYS
+from mailpki.instance.renewal_notice import send_renewal_notice
 from mailpki.policy.operator_roles import Permission, allows
 from mailpki.web.api.schemas import (
     AuditStatus,
@@ -46,10 +50,13 @@ from mailpki.web.api.schemas import (
     Decision,
     EnrollmentRequest,
     ErrorBody,
+    ExpiringCertificate,
+    ExpiringPage,
     InvitationReport,
     InvitationRequest,
     Person,
     Recovery,
+    RenewalNotice,
     Revocation,
     Witness,
 )
@@ -216,6 +223,43 @@ def create_api(instance: Instance, *, rate_per_minute: int = 600) -> FastAPI:
     def _serial(text: str) -> int:
         return int(run(lambda: parse_serial(text)))
 
+    # Before /certificates/{serial}: "expiring" is a path of its own, not a serial.
+    @api.get("/certificates/expiring", response_model=ExpiringPage, tags=["certificates"])
+    def list_expiring(
+        caller: Annotated[ApiPrincipal, Depends(needs(Permission.READ_CERTIFICATES))],
+        within: Annotated[
+            int | None,
+            Query(
+                ge=0,
+                le=MAX_RENEW_WITHIN_DAYS,
+                description="Days from now (default: lifecycle.renew_window_days, the "
+                "portal's renewal window).",
+            ),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> ExpiringPage:
+        """What `mailpki certs expiring` lists: unrevoked mail certificates that expire
+        within `within` days, soonest first, renewed ones included (with their successor)."""
+        days = (
+            within
+            if within is not None
+            else int(instance.config.get("lifecycle.renew_window_days"))
+        )
+        now = datetime.now(UTC)
+        rows, total = run(
+            lambda: expiring_page(
+                instance, timedelta(days=days), limit=limit, offset=offset, now=now
+            )
+        )
+        return ExpiringPage(
+            items=[ExpiringCertificate.of(row, now) for row in rows],
+            within=days,
+            total=total,
+            offset=offset,
+            limit=limit,
+        )
+
     @api.get("/certificates/{serial}", response_model=Certificate, tags=["certificates"])
     def get_certificate(
         caller: Annotated[ApiPrincipal, Depends(needs(Permission.READ_CERTIFICATES))],
@@ -255,6 +299,34 @@ def create_api(instance: Instance, *, rate_per_minute: int = 600) -> FastAPI:
         instance.publish_pending()
         instance.seal()
         return Certificate.of(info)
+
+    @api.post(
+        "/certificates/{serial}/renewal-notice", response_model=RenewalNotice, tags=["certificates"]
+    )
+    def notify_renewal(
+        caller: Annotated[ApiPrincipal, Depends(needs(Permission.INVITE))],
+        serial: SerialPath,
+    ) -> RenewalNotice:
+        """Mail the certificate's holder the expiry notice with a one-time renewal link;
+        they renew in the portal, so no key, certificate or password reaches the caller.
+
+        Refused (409) for a certificate the portal would not renew: revoked, expired,
+        already renewed, not the person's current one, not yet within
+        lifecycle.renew_window_days, or its holder disabled in the directory; and for a
+        second notice of the same certificate on the same day. The mail is queued and
+        sent by the server's outbox. Audited as `renewal.noticed` by api:NAME."""
+        number = _serial(serial)
+        notice = run(lambda: send_renewal_notice(instance, number, actor=caller.actor))
+        instance.seal()
+        return RenewalNotice(
+            serial=notice.serial,
+            email=notice.email,
+            not_after=notice.not_after,
+            days_left=notice.days_left,
+            link=notice.link,
+            queued=True,
+            note=notice.note,
+        )
 
     # -- invitations and requests --------------------------------------------------------
 

@@ -11,6 +11,7 @@ from mailpki.ca.authority import CertificateInfo
 from mailpki.ca.serials import show_serial
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.enrollment.requests import RequestView
+from mailpki.instance.expiry import ExpiringCertificate as ExpiringRow
 
 
 class ErrorDetail(BaseModel):
@@ -83,6 +84,56 @@ class CertificatePage(BaseModel):
     total: int = Field(description="How many match, over all pages.")
     offset: int
     limit: int
+
+
+class ExpiringCertificate(BaseModel):
+    """A certificate that expires soon, as `mailpki certs expiring` lists it."""
+
+    serial: str = Field(description="Hex, as `mailpki certs list` prints it (32 digits).")
+    email: str
+    profile: str
+    not_after: datetime
+    days_left: int = Field(description="Whole days until not_after (0: less than a day).")
+    renewed: bool = Field(description="Already renewed: a successor supersedes it.")
+    renewed_by: str | None = Field(description="The successor's serial, if renewed.")
+
+    @classmethod
+    def of(cls, row: ExpiringRow, now: datetime) -> ExpiringCertificate:
+        return cls(
+            serial=show_serial(row.serial),
+            email=row.email,
+            profile=row.profile,
+            not_after=row.not_after,
+            days_left=max(0, (row.not_after - now).days),
+            renewed=row.renewed_by is not None,
+            renewed_by=show_serial(row.renewed_by) if row.renewed_by else None,
+        )
+
+
+class ExpiringPage(BaseModel):
+    items: list[ExpiringCertificate] = Field(description="Soonest first.")
+    within: int = Field(description="The days from now this page looks ahead.")
+    total: int = Field(description="How many match, over all pages.")
+    offset: int
+    limit: int
+
+
+class RenewalNotice(BaseModel):
+    """The renewal notice queued for a person (no key, no certificate, no password)."""
+
+    serial: str = Field(
+        description="The certificate the person's renewal replaces (for a dual-key pair, "
+        "its encryption half), as `mailpki certs list` prints it."
+    )
+    email: str = Field(description="Where the notice goes.")
+    not_after: datetime
+    days_left: int
+    link: bool = Field(
+        description="The notice carries a one-time renewal link (false: it points at the "
+        "portal, as no directory entry could be found to bind a link to)."
+    )
+    queued: bool = Field(description="The mail waits in the outbox, which sends it.")
+    note: str | None
 
 
 class Revocation(BaseModel):
