@@ -3,7 +3,7 @@
 | role | may |
 |---|---|
 | `officer` | read and decide queued enrollment requests |
-| `operator` | search people, read certificates, revoke them, invite people |
+| `operator` | search people, read certificates, revoke them, invite people (to enroll, or to renew in the portal) |
 | `auditor` | read everything (people, certificates, requests), the audit status and the recovery report; change nothing |
 
 Signing a recovery request or approval stays with an administrator's own key, in the CLI.
