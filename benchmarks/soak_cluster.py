@@ -447,15 +447,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 random.shuffle(queue)
                 lock = threading.Lock()
 
+                failures: list[BaseException] = []
+
                 def worker() -> None:
-                    while True:
+                    try:
+                        while True:
+                            with lock:
+                                if not queue:
+                                    return
+                                person = queue.pop()
+                                done = len(everyone) - len(queue)
+                            faults.maybe(done)
+                            enroll_as_a_person(front, person, outcome, args.tries, args.retry_pause)
+                    except BaseException as exc:  # the run must fail, not finish quietly
+                        failures.append(exc)
                         with lock:
-                            if not queue:
-                                return
-                            person = queue.pop()
-                            done = len(everyone) - len(queue)
-                        faults.maybe(done)
-                        enroll_as_a_person(front, person, outcome, args.tries, args.retry_pause)
+                            queue.clear()
 
                 with common.Progress("enrollments", len(everyone)) as progress:
                     threads = [threading.Thread(target=worker) for _ in range(args.clients)]
@@ -464,6 +471,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     while any(t.is_alive() for t in threads):
                         progress.update(len(everyone) - len(queue))
                         time.sleep(0.5)
+                if failures:
+                    raise SystemExit(f"an enrolling thread failed: {failures[0]!r}") from failures[
+                        0
+                    ]
                 stop.set()
                 ocsp_thread.join(120)
                 faults.end()  # an outage still on ends now

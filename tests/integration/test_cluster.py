@@ -1,6 +1,8 @@
-"""Three `mailpki serve` nodes on one PostgreSQL behind a real HAProxy, with a node killed
-(SIGKILL), PostgreSQL restarted and the mail server down during enrollments: the books
-must balance afterwards (benchmarks/soak_cluster.py, at a size that fits the suite)."""
+"""Three `mailpki serve` nodes on one PostgreSQL (with a streaming replica they read
+from) behind a real HAProxy, with a real slapd as the directory: a node killed (SIGKILL),
+the replica stopped, PostgreSQL restarted, slapd and the mail server down during
+enrollments; the books must balance afterwards (benchmarks/soak_cluster.py, at a size
+that fits the suite)."""
 
 from __future__ import annotations
 
@@ -14,14 +16,23 @@ from benchmarks import soak_cluster
 from tests.fixtures.ci_policy import in_ci
 
 
-def test_three_nodes_survive_a_killed_node_a_database_restart_and_a_mail_outage() -> None:
+def test_three_nodes_survive_a_killed_node_database_faults_and_outages() -> None:
     if shutil.which("haproxy") is None:
         if in_ci():
             pytest.fail("haproxy is missing (CI=true: the test command installs it)")
         pytest.skip("haproxy is not installed")
     result = soak_cluster.run(
         argparse.Namespace(
-            nodes=3, enrollments=20, clients=4, ocsp=400, mail_outage=4.0, settle=180.0
+            nodes=3,
+            enrollments=20,
+            clients=4,
+            ocsp=400,
+            mail_outage=4.0,
+            directory_outage=4.0,
+            replica_outage=3.0,
+            tries=4,
+            retry_pause=2.0,
+            settle=180.0,
         )
     )
     shown = json.dumps(result, indent=1, default=str)
@@ -35,4 +46,7 @@ def test_three_nodes_survive_a_killed_node_a_database_restart_and_a_mail_outage(
     assert result["escrow_notices_delivered"] >= result["completed"], shown
     assert result["audit_verify_exit"] == 0, shown
     assert result["ocsp"].get("ok", 0) > 0, shown
+    assert len(result["faults"]) == 4, shown  # each fault fired
+    assert result["publish_missing"] == 0 and result["publish_stale"] == 0, shown
+    assert result["leases_taken_early"] == [], shown
     assert result["ok"], shown

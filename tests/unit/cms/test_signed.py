@@ -379,7 +379,11 @@ def test_tampered_signing_time(ec_message: bytes) -> None:
     attrs = signer_info(info["content"])["signed_attrs"]
     time_der = next(a for a in attrs if a["type"].native == "signing_time")["values"][0].dump()
     assert ec_message.count(time_der) == 1
-    earlier = time_der[:-4] + (b"00" if time_der[-3:-1] != b"00" else b"01") + time_der[-2:]
+    # The minute's last digit and the seconds' first digit (...MMSSZ) set to 00, or to 01
+    # when they already are 00: the bytes must change whatever time the message was signed.
+    changed = b"00" if time_der[-4:-2] != b"00" else b"01"
+    earlier = time_der[:-4] + changed + time_der[-2:]
+    assert earlier != time_der
     with pytest.raises(CMSError, match="the CMS signature does not verify"):
         verify_signed(ec_message.replace(time_der, earlier))
 
