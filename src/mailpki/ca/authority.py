@@ -25,9 +25,18 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
 
 from mailpki.audit import AuditLog
-from mailpki.ca.crl import assemble_crl, encode_entry, reason_name
+from mailpki.ca.crl import assemble_crl, encode_entry
 from mailpki.ca.csr import load_csr
 from mailpki.ca.lint import Linter
+from mailpki.ca.listing import (
+    ISSUING,
+    OCSP_PROFILE,
+    ROOT,
+    SELF_SIGNED,
+    CertificateInfo,
+    rfc_reason,
+    utc,
+)
 from mailpki.ca.ocsp import CertStatus, OCSPResponder, issuer_hashes
 from mailpki.ca.presigned import PresignedResponses
 from mailpki.ca.serials import new_serial, to_hex
@@ -59,18 +68,10 @@ from mailpki.store.models import CertificateRecord, CRLRecord, SerialReservation
 
 log = logging.getLogger(__name__)
 
-ROOT, ISSUING = "root", "issuing"
-OCSP_PROFILE = "ocsp-responder"
-_REASON_FLAGS = {flag.name: flag for flag in x509.ReasonFlags}  # stored name -> flag
-
-
-def utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything mailpki stores is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
 
 # Certificates signed by an issuing CA of any generation (not the root's, not the root).
-ISSUED_BY_ISSUING = CertificateRecord.issuer.not_in((ROOT, "self"))
+_REASON_FLAGS = {flag.name: flag for flag in x509.ReasonFlags}  # stored name -> flag
+ISSUED_BY_ISSUING = CertificateRecord.issuer.not_in((ROOT, SELF_SIGNED))
 
 
 @dataclass(frozen=True)
@@ -125,60 +126,6 @@ class CAHierarchy:
             if known == label:
                 return certificate
         raise NotFoundError(f"there is no issuing CA {label!r} in this instance")
-
-
-def _rfc_reason(stored: str | None) -> str | None:
-    flag = _REASON_FLAGS.get(stored or "")
-    return reason_name(flag) if flag else stored
-
-
-@dataclass(frozen=True)
-class CertificateInfo:
-    serial: str
-    subject: str
-    email: str | None
-    profile: str
-    status: str  # valid | revoked | expired
-    not_before: datetime
-    not_after: datetime
-    revoked_at: datetime | None
-    reason: str | None
-    issuer: str
-    superseded_by: str | None = None  # renewed: the serial of its successor
-
-    @classmethod
-    def from_record(cls, record: CertificateRecord, now: datetime) -> CertificateInfo:
-        status = record.status
-        if status == "valid" and utc(record.not_after) < now:
-            status = "expired"
-        return cls(
-            serial=record.serial,
-            subject=record.subject,
-            email=record.email,
-            profile=record.profile,
-            status=status,
-            not_before=utc(record.not_before),
-            not_after=utc(record.not_after),
-            revoked_at=utc(record.revoked_at) if record.revoked_at else None,
-            reason=_rfc_reason(record.revocation_reason),
-            issuer=record.issuer,
-            superseded_by=record.superseded_by,
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "serial": self.serial,
-            "subject": self.subject,
-            "email": self.email,
-            "profile": self.profile,
-            "status": self.status,
-            "not_before": self.not_before.isoformat(),
-            "not_after": self.not_after.isoformat(),
-            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
-            "reason": self.reason,
-            "issuer": self.issuer,
-            "superseded_by": self.superseded_by,
-        }
 
 
 @dataclass(frozen=True)
@@ -611,7 +558,7 @@ class CertificateAuthority:
                 raise RevocationError(
                     f"certificate {serial_hex} was already revoked on "
                     f"{utc(record.revoked_at or now):%Y-%m-%d %H:%M} UTC "
-                    f"({_rfc_reason(record.revocation_reason)})"
+                    f"({rfc_reason(record.revocation_reason)})"
                 )
             record.status = "revoked"
             record.revoked_at = now

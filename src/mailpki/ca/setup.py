@@ -13,19 +13,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from mailpki.audit import AuditLog
-from mailpki.ca.authority import (
-    ISSUING,
-    OCSP_PROFILE,
-    ROOT,
-    CAHierarchy,
-    certificate_record,
-    reserve_serial,
-)
+from mailpki.ca.authority import CAHierarchy, certificate_record, reserve_serial
 from mailpki.ca.lint import Linter
+from mailpki.ca.listing import ISSUING, OCSP_PROFILE, ROOT
 from mailpki.ca.settings import ROOT_CRL, CASettings, issuing_label
 from mailpki.ca.signing import lint_for_signing, signature_hash
 from mailpki.errors import CAError, KeyStoreError
-from mailpki.keystore.keys import CAPrivateKey, KeyStore, KeyType, key_type_of, parse_key_type
+from mailpki.keystore.key_types import KeyType
+from mailpki.keystore.keys import CAPrivateKey, KeyStore, key_type_of, parse_key_type
 from mailpki.policy.hierarchy import (
     CACertificateUrls,
     build_issuing_ca,

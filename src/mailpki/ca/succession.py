@@ -16,7 +16,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from mailpki.audit import AuditLog
-from mailpki.ca.authority import ISSUED_BY_ISSUING, OCSP_PROFILE, CertificateAuthority, utc
+from mailpki.ca.authority import ISSUED_BY_ISSUING, CertificateAuthority
+from mailpki.ca.listing import OCSP_PROFILE, utc
 from mailpki.errors import NotFoundError, RenewalRefused
 from mailpki.policy.roles import ADMIN_PROFILE
 from mailpki.store.models import CertificateRecord

@@ -7,19 +7,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.table import Table
 
 from mailpki.ca.serials import parse_serial, show_serial
+from mailpki.cli import common
 from mailpki.cli.common import (
     HomeOption,
-    console,
-    err_console,
     handle_errors,
     open_instance,
     print_json,
 )
 from mailpki.errors import AuditError, AuditIntegrityError, InputError
-from mailpki.instance.instance import cli_actor
+from mailpki.instance.actor import cli_actor
+from mailpki.instance.certificate_list import list_certificates
+from mailpki.instance.config import resolve_home
 
 if TYPE_CHECKING:
     from mailpki.audit.verify import Problem
@@ -43,14 +43,13 @@ def certs_list(
     home: HomeOption = None,
 ) -> None:
     """Serial, subject, mail, profile, status and not-after of each certificate."""
-    instance = open_instance(home)
-    rows, total = instance.list_certificates(
-        limit=limit or None, email=email, include_ca=include_ca
+    rows, total = list_certificates(
+        resolve_home(home), limit=limit or None, email=email, include_ca=include_ca
     )
     if as_json:
         print_json([row.as_dict() for row in rows])
         return
-    if not console.is_terminal:
+    if not sys.stdout.isatty():
         # Piped: one tab-separated line per certificate, nothing cut, easy to grep and cut.
         sys.stdout.write("serial\tsubject\tmail\tprofile\tstatus\tnot_after\n")
         for row in rows:
@@ -58,6 +57,8 @@ def certs_list(
             fields = (show_serial(row.serial), row.subject, row.email or "", row.profile, status)
             sys.stdout.write("\t".join(fields) + f"\t{row.not_after:%Y-%m-%d}\n")
         return
+    from rich.table import Table
+
     table = Table()
     table.add_column("serial", no_wrap=True)  # people copy it from here: never cut it
     table.add_column("subject", overflow="fold")
@@ -76,9 +77,9 @@ def certs_list(
             f"[{style}]{status}[/]" if style else status,
             f"{row.not_after:%Y-%m-%d}",
         )
-    console.print(table)
+    common.console.print(table)
     if len(rows) < total:
-        console.print(f"{len(rows)} of {total} shown (--limit 0 shows all)")
+        common.console.print(f"{len(rows)} of {total} shown (--limit 0 shows all)")
 
 
 @certs_app.command("show")
@@ -107,7 +108,7 @@ def _problem_json(p: Problem) -> dict[str, object]:
 
 def _print_problems(problems: tuple[Problem, ...]) -> None:
     for problem in problems:
-        err_console.print(f"[red]{problem.kind}:[/] {problem.message}", highlight=False)
+        common.err_console.print(f"[red]{problem.kind}:[/] {problem.message}", highlight=False)
 
 
 def _fail(problems: tuple[Problem, ...]) -> NoReturn:
@@ -146,7 +147,7 @@ def _verify_bundle(bundle: Path, witnesses: list[Path], as_json: bool) -> None:
                            len(copy.checkpoints), copy.last_seq)  # fmt: skip
     if check.ok:
         if not as_json:
-            console.print(
+            common.console.print(
                 f"audit bundle intact: {check.log.records} records, {check.log.checkpoints} "
                 f"signed checkpoints, sealed up to record {check.log.last_sealed_seq}",
                 highlight=False,
@@ -161,7 +162,7 @@ def _print_witness(
     name: str, location: str, independent: bool, why: str, held: int, last: int
 ) -> None:
     verdict = "independent" if independent else "[yellow]NOT independent[/]"
-    console.print(
+    common.console.print(
         f"witness {name} ({location}): {verdict}: {why}; holds {held} checkpoint(s)"
         + (f", up to record {last}" if held else ""),
         highlight=False,
@@ -224,17 +225,17 @@ def audit_verify(
         for w in check.witnesses:
             _print_witness(w.name, w.location, w.independent, w.why, w.held, w.last_seq)
         for note in check.notes:
-            err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+            common.err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     if check.ok:
         if not as_json:
-            console.print(
+            common.console.print(
                 f"audit log intact: {report.records} records, {report.checkpoints} signed "
                 f"checkpoints, sealed up to record {report.last_sealed_seq}; the state agrees "
                 "with the log",
                 highlight=False,
             )
             if check.recovery is not None:
-                console.print(
+                common.console.print(
                     f"recovery service audit log intact: {check.recovery.records} records, "
                     f"{check.recovery.checkpoints} signed checkpoints",
                     highlight=False,
@@ -257,16 +258,18 @@ def audit_seal(home: HomeOption = None) -> None:
     for result in seal_and_witness(instance):
         if result.error:
             failed = True
-            err_console.print(f"[red]witness {result.witness}:[/] {result.error}", highlight=False)
+            common.err_console.print(
+                f"[red]witness {result.witness}:[/] {result.error}", highlight=False
+            )
         else:
-            console.print(
+            common.console.print(
                 f"witness {result.witness}: {result.handed} handed, holds up to record "
                 f"{result.last_seq}",
                 highlight=False,
             )
     if failed:
         raise AuditError("audit log sealed, but a witness did not take its checkpoints")
-    console.print("audit log sealed")
+    common.console.print("audit log sealed")
 
 
 @audit_app.command("export")
@@ -281,7 +284,7 @@ def audit_export(
     from mailpki.instance.audit_export import export_audit
 
     count = export_audit(instance, out)
-    console.print(f"exported {count} audit records to {out}", highlight=False)
+    common.console.print(f"exported {count} audit records to {out}", highlight=False)
 
 
 @config_app.command("set")
@@ -295,7 +298,7 @@ def config_set(
     instance = open_instance(home)
     new = instance.set_config(key, value, actor=cli_actor())
     instance.seal()
-    console.print(f"{key} = {new!r}", highlight=False)
+    common.console.print(f"{key} = {new!r}", highlight=False)
 
 
 @config_app.command("get")
@@ -317,12 +320,14 @@ def config_show(
     if as_json:
         print_json({key: value for key, value, _ in items})
         return
+    from rich.table import Table
+
     table = Table("setting", "value", "")
     for key, value, is_default in items:
         source = instance.config.source_of(key)
         note = f"from {source}" if source else ("default" if is_default else "")
         table.add_row(key, "" if value is None else str(value), note)
-    console.print(table)
+    common.console.print(table)
 
 
 # `certs expiring` lives with the lifecycle commands.

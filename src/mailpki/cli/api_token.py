@@ -23,8 +23,8 @@ def create(
     home: HomeOption = None,
 ) -> None:
     """Create a token; it is printed once (only its hash is stored)."""
+    from mailpki.instance.actor import cli_actor
     from mailpki.instance.api_tokens import create_token
-    from mailpki.instance.instance import cli_actor
 
     instance = open_instance(home)
     try:
@@ -68,8 +68,8 @@ def revoke(
     name: Annotated[str, typer.Argument(help="The token's name.")], home: HomeOption = None
 ) -> None:
     """Revoke a token: it stops working at once, on every node."""
+    from mailpki.instance.actor import cli_actor
     from mailpki.instance.api_tokens import revoke_token
-    from mailpki.instance.instance import cli_actor
 
     instance = open_instance(home)
     try:

@@ -10,7 +10,7 @@ import typer
 from mailpki.auth.oidc import OidcProvider
 from mailpki.cli.common import HomeOption, console, handle_errors, open_instance, print_json
 from mailpki.instance import sso
-from mailpki.instance.instance import cli_actor
+from mailpki.instance.actor import cli_actor
 
 auth_app = typer.Typer(
     help="Single sign-on: how people log on besides passwords.", no_args_is_help=True

@@ -22,8 +22,9 @@ from mailpki.cli.common import (
     read_input,
 )
 from mailpki.errors import CAError, InputError, MailPKIError
+from mailpki.instance.actor import cli_actor
 from mailpki.instance.enrollments import flush_mail
-from mailpki.instance.instance import Instance, cli_actor
+from mailpki.instance.instance import Instance
 from mailpki.instance.operations import (
     export_root_key,
     import_root_key,

@@ -7,17 +7,40 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 
 from mailpki.errors import InputError, MailPKIError
 from mailpki.instance.config import resolve_home
-from mailpki.instance.instance import Instance
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    console: Console
+    err_console: Console
+
+    # Imported where an instance is opened: a command that never opens one (`--help`,
+    # `certs list` on SQLite) does not pay for cryptography and SQLAlchemy.
+    from mailpki.instance.instance import Instance
+
+
+# `console` and `err_console` (rich Consoles for stdout and stderr) are made at first use
+# (PEP 562): importing rich's console takes a good part of the 0.3 s a short command may
+# take, and commands that print plain lines (`certs list` into a pipe) never need it.
+# Modules that must stay light refer to them as `common.console` inside functions.
+_consoles: dict[str, Console] = {}
+
+
+def __getattr__(name: str) -> Console:
+    if name not in ("console", "err_console"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _consoles:
+        import rich.console
+
+        _consoles[name] = rich.console.Console(stderr=name == "err_console", soft_wrap=True)
+    return _consoles[name]
+
 
 MAX_INPUT_BYTES = 1024 * 1024
 
@@ -36,7 +59,7 @@ R = TypeVar("R")
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one line to stderr; the caller raises the returned Exit."""
-    err_console.print(
+    __getattr__("err_console").print(
         f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True
     )
     return typer.Exit(code)
@@ -76,6 +99,8 @@ _opened: list[Instance] = []
 def open_instance(home: Path | None) -> Instance:
     """The instance of --home. Every seal it makes hands its checkpoints to the witnesses,
     and the command seals it when it ends (`seal_opened`)."""
+    from mailpki.instance.instance import Instance
+
     instance = Instance.open(resolve_home(home))
     instance.after_seal.append(hand_over_checkpoints)
     _opened.append(instance)
@@ -94,7 +119,7 @@ def seal_opened() -> None:
         try:
             instance.seal()
         except MailPKIError as exc:
-            err_console.print(
+            __getattr__("err_console").print(
                 f"[yellow]warning:[/] the audit log could not be sealed at the end: {exc}",
                 highlight=False,
             )
@@ -113,7 +138,7 @@ def hand_over_checkpoints(instance: Instance) -> None:
         return
     instance.__dict__["_witnessed_seq"] = newest
     for failed in hand_over_quietly(instance):
-        err_console.print(
+        __getattr__("err_console").print(
             f"[yellow]warning:[/] witness {failed.witness} did not take the new checkpoint "
             f"({failed.error}); it is behind until the next hand-over",
             highlight=False,
@@ -167,7 +192,7 @@ def read_password_file(path: Path, what: str = "password") -> bytes:
 def report_outcome(summary: str, errors: list[str], *, failed: bool, limit: int = 1000) -> None:
     """Print each error (stderr), then the one-line summary; exit 1 if anything failed."""
     for error in errors[:limit]:
-        err_console.print(error, highlight=False, markup=False)
-    console.print(summary, highlight=False)
+        __getattr__("err_console").print(error, highlight=False, markup=False)
+    __getattr__("console").print(summary, highlight=False)
     if failed:
         raise typer.Exit(1)

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from mailpki.cli.common import console, err_console, handle_errors
 from mailpki.errors import InputError
+from mailpki.instance.actor import cli_actor
 from mailpki.instance.demo import DEMO_PKI_URL, DemoInfo, configured_base_url, prepare_demo
-from mailpki.instance.instance import cli_actor
 
 DEFAULT_DEMO_HOME = Path("demo")
 DEFAULT_PORT = 8080

@@ -23,7 +23,7 @@ from mailpki.directory.entry import MAPPINGS, DirectoryEntry
 from mailpki.directory.registry import DirectorySettings
 from mailpki.errors import InputError
 from mailpki.instance import directory_ops as ops
-from mailpki.instance.instance import cli_actor
+from mailpki.instance.actor import cli_actor
 from mailpki.instance.lifecycle import sync_with_leavers
 
 directory_app = typer.Typer(

@@ -16,7 +16,7 @@ from mailpki.cli.common import (
     report_outcome,
 )
 from mailpki.instance import dns_ops
-from mailpki.instance.instance import cli_actor
+from mailpki.instance.actor import cli_actor
 
 dns_app = typer.Typer(
     help="SMIMEA records (RFC 8162): certificates in the DNS, trusted through DNSSEC.",

@@ -25,6 +25,7 @@ from mailpki.cli.common import (
     report_outcome,
 )
 from mailpki.errors import InputError
+from mailpki.instance.actor import cli_actor
 from mailpki.instance.bulk import BulkItem, bulk_enroll, default_workers
 from mailpki.instance.directory_ops import enroll_user
 from mailpki.instance.enrollments import (
@@ -35,7 +36,6 @@ from mailpki.instance.enrollments import (
     read_people,
     reconcile_deliveries,
 )
-from mailpki.instance.instance import cli_actor
 from mailpki.instance.rewrap import DEFAULT_BATCH, rewrap_all
 from mailpki.notify.mail import deliver_pending
 

@@ -9,7 +9,7 @@ import typer
 from mailpki.cli.common import HomeOption, console, err_console, handle_errors, open_instance
 from mailpki.errors import InputError
 from mailpki.instance import invitations as ops
-from mailpki.instance.instance import cli_actor
+from mailpki.instance.actor import cli_actor
 
 
 @handle_errors

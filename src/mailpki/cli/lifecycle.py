@@ -20,7 +20,7 @@ from mailpki.cli.common import (
     read_password_file,
 )
 from mailpki.errors import InputError
-from mailpki.instance.instance import cli_actor
+from mailpki.instance.actor import cli_actor
 
 lifecycle_app = typer.Typer(
     help="Certificates over the years: expiry notices, leavers, clean-up.", no_args_is_help=True

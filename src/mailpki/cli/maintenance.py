@@ -32,8 +32,8 @@ def backup(
     certificates, encrypted key files, the databases (SQLite online backup or pg_dump)
     and the embedded recovery service. Passphrases, PINs and token contents are NOT in
     it: keep those apart."""
+    from mailpki.instance.actor import cli_actor
     from mailpki.instance.backup import create_backup
-    from mailpki.instance.instance import cli_actor
 
     check_output(out, force)
     instance = open_instance(home)
@@ -97,7 +97,7 @@ def restore(
 def upgrade(home: HomeOption = None) -> None:
     """Bring the instance's databases to this version's schema (run after installing a new
     mailpki, before starting the servers; safe to run again)."""
-    from mailpki.instance.instance import cli_actor
+    from mailpki.instance.actor import cli_actor
     from mailpki.instance.upgrade import upgrade as run_upgrade
 
     instance = open_instance(home)

@@ -58,7 +58,7 @@ def add(
 ) -> None:
     """Add an account; its TOTP secret is printed once (URI and QR code): enrol it in an
     authenticator app now."""
-    from mailpki.instance.instance import cli_actor
+    from mailpki.instance.actor import cli_actor
     from mailpki.instance.operators import add_operator
 
     password = _password(password_file)
@@ -109,7 +109,7 @@ def list_(home: HomeOption = None) -> None:
 @handle_errors
 def remove(login: LoginArgument, home: HomeOption = None) -> None:
     """Remove an account: it cannot log on any more."""
-    from mailpki.instance.instance import cli_actor
+    from mailpki.instance.actor import cli_actor
     from mailpki.instance.operators import remove_operator
 
     instance = open_instance(home)
@@ -126,7 +126,7 @@ def passwd(
     login: LoginArgument, password_file: PasswordFileOption, home: HomeOption = None
 ) -> None:
     """Set a new password (the TOTP secret stays)."""
-    from mailpki.instance.instance import cli_actor
+    from mailpki.instance.actor import cli_actor
     from mailpki.instance.operators import change_password
 
     password = _password(password_file)

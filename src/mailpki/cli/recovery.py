@@ -19,7 +19,8 @@ from mailpki.cli.common import (
     read_password_file,
 )
 from mailpki.errors import InputError
-from mailpki.instance.instance import Instance, cli_actor
+from mailpki.instance.actor import cli_actor
+from mailpki.instance.instance import Instance
 from mailpki.instance.recovery_admin import (
     AdminCredential,
     add_admin,

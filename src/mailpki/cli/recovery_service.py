@@ -16,7 +16,7 @@ from mailpki.cli.common import (
     read_input,
 )
 from mailpki.errors import InputError
-from mailpki.instance.instance import cli_actor
+from mailpki.instance.actor import cli_actor
 from mailpki.instance.recovery_link import connect_remote
 from mailpki.recovery.rotation import rotate_transport_key
 from mailpki.recovery.service import RecoveryService

@@ -9,10 +9,10 @@ import typer
 
 from mailpki.cli.common import HomeOption, console, handle_errors
 from mailpki.errors import InputError
+from mailpki.instance.actor import cli_actor
 from mailpki.instance.bootstrap import InitOptions, PKCS11Options, initialise
 from mailpki.instance.config import resolve_home
-from mailpki.instance.instance import cli_actor
-from mailpki.keystore.keys import CA_KEY_TYPES
+from mailpki.keystore.key_types import CA_KEY_TYPES
 
 
 @handle_errors

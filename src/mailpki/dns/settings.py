@@ -18,13 +18,13 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import dns.exception
-import dns.name
-import dns.tsig
+from typing import TYPE_CHECKING
 
 from mailpki.base.settings import Setting, SettingsFile, int_range, optional_text
 from mailpki.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    import dns.tsig
 
 __all__ = [
     "DnsSettings",
@@ -39,13 +39,9 @@ __all__ = [
 
 MAX_KEY_FILE = 16 * 1024
 # HMAC algorithms dnspython and BIND share; HMAC-MD5 is refused (RFC 8945 deprecates it).
-ALGORITHMS = {
-    "hmac-sha1": dns.tsig.HMAC_SHA1,
-    "hmac-sha224": dns.tsig.HMAC_SHA224,
-    "hmac-sha256": dns.tsig.HMAC_SHA256,
-    "hmac-sha384": dns.tsig.HMAC_SHA384,
-    "hmac-sha512": dns.tsig.HMAC_SHA512,
-}
+# (Names only: dnspython is imported where a name is checked or a key is used, so that
+# loading the settings does not import it.)
+ALGORITHMS = ("hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512")
 _KEY_RE = re.compile(
     r'\s*key\s+"?(?P<name>[A-Za-z0-9._-]{1,253})"?\s*\{'
     r"(?P<body>[^{}]*)\}\s*;\s*",
@@ -98,9 +94,10 @@ class TsigKey:
     secret: bytes = field(repr=False)
 
     def keyring(self) -> dns.tsig.Key:
-        return dns.tsig.Key(
-            dns.name.from_text(self.name), self.secret, algorithm=ALGORITHMS[self.algorithm]
-        )
+        import dns.name
+        import dns.tsig
+
+        return dns.tsig.Key(dns.name.from_text(self.name), self.secret, algorithm=self.algorithm)
 
 
 def parse_tsig_key(text: str, *, source: str = "the TSIG key file") -> TsigKey:
@@ -136,6 +133,9 @@ def parse_tsig_key(text: str, *, source: str = "the TSIG key file") -> TsigKey:
         raise InputError(
             f"{source}: the secret is shorter than 16 bytes; make one with tsig-keygen"
         )
+    import dns.exception
+    import dns.name
+
     try:
         dns.name.from_text(match["name"])
     except dns.exception.DNSException:
@@ -173,6 +173,9 @@ def _optional_zone(value: str) -> str:
     value = value.strip().rstrip(".").lower()
     if not value:
         return ""
+    import dns.exception
+    import dns.name
+
     try:
         dns.name.from_text(value + ".")
     except dns.exception.DNSException as exc:

@@ -32,7 +32,7 @@ from mailpki.ca.succession import restore, supersede
 from mailpki.errors import InputError, MailPKIError, RevocationError
 from mailpki.keymanager.manager import KeyManager
 from mailpki.keymanager.pkcs12 import package
-from mailpki.keystore.keys import KeyType
+from mailpki.keystore.key_types import KeyType
 from mailpki.notify.mail import queue
 from mailpki.policy.person import Person
 from mailpki.policy.profile import Profile

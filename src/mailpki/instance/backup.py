@@ -49,7 +49,8 @@ from mailpki.base.settings import SettingsFile
 from mailpki.ca.setup import AUDIT_KEY
 from mailpki.errors import InputError, MailPKIError
 from mailpki.instance.config import CONFIG_FILE, Config
-from mailpki.instance.instance import AUDIT_PUBLIC_KEY, CA_DIR, Instance
+from mailpki.instance.instance import Instance
+from mailpki.instance.layout import AUDIT_PUBLIC_KEY, CA_DIR
 from mailpki.recovery.config import ServiceConfig
 from mailpki.store.db import Database
 from mailpki.store.snapshot import (

@@ -15,7 +15,8 @@ from mailpki.ca.setup import AUDIT_KEY, create_hierarchy
 from mailpki.errors import InstanceError, MailPKIError
 from mailpki.instance.audit_witnesses import hand_over_quietly
 from mailpki.instance.config import CONFIG_FILE, Config
-from mailpki.instance.instance import (
+from mailpki.instance.instance import Instance
+from mailpki.instance.layout import (
     AUDIT_PUBLIC_KEY,
     CA_DIR,
     CA_FILES,
@@ -24,7 +25,6 @@ from mailpki.instance.instance import (
     RECOVERY_DIR,
     TRANSPORT_KEY_FILE,
     TRANSPORT_MLKEM_KEY_FILE,
-    Instance,
 )
 from mailpki.recovery.setup import ServiceOptions, init_service
 

@@ -6,14 +6,13 @@ variable that the configuration only names.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mailpki.auth.kerberos import check_service
-from mailpki.auth.pins import check_sql_query, check_sql_url
 from mailpki.base.settings import (
     Setting,
     SettingsFile,
@@ -27,8 +26,8 @@ from mailpki.base.settings import (
 )
 from mailpki.dns.settings import dns_schema
 from mailpki.errors import ConfigError
-from mailpki.keystore.keys import CA_KEY_TYPES, KEY_TYPES
-from mailpki.notify.mail import SMTP_RENAMED, smtp_schema
+from mailpki.keystore.key_types import CA_KEY_TYPES, KEY_TYPES
+from mailpki.notify.settings import SMTP_RENAMED, smtp_schema
 from mailpki.recovery.config import role_arc
 
 CONFIG_FILE = "config.toml"
@@ -97,6 +96,20 @@ def notice_days(value: str) -> str:
     if len(days) != len(parts) or not all(1 <= d <= 365 for d in days) or len(days) > 10:
         raise ValueError("must be at most 10 distinct days, each between 1 and 365")
     return ",".join(str(d) for d in days)
+
+
+def _check_in(module: str, name: str) -> Callable[[str], str]:
+    """The check `name` of `module`, imported when a value is set: the modules holding
+    these checks are heavy (SQLAlchemy, Kerberos), most instances leave the settings
+    empty, and a command that only loads the configuration should not import them."""
+
+    def check(value: str) -> str:
+        if not value.strip():
+            return ""
+        found: Callable[[str], str] = getattr(importlib.import_module(module), name)
+        return found(value)
+
+    return check
 
 
 def _checked(check: Callable[[str], str]) -> Callable[[str], str]:
@@ -298,7 +311,7 @@ SCHEMA: dict[str, Setting] = {
         "portal offers Kerberos single sign-on (Negotiate)",
     ),
     "auth.kerberos.service": Setting(
-        _checked(lambda value: check_service(value) if value.strip() else ""),
+        _checked(_check_in("mailpki.auth.kerberos", "check_service")),
         "",
         "service principal of the portal, e.g. HTTP/pki.example.com (the host name people "
         "type in the browser)",
@@ -306,13 +319,13 @@ SCHEMA: dict[str, Setting] = {
     "pins.validity_days": Setting(int_range(1, 365), 30, "how long an imported PIN is valid"),
     "pins.max_attempts": Setting(int_range(1, 100), 5, "wrong tries before a PIN is void"),
     "pins.sql_url": Setting(
-        _checked(check_sql_url),
+        _checked(_check_in("mailpki.auth.pins", "check_sql_url")),
         "",
         "SQLAlchemy URL of the HR database for 'pins import --from-sql', e.g. "
         "postgresql+psycopg://hr_reader@db/hr; no password here: use ~/.pgpass or PGPASSFILE",
     ),
     "pins.sql_query": Setting(
-        _checked(check_sql_query),
+        _checked(_check_in("mailpki.auth.pins", "check_sql_query")),
         "",
         "one SELECT (no ';') returning employee_id, mail, name, pin; it runs read-only",
     ),

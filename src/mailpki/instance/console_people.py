@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from cryptography import x509
 from sqlalchemy import func, or_, select
 
-from mailpki.ca.authority import CertificateInfo
 from mailpki.ca.crl import parse_reason
+from mailpki.ca.listing import CertificateInfo
 from mailpki.ca.serials import parse_serial
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.errors import InputError, MailPKIError, NotFoundError

@@ -23,7 +23,8 @@ from mailpki.enrollment.enroll import (
 from mailpki.errors import InputError, MailPKIError
 from mailpki.instance.instance import Instance
 from mailpki.instance.operations import person_for
-from mailpki.keystore.keys import KeyType, parse_key_type
+from mailpki.keystore.key_types import KeyType
+from mailpki.keystore.keys import parse_key_type
 from mailpki.notify.mail import DeliveryReport, deliver_pending
 
 MAX_CSV_BYTES = 50 * 1024 * 1024

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from mailpki.ca.authority import ISSUED_BY_ISSUING, OCSP_PROFILE
+from mailpki.ca.authority import ISSUED_BY_ISSUING
+from mailpki.ca.listing import OCSP_PROFILE
 from mailpki.errors import MailPKIError
 from mailpki.instance.instance import Instance
 from mailpki.store.db import head_revision

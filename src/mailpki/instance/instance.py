@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -15,21 +14,31 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy.orm import Session
 
-from mailpki.ca.authority import (
-    OCSP_PROFILE,
-    CAHierarchy,
-    CertificateAuthority,
-    CertificateInfo,
-    list_certificates,
-)
+from mailpki.ca.authority import CAHierarchy, CertificateAuthority, list_certificates
+from mailpki.ca.listing import OCSP_PROFILE, CertificateInfo
 from mailpki.ca.serials import show_serial
 from mailpki.ca.settings import CASettings, is_issuing_label
 from mailpki.ca.setup import AUDIT_KEY
 from mailpki.directory.registry import DirectoryRegistry
 from mailpki.dns.settings import DnsSettings, dns_settings_from
 from mailpki.errors import ConfigError, InstanceError
+from mailpki.instance.actor import cli_actor
 from mailpki.instance.audit_keys import audit_keys, load_or_create_mldsa
 from mailpki.instance.config import Config, pki_url_from
+from mailpki.instance.layout import (
+    AUDIT_PUBLIC_KEY,
+    CA_DIR,
+    CA_FILES,
+    KEYS_DIR,
+    PROFILES_DIR,
+    RECOVERY_DIR,
+    THEME_DIR,
+    TRANSPORT_KEY_FILE,
+    TRANSPORT_MLKEM_KEY_FILE,
+    issuing_file,
+    load_initialised,
+    responder_file,
+)
 from mailpki.keystore.configured import open_key_store, store_secret
 from mailpki.keystore.keys import KeyStore
 from mailpki.notify.mail import MailSettings, mail_settings_from
@@ -56,36 +65,6 @@ if TYPE_CHECKING:
     from mailpki.keystore.sealed import SecretSealer
     from mailpki.recovery.client import RecoveryClient
 
-CA_DIR = "ca"
-KEYS_DIR = "keys"
-PROFILES_DIR = "profiles"
-AUDIT_PUBLIC_KEY = "audit-key.pub.pem"
-RECOVERY_DIR = "recovery"
-TRANSPORT_KEY_FILE = "transport.pub.pem"
-TRANSPORT_MLKEM_KEY_FILE = "transport-mlkem.pub.pem"
-CA_FILES = {"root": "root.pem", "issuing": "issuing.pem", "ocsp": "ocsp-responder.pem"}
-
-
-def issuing_file(generation: int) -> str:
-    """The certificate file of an issuing CA generation (1 is CA_FILES["issuing"])."""
-    return CA_FILES["issuing"] if generation == 1 else f"issuing-g{generation}.pem"
-
-
-def responder_file(generation: int) -> str:
-    """The OCSP responder certificate signed by an issuing CA generation."""
-    return CA_FILES["ocsp"] if generation == 1 else f"ocsp-responder-g{generation}.pem"
-
-
-THEME_DIR = "theme"  # the instance's own pages, stylesheet and mail templates
-
-
-def cli_actor() -> str:
-    """Who did it, for the audit log: the local account running the command."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
-
 
 class Instance:
     """Everything of one instance, opened lazily (a read-only command unlocks no key)."""
@@ -99,12 +78,7 @@ class Instance:
 
     @classmethod
     def open(cls, home: Path) -> Instance:
-        instance = cls(Config.load(home))
-        if not (instance.home / CA_DIR / CA_FILES["issuing"]).is_file():
-            raise InstanceError(
-                f"{home} has a configuration but no CA; was 'mailpki init' interrupted?"
-            )
-        return instance
+        return cls(load_initialised(home))
 
     # -- parts --------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ from mailpki.directory.entry import DirectoryEntry
 from mailpki.enrollment.invitations import InviteReport, invite, logon_help, remind
 from mailpki.errors import InputError, MailPKIError
 from mailpki.instance.enrollments import flush_mail
-from mailpki.instance.instance import THEME_DIR, Instance
+from mailpki.instance.instance import Instance
+from mailpki.instance.layout import THEME_DIR
 
 # `--all` walks the directories by prefix: every letter and digit, at most this many
 # entries per prefix and directory search (the directory's own page limit).

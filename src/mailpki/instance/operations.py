@@ -13,11 +13,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from mailpki.base.files import write_atomically
-from mailpki.ca.authority import ROOT, CRLInfo, display_name
+from mailpki.ca.authority import CRLInfo, display_name
+from mailpki.ca.listing import ROOT
 from mailpki.ca.serials import show_serial
 from mailpki.ca.settings import ROOT_CRL
 from mailpki.errors import CAError, InputError, KeyStoreError
-from mailpki.instance.instance import CA_DIR, CA_FILES, Instance, issuing_file, responder_file
+from mailpki.instance.instance import Instance
+from mailpki.instance.layout import CA_DIR, CA_FILES, issuing_file, responder_file
 from mailpki.policy.person import Person
 
 if TYPE_CHECKING:

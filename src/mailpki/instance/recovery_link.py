@@ -7,12 +7,8 @@ from typing import Any
 
 from mailpki.base.files import write_atomically
 from mailpki.errors import ConfigError
-from mailpki.instance.instance import (
-    RECOVERY_DIR,
-    TRANSPORT_KEY_FILE,
-    TRANSPORT_MLKEM_KEY_FILE,
-    Instance,
-)
+from mailpki.instance.instance import Instance
+from mailpki.instance.layout import RECOVERY_DIR, TRANSPORT_KEY_FILE, TRANSPORT_MLKEM_KEY_FILE
 from mailpki.keystore.recovery_block import TransportKey
 from mailpki.recovery.client import HttpRecoveryClient
 

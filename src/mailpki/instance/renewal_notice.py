@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from mailpki.ca.authority import utc
+from mailpki.ca.listing import utc
 from mailpki.ca.serials import show_serial, to_hex
 from mailpki.ca.succession import SUBSCRIBER
 from mailpki.directory.entry import DirectoryEntry

@@ -26,7 +26,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from mailpki.errors import EscrowError, NotFoundError
-from mailpki.keystore.keys import PBKDF2_ITERATIONS, KeyType, generate_private_key
+from mailpki.keystore.key_types import KeyType
+from mailpki.keystore.keys import PBKDF2_ITERATIONS, generate_private_key
 from mailpki.keystore.recovery_block import (
     PrivateKey,
     RecoveryBlock,

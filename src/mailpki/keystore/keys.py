@@ -14,7 +14,7 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
-from typing import Literal, Protocol, cast, get_args, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from asn1crypto import algos, core, keys
 from cryptography.hazmat.primitives import hashes, padding, serialization
@@ -24,15 +24,12 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from mailpki.base.pem import require_single_block
 from mailpki.errors import InputError, KeyStoreError
-
-KeyType = Literal["rsa2048", "rsa3072", "rsa4096", "p256", "p384"]
-KEY_TYPES: tuple[str, ...] = get_args(KeyType)
-# What a key is generated for: CA keys sign; the Key Recovery Service's transport
-# key decrypts (RSA-OAEP). One key never does both (key separation).
-KeyUsage = Literal["sign", "decrypt"]
-KEY_USAGES: tuple[str, ...] = get_args(KeyUsage)
-# What `init --ca-key-type` offers for root and issuing CA (RSA-2048 is too small for a CA).
-CA_KEY_TYPES: tuple[str, ...] = ("rsa3072", "rsa4096", "p256", "p384")
+from mailpki.keystore.key_types import (
+    KEY_TYPES,
+    KEY_USAGES,
+    KeyType,
+    KeyUsage,
+)
 
 CAPrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 

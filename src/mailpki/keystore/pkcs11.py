@@ -35,15 +35,9 @@ from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11exc
 
 from mailpki.errors import KeyStoreError
-from mailpki.keystore.keys import (
-    EC_CURVES,
-    RSA_SIZES,
-    CAPrivateKey,
-    KeyUsage,
-    validate_label,
-    validate_usage,
-)
-from mailpki.keystore.keys import KeyType as CAKeyType
+from mailpki.keystore.key_types import KeyType as CAKeyType
+from mailpki.keystore.key_types import KeyUsage
+from mailpki.keystore.keys import EC_CURVES, RSA_SIZES, CAPrivateKey, validate_label, validate_usage
 
 NOT_EXTRACTABLE = "keys in a PKCS#11 token are not extractable; back up the token instead"
 

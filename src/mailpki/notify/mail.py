@@ -29,7 +29,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from mailpki.base.files import write_atomically
-from mailpki.base.settings import Setting, SettingsFile, choice, int_range, optional_text
+from mailpki.base.settings import SettingsFile
 from mailpki.errors import ConfigError, InputError, MailError
 from mailpki.store.db import Database
 from mailpki.store.models import OutboxMessage
@@ -536,34 +536,7 @@ def pending_count(db: Database) -> int:
     return int(count or 0)
 
 
-# Before the portal these settings were mail.*; files that still use the old names load.
-SMTP_RENAMED: dict[str, str | None] = {
-    "mail.smtp_host": "smtp.host",
-    "mail.smtp_port": "smtp.port",
-    "mail.sender": "smtp.from",
-    "mail.starttls": "smtp.starttls",
-    "mail.username": "smtp.username",
-    "mail.password_file": "smtp.password_file",
-    "mail.transport": None,  # now: SMTP when smtp.host is set, else .eml files in outbox/
-    "mail.folder": None,
-}
 OUTBOX_FOLDER = "outbox"
-
-
-def smtp_schema(*, sender_default: str, sender_help: str) -> dict[str, Setting]:
-    """The `smtp.*` settings, the same in the instance's and the recovery service's file."""
-    return {
-        "smtp.host": Setting(
-            optional_text, "", "SMTP server; empty: each mail is an .eml file in the outbox/ folder"
-        ),
-        "smtp.port": Setting(int_range(1, 65535), 25, "SMTP port"),
-        "smtp.from": Setting(optional_text, sender_default, sender_help),
-        "smtp.starttls": Setting(choice("true", "false"), "false", "use STARTTLS"),
-        "smtp.username": Setting(optional_text, "", "SMTP login (empty: no login)"),
-        "smtp.password_file": Setting(
-            optional_text, "", "file holding the SMTP password (relative to the home)"
-        ),
-    }
 
 
 def mail_settings_from(config: SettingsFile, *, default_sender: str) -> MailSettings:

@@ -13,7 +13,7 @@ from mailpki.base.settings import (
     optional_text,
     text,
 )
-from mailpki.notify.mail import SMTP_RENAMED, smtp_schema
+from mailpki.notify.settings import SMTP_RENAMED, smtp_schema
 
 SERVICE_FILE = "service.toml"
 _MAIL_RE = re.compile(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+")

@@ -34,7 +34,8 @@ from mailpki.keystore.hybrid_wrap import (
     is_hybrid,
     parse_hybrid,
 )
-from mailpki.keystore.keys import KeyStore, KeyType
+from mailpki.keystore.key_types import KeyType
+from mailpki.keystore.keys import KeyStore
 from mailpki.keystore.mlkem_keys import MLKEMKeyFiles, load_mlkem_public_pem, mlkem_public_pem
 from mailpki.keystore.recovery_block import (
     WRAP_HYBRID,

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from mailpki.ca.authority import ROOT
+from mailpki.ca.listing import ROOT
 from mailpki.ca.settings import ROOT_CRL, crl_scope
 from mailpki.errors import AuditUnavailable, DirectoryUnavailable, MailPKIError, StoreError
 from mailpki.instance.health import check_readiness, read_status

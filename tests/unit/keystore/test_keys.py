@@ -17,8 +17,8 @@ from cryptography.x509.oid import NameOID
 
 from mailpki.errors import InputError, KeyStoreError
 from mailpki.keystore import keys as keys_mod
+from mailpki.keystore.key_types import KEY_TYPES
 from mailpki.keystore.keys import (
-    KEY_TYPES,
     FileKeyStore,
     KeyStore,
     generate_private_key,

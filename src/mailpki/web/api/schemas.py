@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from mailpki.ca.authority import CertificateInfo
+from mailpki.ca.listing import CertificateInfo
 from mailpki.ca.serials import show_serial
 from mailpki.directory.entry import DirectoryEntry
 from mailpki.enrollment.requests import RequestView
