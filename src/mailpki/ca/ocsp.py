@@ -544,7 +544,12 @@ _BASIC_OID = bytes.fromhex("06092b0601050507300101")
 
 
 def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes((tag,)) + _der_len(len(content)) + content
+    size = len(content)
+    if size < 0x80:
+        return bytes((tag, size)) + content
+    if size < 0x100:
+        return bytes((tag, 0x81, size)) + content
+    return bytes((tag,)) + _der_len(size) + content
 
 
 def _gtime(moment: dt.datetime) -> bytes:
@@ -570,6 +575,11 @@ class _FastSigner:
         self._certs = certs
         self._sign_tbs = sign
         self._validity = validity
+        # Per request only the serial, the nonce and the second change: the CertID's
+        # start (hash algorithm and issuer hashes) and the encoded times of the current
+        # second are kept (a second's worth: one entry, replaced when the second moves).
+        self._cert_id_starts: dict[tuple[str, bytes, bytes], bytes] = {}
+        self._times: tuple[int, bytes, bytes] = (-1, b"", b"")
 
     @classmethod
     def build(cls, responder: OCSPResponder) -> _FastSigner | None:
@@ -631,15 +641,13 @@ class _FastSigner:
         nonce: bytes | None,
         now: dt.datetime,
     ) -> bytes:
-        now = now.replace(microsecond=0)
+        start = self._cert_id_starts.get((alg_name, name_hash, key_hash))
+        if start is None:
+            start = _HASH_OIDS[alg_name] + _tlv(0x04, name_hash) + _tlv(0x04, key_hash)
+            if len(self._cert_id_starts) < 64:  # only this CA's hashes pass the check
+                self._cert_id_starts[(alg_name, name_hash, key_hash)] = start
         serial_der = serial.to_bytes(serial.bit_length() // 8 + 1, "big")
-        cert_id = _tlv(
-            0x30,
-            _HASH_OIDS[alg_name]
-            + _tlv(0x04, name_hash)
-            + _tlv(0x04, key_hash)
-            + _tlv(0x02, serial_der),
-        )
+        cert_id = _tlv(0x30, start + _tlv(0x02, serial_der))
         if status is None:
             cert_status = b"\x82\x00"
         elif status.status == "revoked":
@@ -651,11 +659,8 @@ class _FastSigner:
             cert_status = _tlv(0xA1, info)
         else:
             cert_status = b"\x80\x00"
-        produced = _gtime(now)
-        single = _tlv(
-            0x30,
-            cert_id + cert_status + produced + _tlv(0xA0, _gtime(now + self._validity)),
-        )
+        produced, next_update = self._encoded_times(now)
+        single = _tlv(0x30, cert_id + cert_status + produced + next_update)
         tbs_body = self._responder_id + produced + _tlv(0x30, single)
         if nonce is not None:
             extension = _NONCE_OID + _tlv(0x04, _tlv(0x04, nonce))
@@ -666,6 +671,17 @@ class _FastSigner:
             0x30, tbs + self._signature_algorithm + _tlv(0x03, b"\x00" + signature) + self._certs
         )
         return _tlv(0x30, b"\x0a\x01\x00" + _tlv(0xA0, _tlv(0x30, _BASIC_OID + _tlv(0x04, basic))))
+
+    def _encoded_times(self, now: dt.datetime) -> tuple[bytes, bytes]:
+        """thisUpdate (= producedAt) and the [0] nextUpdate of `now`, to the second."""
+        second = int(now.timestamp())
+        cached_second, produced, next_update = self._times
+        if second != cached_second:
+            moment = now.replace(microsecond=0)
+            produced = _gtime(moment)
+            next_update = _tlv(0xA0, _gtime(moment + self._validity))
+            self._times = (second, produced, next_update)
+        return produced, next_update
 
 
 class _BadNonce(Exception):
