@@ -226,7 +226,7 @@ def list_certificates(
     if offset:
         query = query.offset(offset)
     now = datetime.now(UTC)
-    with db.session() as session:
+    with db.lookup() as session:
         records = list(session.scalars(query))
         if (not limit or len(records) < limit) and (records or not offset):
             # The page holds the last row: it tells the total, and a lookup by mail (one
@@ -496,7 +496,7 @@ class CertificateAuthority:
             )
             .order_by(CertificateRecord.id.desc())
         )
-        with (db or self.db).session() as session:
+        with (db or self.db).lookup() as session:
             return list(session.scalars(query))
 
     def valid_certificates_of(self, emails: Iterable[str]) -> dict[str, list[bytes]]:

@@ -66,6 +66,18 @@ class Database:
         self._writer = sessionmaker(
             self.engine.execution_options(mailpki_write=True), expire_on_commit=False
         )
+        # PostgreSQL: lookups run without BEGIN and ROLLBACK around their statement. Under
+        # READ COMMITTED every statement takes its own snapshot anyway, so this reads the
+        # same rows, with one round trip for the statement instead of three (BEGIN, the
+        # statement, ROLLBACK). SQLite has no round trips: its reads are left as they are.
+        self._looker = (
+            self._reader
+            if _is_sqlite(url)
+            else sessionmaker(
+                self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+                expire_on_commit=False,
+            )
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -77,6 +89,17 @@ class Database:
         session is closed (a connection cut by a restart) is a StoreError."""
         try:
             with self._reader() as session:
+                yield session
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
+
+    @contextmanager
+    def lookup(self) -> Iterator[Session]:
+        """A read session for lookups that need no snapshot shared by their statements
+        (the certificate directory, a search): on PostgreSQL each statement is its own
+        transaction. Never write in it. Errors as for `session`."""
+        try:
+            with self._looker() as session:
                 yield session
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
