@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
-from sqlalchemy import LargeBinary, bindparam, cast, func, literal, select
+from sqlalchemy import LargeBinary, String, bindparam, cast, func, literal, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
@@ -254,6 +254,21 @@ def _unindexed(column: Any) -> Any:
     return column.op("||")(literal(""))
 
 
+# Built once: the certificate directory looks a mail address up on every request.
+_VALID_QUERY = (
+    select(CertificateRecord.der)
+    .where(
+        func.lower(CertificateRecord.email) == bindparam("email", type_=String()),
+        ISSUED_BY_ISSUING,
+        CertificateRecord.profile.not_in((OCSP_PROFILE, ADMIN_PROFILE)),
+        _unindexed(CertificateRecord.status) == "valid",
+        _unindexed(CertificateRecord.superseded_by).is_(None),
+        CertificateRecord.not_after > bindparam("now"),
+    )
+    .order_by(CertificateRecord.id.desc())
+)
+
+
 class CertificateAuthority:
     """The issuing CA (and the root's CRL) of one instance."""
 
@@ -484,20 +499,10 @@ class CertificateAuthority:
         Admin certificates are left out: their policy OIDs name recovery roles.
         """
         # The local part is stored as given: match lower(email), which has an index.
-        query = (
-            select(CertificateRecord.der)
-            .where(
-                func.lower(CertificateRecord.email) == email.lower(),
-                ISSUED_BY_ISSUING,
-                CertificateRecord.profile.not_in((OCSP_PROFILE, ADMIN_PROFILE)),
-                _unindexed(CertificateRecord.status) == "valid",
-                _unindexed(CertificateRecord.superseded_by).is_(None),
-                CertificateRecord.not_after > datetime.now(UTC),
-            )
-            .order_by(CertificateRecord.id.desc())
-        )
         with (db or self.db).lookup() as session:
-            return list(session.scalars(query))
+            return list(
+                session.scalars(_VALID_QUERY, {"email": email.lower(), "now": datetime.now(UTC)})
+            )
 
     def valid_certificates_of(self, emails: Iterable[str]) -> dict[str, list[bytes]]:
         """valid_certificates for many mail addresses at once, by lower-case address
