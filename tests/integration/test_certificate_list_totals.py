@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from mailpki.instance.instance import Instance
 from mailpki.policy.person import Person
@@ -71,3 +71,18 @@ def test_a_lookup_by_mail_is_one_query(instance: Instance) -> None:
         event.remove(instance.db.engine, "before_cursor_execute", seen)
     assert (len(page), total) == (2, 2)
     assert len(statements) == 1, statements
+
+
+def test_directory_lookups_stay_prepared_on_postgresql(instance: Instance) -> None:
+    """No ROLLBACK after each lookup drops psycopg's prepared statements: a repeated lookup
+    is planned once per connection, not on every request."""
+    if instance.db.is_sqlite:
+        pytest.skip("PostgreSQL only: SQLite has no server-side statements")
+    for _ in range(8):  # psycopg prepares a statement on its fifth execution
+        assert len(instance.ca.valid_certificates("Kim@example.com")) == 2
+    with instance.db.engine.connect() as connection:
+        prepared = connection.execute(
+            text("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE :der"),
+            {"der": "%certificates.der%"},
+        ).scalar()
+    assert prepared == 1
