@@ -12,6 +12,7 @@ from sqlalchemy import event, text
 
 from mailpki.instance.instance import Instance
 from mailpki.policy.person import Person
+from tests.integration.cli_helpers import mailpki
 
 
 def person(mail: str) -> Person:
@@ -23,13 +24,30 @@ def person(mail: str) -> Person:
     )
 
 
-@pytest.fixture
-def instance(home: Path) -> Instance:
+def _filled(home: Path) -> Instance:
     instance = Instance.open(home)
     for mail in ["pat@example.com"] * 3 + ["kim@example.com"] * 2:
         key = ec.generate_private_key(ec.SECP256R1()).public_key()
         instance.ca.issue_for_key(key, person(mail), actor="test")
     return instance
+
+
+@pytest.fixture
+def instance(home: Path) -> Instance:
+    """On SQLite and on PostgreSQL."""
+    return _filled(home)
+
+
+@pytest.fixture
+def postgres_instance(tmp_path: Path, postgres_database: str) -> Instance:
+    target = tmp_path / "corp-pg"
+    result = mailpki(
+        "init", "--home", target, "--org", "Example Corp", "--domain", "example.com",
+        "--ca-key-type", "p256", "--database", postgres_database,
+        "--org-id", "NTRGB-12345678",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    return _filled(target)
 
 
 # (limit, offset, email) -> (rows on the page, total)
@@ -73,11 +91,11 @@ def test_a_lookup_by_mail_is_one_query(instance: Instance) -> None:
     assert len(statements) == 1, statements
 
 
-def test_directory_lookups_stay_prepared_on_postgresql(instance: Instance) -> None:
+def test_directory_lookups_stay_prepared_on_postgresql(postgres_instance: Instance) -> None:
     """No ROLLBACK after each lookup drops psycopg's prepared statements: a repeated lookup
-    is planned once per connection, not on every request."""
-    if instance.db.is_sqlite:
-        pytest.skip("PostgreSQL only: SQLite has no server-side statements")
+    is planned once per connection, not on every request (PostgreSQL only: SQLite has no
+    server-side statements)."""
+    instance = postgres_instance
     for _ in range(8):  # psycopg prepares a statement on its fifth execution
         assert len(instance.ca.valid_certificates("Kim@example.com")) == 2
     with instance.db.engine.connect() as connection:
