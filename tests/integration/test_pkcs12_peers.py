@@ -17,9 +17,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12 as crypto_pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mailpki.keymanager.pkcs12 import PKCS12Key, build_pkcs12, generate_password
+from mailpki.keymanager._pkcs12_order import gpgsm_derives_the_same_keys, issuer_first
+from mailpki.keymanager.pkcs12 import (
+    PKCS12_LEGACY_KDF_ROUNDS,
+    PKCS12Key,
+    build_pkcs12,
+    generate_password,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -266,3 +273,44 @@ def test_gpgsm_2_2_refuses(
     if not legacy:
         assert "pkcs5PBES2-params" in output
     assert _secret_fingerprints(gpgsm)[0] == set()
+
+
+def test_the_gpgsm_kdf_model_matches_the_real_gpgsm(
+    material: Material, gpgsm: GpgSM, tmp_path: Path
+) -> None:
+    """A legacy file whose salts the model flags (made without build_pkcs12's retry) is
+    refused by the real gpgsm; the one build_pkcs12 makes with the same password imports."""
+    key, leaf = material.leaves["rsa2048"]
+    password = generate_password()
+    builder = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(PKCS12_LEGACY_KDF_ROUNDS)
+        .key_cert_algorithm(crypto_pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+        .hmac_hash(hashes.SHA1())
+    )
+    for _ in range(2000):  # about 3 in 100 are flagged
+        data = issuer_first(
+            crypto_pkcs12.serialize_key_and_certificates(
+                FRIENDLY.encode(), key, leaf, [material.root], builder.build(password.encode())
+            ),
+            password.encode(),
+        )
+        if not gpgsm_derives_the_same_keys(data, password.encode()):
+            break
+    else:
+        pytest.fail("no flagged salt in 2,000 builds")
+    flagged = tmp_path / "flagged.p12"
+    flagged.write_bytes(data)
+    refused = _gpgsm_import(gpgsm, flagged, password)
+    assert refused.returncode != 0
+    assert "secret keys imported" not in refused.stdout + refused.stderr
+
+    p12 = tmp_path / "built.p12"
+    p12.write_bytes(
+        build_pkcs12(
+            key, leaf, [material.root], password.encode(), friendly_name=FRIENDLY, legacy=True
+        )
+    )
+    imported = _gpgsm_import(gpgsm, p12, password)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert "secret keys imported: 1" in imported.stdout + imported.stderr

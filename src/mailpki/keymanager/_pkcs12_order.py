@@ -24,7 +24,7 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-__all__ = ["issuer_first", "pkcs12_kdf", "pkcs12_kdf_sha1"]
+__all__ = ["gpgsm_derives_the_same_keys", "issuer_first", "pkcs12_kdf", "pkcs12_kdf_sha1"]
 
 _PBE_SHA1_3DES = "1.2.840.113549.1.12.1.3"
 _SHA1_BLOCK, _SHA1_SIZE = 64, 20
@@ -143,3 +143,59 @@ def issuer_first(data: bytes, password: bytes) -> bytes:
     )
     result: bytes = rebuilt.dump(force=True)
     return result
+
+
+def _gpgsm_agrees(password: bytes, salt: bytes, rounds: int) -> bool:
+    """Whether gpgsm 2.2 derives the same 3DES key as RFC 7292 from this salt.
+
+    Its KDF (minip12.c `string_to_key`) writes each updated 64-byte block I_j back with
+    `gcry_mpi_print`, which drops leading zero bytes and so shifts the block when the
+    sum I_j + B + 1 starts with 0x00 (about 1 block in 256). A 24-byte 3DES key needs a
+    second SHA-1 round, which then hashes the shifted block: gpgsm gets another key and
+    cannot open the file. The 8-byte IV and the 20-byte MAC key need one round only.
+    """
+    bmp = password.decode("utf-8").encode("utf-16-be") + b"\0\0"
+    v = _SHA1_BLOCK
+
+    def stretch(data: bytes) -> bytes:
+        length = v * -(-len(data) // v)
+        return (data * (length // len(data) + 1))[:length]
+
+    block_i = stretch(salt) + stretch(bmp)
+    digest = hashlib.sha1(bytes([_KEY_ID]) * v + block_i).digest()  # noqa: S324 (RFC 7292)
+    for _ in range(rounds - 1):
+        digest = hashlib.sha1(digest).digest()  # noqa: S324
+    b_value = int.from_bytes(stretch(digest), "big") + 1
+    for start in range(0, len(block_i), v):
+        chunk = int.from_bytes(block_i[start : start + v], "big")
+        if (chunk + b_value) % (1 << (8 * v)) < 1 << (8 * (v - 1)):
+            return False
+    return True
+
+
+def gpgsm_derives_the_same_keys(data: bytes, password: bytes) -> bool:
+    """Whether gpgsm 2.2 can decrypt every part of this legacy PKCS#12 `data` (the key
+    bag and the encrypted certificate safes), given its KDF fault (`_gpgsm_agrees`)."""
+    pfx = asn1_pkcs12.Pfx.load(data)
+    for info in pfx.authenticated_safe:
+        kind = info["content_type"].native
+        if kind == "encrypted_data":
+            algorithm = info["content"]["encrypted_content_info"]["content_encryption_algorithm"]
+            parameters = [algorithm]
+        elif kind == "data":
+            bags = asn1_pkcs12.SafeContents.load(bytes(info["content"].native))
+            parameters = [
+                bag["bag_value"]["encryption_algorithm"]
+                for bag in bags
+                if bag["bag_id"].native == "pkcs8_shrouded_key_bag"
+            ]
+        else:
+            continue
+        for algorithm in parameters:
+            if algorithm["algorithm"].dotted != _PBE_SHA1_3DES:
+                continue  # only the legacy PBES1 derivation has the fault
+            salt = bytes(algorithm["parameters"]["salt"].native)
+            rounds = int(algorithm["parameters"]["iterations"].native)
+            if not _gpgsm_agrees(password, salt, rounds):
+                return False
+    return True

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from mailpki.errors import MailPKIError, PKCS12Error
-from mailpki.keymanager._pkcs12_order import issuer_first
+from mailpki.keymanager._pkcs12_order import gpgsm_derives_the_same_keys, issuer_first
 
 PKCS12_MAX_SIZE = 1024 * 1024
 
@@ -42,6 +42,8 @@ GENERATED_PASSWORD_KDF_ROUNDS = 10_000
 # for 2^31 rounds and burn minutes of CPU. Above the 1.4M OWASP gives for
 # PBKDF2-HMAC-SHA1, so files from careful tools still open.
 PKCS12_MAX_KDF_ROUNDS = 2_000_000
+# A salt gpgsm mishandles comes about 3 times in 100: 20 builds in a row are ~1e-30.
+_LEGACY_ATTEMPTS = 20
 
 # No 0/O/o, 1/l/I: the password is read aloud or typed from paper.
 READABLE_ALPHABET = "23456789abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ"
@@ -107,6 +109,8 @@ def build_pkcs12(
     certificates root first so that gpgsm imports it without complaint. gpgsm 2.2.40
     imports that only for RSA keys (it crashes on a P-256 key) and refuses the modern
     (PBES2) file outright.
+    gpgsm 2.2 also derives a wrong 3DES key from about 3 salts in 100 (see
+    `_pkcs12_order._gpgsm_agrees`); a legacy file with such a salt is made again.
     """
     if not password:
         raise MailPKIError("refusing to build a PKCS#12 file with an empty password")
@@ -131,17 +135,24 @@ def build_pkcs12(
             .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
             .hmac_hash(hashes.SHA256())
         )
-    data = pkcs12.serialize_key_and_certificates(
-        friendly_name.encode("utf-8"),
-        key,
-        certificate,
-        list(chain),
-        builder.build(bytes(password)),
-    )
-    if legacy and chain:
-        # gpgsm checks each certificate's issuer as it imports it: root first.
-        data = issuer_first(data, bytes(password))
-    return data
+    for _ in range(_LEGACY_ATTEMPTS if legacy else 1):
+        data = pkcs12.serialize_key_and_certificates(
+            friendly_name.encode("utf-8"),
+            key,
+            certificate,
+            list(chain),
+            builder.build(bytes(password)),
+        )
+        if not legacy:
+            return data
+        if chain:
+            # gpgsm checks each certificate's issuer as it imports it: root first.
+            data = issuer_first(data, bytes(password))
+        # gpgsm 2.2 derives a wrong 3DES key from about 3 salts in 100: such a file is
+        # made again, with fresh salts (each build draws its own).
+        if gpgsm_derives_the_same_keys(data, bytes(password)):
+            return data
+    raise MailPKIError("could not make a legacy PKCS#12 file that gpgsm can open")
 
 
 def package(
