@@ -36,6 +36,35 @@ def pkcs12_kdf_sha1(password: bytes, salt: bytes, purpose: int, rounds: int, siz
     return pkcs12_kdf(password, salt, purpose, rounds, size, hash_name="sha1")
 
 
+def _stretch(data: bytes, v: int = _SHA1_BLOCK) -> bytes:
+    """`data` repeated to a whole number of v-byte blocks (RFC 7292 B.2 steps 2-3)."""
+    if not data:
+        return b""
+    length = v * -(-len(data) // v)
+    return (data * (length // len(data) + 1))[:length]
+
+
+def _block_i(password: bytes, salt: bytes) -> bytes:
+    """I = S || P of RFC 7292 B.2: the stretched salt and BMPString password."""
+    bmp = password.decode("utf-8").encode("utf-16-be") + b"\0\0" if password else b""
+    return _stretch(salt) + _stretch(bmp)
+
+
+def _round(hash_name: str, purpose: int, block_i: bytes, rounds: int) -> bytes:
+    """A_i of RFC 7292 B.2 step 6a: H^rounds(D || I)."""
+    digest = hashlib.new(hash_name, bytes([purpose]) * _SHA1_BLOCK + block_i).digest()
+    for _ in range(rounds - 1):
+        digest = hashlib.new(hash_name, digest).digest()
+    return digest
+
+
+def _updated_blocks(block_i: bytes, digest: bytes) -> list[int]:
+    """Each block I_j + B + 1, before it is reduced to 64 bytes (B.2 step 6c)."""
+    b_value = int.from_bytes(_stretch(digest), "big") + 1
+    v = _SHA1_BLOCK
+    return [int.from_bytes(block_i[s : s + v], "big") + b_value for s in range(0, len(block_i), v)]
+
+
 def pkcs12_kdf(
     password: bytes, salt: bytes, purpose: int, rounds: int, size: int, *, hash_name: str
 ) -> bytes:
@@ -43,27 +72,15 @@ def pkcs12_kdf(
     the MAC key of a PKCS#12 file; `password` is UTF-8 (made a BMPString here)."""
     if hash_name not in ("sha1", "sha256"):
         raise ValueError(f"no PKCS#12 KDF with {hash_name}")
-    bmp = password.decode("utf-8").encode("utf-16-be") + b"\0\0" if password else b""
-    v = _SHA1_BLOCK
-
-    def stretch(data: bytes) -> bytes:
-        if not data:
-            return b""
-        length = v * -(-len(data) // v)
-        return (data * (length // len(data) + 1))[:length]
-
-    block_i = bytearray(stretch(salt) + stretch(bmp))
-    diversifier = bytes([purpose]) * v
+    block_i = _block_i(password, salt)
     out = b""
     while len(out) < size:
-        digest = hashlib.new(hash_name, diversifier + block_i).digest()
-        for _ in range(rounds - 1):
-            digest = hashlib.new(hash_name, digest).digest()
+        digest = _round(hash_name, purpose, block_i, rounds)
         out += digest
-        b_value = int.from_bytes(stretch(digest), "big") + 1
-        for start in range(0, len(block_i), v):
-            chunk = int.from_bytes(block_i[start : start + v], "big")
-            block_i[start : start + v] = ((chunk + b_value) % (1 << (8 * v))).to_bytes(v, "big")
+        block_i = b"".join(
+            (number % (1 << (8 * _SHA1_BLOCK))).to_bytes(_SHA1_BLOCK, "big")
+            for number in _updated_blocks(block_i, digest)
+        )
     return out[:size]
 
 
@@ -154,23 +171,12 @@ def _gpgsm_agrees(password: bytes, salt: bytes, rounds: int) -> bool:
     second SHA-1 round, which then hashes the shifted block: gpgsm gets another key and
     cannot open the file. The 8-byte IV and the 20-byte MAC key need one round only.
     """
-    bmp = password.decode("utf-8").encode("utf-16-be") + b"\0\0"
-    v = _SHA1_BLOCK
-
-    def stretch(data: bytes) -> bytes:
-        length = v * -(-len(data) // v)
-        return (data * (length // len(data) + 1))[:length]
-
-    block_i = stretch(salt) + stretch(bmp)
-    digest = hashlib.sha1(bytes([_KEY_ID]) * v + block_i).digest()  # noqa: S324 (RFC 7292)
-    for _ in range(rounds - 1):
-        digest = hashlib.sha1(digest).digest()  # noqa: S324
-    b_value = int.from_bytes(stretch(digest), "big") + 1
-    for start in range(0, len(block_i), v):
-        chunk = int.from_bytes(block_i[start : start + v], "big")
-        if (chunk + b_value) % (1 << (8 * v)) < 1 << (8 * (v - 1)):
-            return False
-    return True
+    block_i = _block_i(password, salt)
+    digest = _round("sha1", _KEY_ID, block_i, rounds)
+    top_byte = 1 << (8 * (_SHA1_BLOCK - 1))
+    return all(
+        number % (1 << (8 * _SHA1_BLOCK)) >= top_byte for number in _updated_blocks(block_i, digest)
+    )
 
 
 def gpgsm_derives_the_same_keys(data: bytes, password: bytes) -> bool:
